@@ -1,0 +1,81 @@
+"""The ``gan`` command: every pipeline stage and the downstream tools under one name.
+
+    gan check                      # validate params.yaml and exit
+    gan models                     # list architectures, losses and regularisers
+    gan prepare | featurize | tune | train | evaluate | register | augment-eval
+    gan augment --model models:/digits-gan@champion --num 1000 --out synth/ --format npz
+    gan retrain                    # scheduled retraining: new data -> dvc repro -> gated promotion
+
+Each stage subcommand runs the same ``main()`` that ``dvc repro`` runs
+(``pipelines/<stage>.py``), so flags after the subcommand are that script's flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from gan.errors import run_main
+
+# subcommand -> (module, function, help)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "prepare": ("pipelines.prepare", "main", "raw data -> data/prepared/"),
+    "featurize": ("pipelines.featurize", "main", "train the feature network used by FID/KID"),
+    "tune": ("pipelines.tune", "main", "Ray Tune search of the lr_G / lr_D balance"),
+    "train": ("pipelines.train", "main", "Ray Train adversarial training -> models/generator/"),
+    "evaluate": ("pipelines.evaluate", "main", "FID, KID, precision/recall, mode coverage"),
+    "register": ("pipelines.register", "main", "MLflow model version, challenger/champion"),
+    "augment-eval": ("pipelines.augment_eval", "main", "classification accuracy with synthetic data"),
+    "augment": ("gan.augment", "cli_main", "generate labelled synthetic data from a registered model"),
+    "retrain": ("gan.retrain", "cli_main", "scheduled retraining with gated promotion"),
+}
+
+
+def _check(argv: list[str]) -> int:
+    from gan.config import load_params
+
+    parser = argparse.ArgumentParser(prog="gan check", description="Validate params.yaml.")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    load_params(args.params)
+    print(f"{args.params}: ok")
+    return 0
+
+
+def _models(argv: list[str]) -> int:
+    from gan.models import describe
+
+    print(describe())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gan", description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("check", help="validate params.yaml", add_help=False)
+    sub.add_parser("models", help="list architectures, losses and regularisers", add_help=False)
+    for name, (_, _, text) in COMMANDS.items():
+        sub.add_parser(name, help=text, add_help=False)
+    return parser
+
+
+def dispatch(argv: list[str]) -> int:
+    parser = build_parser()
+    if not argv or argv[0] in ("-h", "--help"):
+        parser.print_help()
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name == "check":
+        return _check(rest)
+    if name == "models":
+        return _models(rest)
+    if name not in COMMANDS:
+        parser.error(f"unknown command '{name}'; choose from check, models, {', '.join(COMMANDS)}")
+    module, func, _ = COMMANDS[name]
+    return getattr(importlib.import_module(module), func)(rest) or 0
+
+
+def main() -> None:
+    """Console-script entry point."""
+    run_main(lambda: dispatch(sys.argv[1:]))

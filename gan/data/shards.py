@@ -1,0 +1,137 @@
+"""Prepared data on disk: ``.npy`` shards per split, read memory-mapped.
+
+    data/prepared/
+      manifest.json
+      train/x-00000.npy   float32 [n, C, H, W] in [-1, 1]
+      train/y-00000.npy   int64 [n]  (absent when unlabelled)
+      val/...
+
+NumPy shards are read with ``mmap_mode="r"``: a worker touches only the rows it
+samples, so memory per worker does not grow with the data set.
+
+    for x, y in ShardedBatches("data/prepared", "train", 64, rank=0, world_size=2, seed=0):
+        ...   # x: Tensor [64, C, H, W], y: Tensor [64] | None; endless
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gan.errors import DataError
+
+MANIFEST = "manifest.json"
+
+
+class ShardWriter:
+    """Buffer up to ``shard_size`` examples, then write ``x-NNNNN.npy`` (and ``y-NNNNN.npy``)."""
+
+    def __init__(self, folder: Path, shard_size: int, labelled: bool):
+        self.folder, self.shard_size, self.labelled = folder, shard_size, labelled
+        folder.mkdir(parents=True, exist_ok=True)
+        self._x: list[np.ndarray] = []
+        self._y: list[int] = []
+        self.shards: list[dict] = []
+        self.count = 0
+
+    def add(self, x: np.ndarray, y: int | None) -> None:
+        self._x.append(x)
+        if self.labelled:
+            self._y.append(int(y))
+        if len(self._x) >= self.shard_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._x:
+            return
+        idx = len(self.shards)
+        x = np.stack(self._x).astype(np.float32)  # [n, C, H, W]
+        np.save(self.folder / f"x-{idx:05d}.npy", x)
+        if self.labelled:
+            np.save(self.folder / f"y-{idx:05d}.npy", np.asarray(self._y, dtype=np.int64))
+        self.shards.append({"index": idx, "count": len(x)})
+        self.count += len(x)
+        self._x, self._y = [], []
+
+
+def read_manifest(prepared_dir: str | os.PathLike) -> dict:
+    """The manifest of a prepared data set, with a clear error when it is missing."""
+    path = Path(prepared_dir) / MANIFEST
+    if not path.exists():
+        raise DataError(f"{path} does not exist; run the prepare stage first (dvc repro prepare).")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise DataError(f"{path} is not valid JSON; re-run the prepare stage (dvc repro -f prepare).") from None
+
+
+def shard_arrays(prepared_dir: str | os.PathLike, split: str) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+    """Memory-mapped ``x`` (and ``y``) arrays of every shard of ``split``."""
+    folder = Path(prepared_dir) / split
+    xs = sorted(folder.glob("x-*.npy"))
+    if not xs:
+        raise DataError(f"{folder} holds no shards; run the prepare stage first (dvc repro prepare).")
+    ys = [p.with_name(p.name.replace("x-", "y-", 1)) for p in xs]
+    x_maps = [np.load(p, mmap_mode="r", allow_pickle=False) for p in xs]
+    if not all(p.exists() for p in ys):
+        return x_maps, None
+    return x_maps, [np.load(p, mmap_mode="r", allow_pickle=False) for p in ys]
+
+
+def load_split(prepared_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """The whole split as arrays: memory-mapped when it is one shard, concatenated otherwise.
+
+    Meant for evaluation-sized splits (validation, metrics); training streams with
+    :class:`ShardedBatches` instead.
+    """
+    x_maps, y_maps = shard_arrays(prepared_dir, split)
+    x = x_maps[0] if len(x_maps) == 1 else np.concatenate(x_maps)
+    if y_maps is None:
+        return x, None
+    return x, (y_maps[0] if len(y_maps) == 1 else np.concatenate(y_maps))
+
+
+class ShardedBatches:
+    """Endless shuffled batches over this rank's share of a split.
+
+    Each epoch draws one seeded permutation of all rows (the same on every rank),
+    and rank ``r`` of ``w`` takes rows ``r::w`` of it, so ranks see disjoint data
+    and together cover the epoch. Rows are gathered from memory-mapped shards.
+    """
+
+    def __init__(self, prepared_dir: str | os.PathLike, split: str, batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0):
+        self.x_maps, self.y_maps = shard_arrays(prepared_dir, split)
+        sizes = np.array([len(x) for x in self.x_maps])
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)])
+        self.n = int(self.offsets[-1])
+        per_rank = self.n // world_size
+        if per_rank < batch_size:
+            raise DataError(f"{split} split has {self.n} images, fewer than batch_size {batch_size} x {world_size} workers; lower train.batch_size.")
+        self.batch_size, self.rank, self.world_size, self.seed = batch_size, rank, world_size, seed
+        self.batches_per_epoch = per_rank // batch_size
+        self.epoch = 0
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        while True:
+            perm = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+            mine = perm[self.rank :: self.world_size]
+            for b in range(self.batches_per_epoch):
+                yield self._gather(np.sort(mine[b * self.batch_size : (b + 1) * self.batch_size]))
+            self.epoch += 1
+
+    def _gather(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
+        shard = np.searchsorted(self.offsets, rows, side="right") - 1
+        xs, ys = [], []
+        for s in np.unique(shard):
+            local = rows[shard == s] - self.offsets[s]
+            xs.append(self.x_maps[s][local])
+            if self.y_maps is not None:
+                ys.append(self.y_maps[s][local])
+        x = torch.from_numpy(np.concatenate(xs))
+        y = torch.from_numpy(np.concatenate(ys)) if ys else None
+        return x, y

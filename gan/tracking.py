@@ -1,0 +1,90 @@
+"""MLflow tracking: where the store is, one-time experiment creation, run provenance.
+
+    MLFLOW_TRACKING_URI=http://127.0.0.1:5000 dvc repro   # a shared server
+    dvc repro                                              # sqlite:///<repo>/mlflow.db
+
+Log only from the driver or rank 0. SQLite stores break when several processes
+create the same experiment at once, so experiments are created once, up front.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from gan.errors import GanError
+
+DEFAULT_DB = "mlflow.db"
+
+
+def repo_root(start: str | os.PathLike | None = None) -> Path:
+    """The git/DVC project root above ``start`` (or the working directory)."""
+    here = Path(start or os.getcwd()).resolve()
+    for path in (here, *here.parents):
+        if (path / "params.yaml").exists() or (path / ".git").exists():
+            return path
+    return here
+
+
+def tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` when set, else ``sqlite:///<repo>/mlflow.db`` (the registry needs a database)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{repo_root() / DEFAULT_DB}"
+
+
+def configure() -> str:
+    """Point mlflow at :func:`tracking_uri` (registry too) and return the URI."""
+    import mlflow
+
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+def ensure_experiment(name: str) -> str:
+    """Create experiment ``name`` if missing and return its id; a clear error when the server is down."""
+    import mlflow
+
+    uri = configure()
+    try:
+        exp = mlflow.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        try:
+            return mlflow.create_experiment(name)
+        except mlflow.exceptions.MlflowException:
+            # another process created it between our lookup and create
+            exp = mlflow.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return exp.experiment_id
+    except mlflow.exceptions.MlflowException as err:
+        raise GanError(f"MLflow tracking server {redact(uri)} cannot be used ({_first_line(err)}); check MLFLOW_TRACKING_URI or start the server.") from None
+
+
+def git_commit(root: str | os.PathLike | None = None) -> str:
+    """The current git commit (with ``-dirty`` when the tree has changes), or ``unknown``."""
+    cwd = str(root or repo_root())
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha
+
+
+def redact(uri: str) -> str:
+    """Drop credentials from a URI before it is printed or logged (``user:pass@`` -> ``***@``)."""
+    if "@" in uri and "://" in uri:
+        scheme, rest = uri.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return uri
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:200] if text else type(err).__name__
