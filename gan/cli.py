@@ -79,3 +79,5 @@ def dispatch(argv: list[str]) -> int:
 def main() -> None:
     """Console-script entry point."""
     run_main(lambda: dispatch(sys.argv[1:]))
+if __name__ == "__main__":
+    main()

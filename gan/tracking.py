@@ -88,3 +88,28 @@ def redact(uri: str) -> str:
 def _first_line(err: Exception) -> str:
     text = str(err).strip().splitlines()
     return text[0][:200] if text else type(err).__name__
+
+
+def check_reachable(uri: str | None = None, timeout: float = 5.0, must_exist: bool = False) -> str:
+    """Fail fast with one sentence when the tracking store at ``uri`` cannot be used; return the URI.
+
+    MLflow's own HTTP client retries with exponential backoff for minutes before it
+    gives up, so an HTTP server is probed once (``GET /health``) with a short timeout.
+    ``must_exist`` is for readers (``gan augment``): MLflow would silently create an
+    empty SQLite file, which is a write and hides a wrong path.
+    """
+    uri = uri or tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        import requests
+
+        try:
+            response = requests.get(f"{uri.rstrip('/')}/health", timeout=timeout)
+        except requests.RequestException as err:
+            raise GanError(f"MLflow tracking server {redact(uri)} is not reachable ({type(err).__name__}); start it or fix MLFLOW_TRACKING_URI.") from None
+        if response.status_code >= 500 or response.status_code in (401, 403):
+            raise GanError(f"MLflow tracking server {redact(uri)} answered HTTP {response.status_code}; check the server or the credentials in MLFLOW_TRACKING_URI.")
+    elif must_exist and uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])  # sqlite:////abs or sqlite:///relative
+        if not path.exists():
+            raise GanError(f"the MLflow store {path} does not exist; run the register stage first or set MLFLOW_TRACKING_URI.")
+    return uri

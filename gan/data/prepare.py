@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,6 +46,8 @@ def prepare_dataset(cfg: PrepareConfig, out_dir: str | os.PathLike, progress: bo
                 continue
             split = "val" if val else "train"
             writers[split].add(x, item.label)
+            # the hash covers every byte written and where it went: a changed split changes it
+            digest.update(split.encode())
             digest.update(x.tobytes())
             digest.update(str(item.label).encode())
             if labelled:
