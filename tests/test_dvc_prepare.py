@@ -25,7 +25,7 @@ def make_repo(tmp: Path) -> Path:
     """A git + DVC repo holding this project's pipeline, code and params."""
     repo = tmp / "repo"
     repo.mkdir()
-    for name in ("gan", "pipelines"):
+    for name in ("gan", "pipelines", "data/raw"):
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("dvc.yaml", "params.yaml", ".gitignore"):
         shutil.copy(ROOT / name, repo / name)

@@ -19,11 +19,14 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from gan.errors import DataError
+
+if TYPE_CHECKING:  # torch is imported lazily: prepare itself never needs it
+    import torch
 
 MANIFEST = "manifest.json"
 
@@ -125,6 +128,8 @@ class ShardedBatches:
             self.epoch += 1
 
     def _gather(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
+        import torch
+
         shard = np.searchsorted(self.offsets, rows, side="right") - 1
         xs, ys = [], []
         for s in np.unique(shard):

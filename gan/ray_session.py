@@ -1,0 +1,44 @@
+"""Start or join Ray quietly: ``RAY_ADDRESS`` selects an existing cluster, else a local one.
+
+    init_ray()      # RAY_ADDRESS=ray://head:10001 dvc repro  -> joins that cluster
+
+Ray's own output (worker logs, progress tables, deprecation notes) stays in Ray's log
+files (``/tmp/ray/session_latest/logs`` on each node); the user sees the stage's own
+concise progress lines.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+QUIET_ENV = {
+    "RAY_DEDUP_LOGS": "1",
+    "RAY_TRAIN_V2_ENABLED": "1",
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",  # no TensorBoard/CSV/JSON loggers per trial
+    "RAY_AIR_NEW_OUTPUT": "0",
+    "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
+    "PYTHONWARNINGS": "ignore::DeprecationWarning",
+}
+
+
+def init_ray(num_cpus: int | None = None) -> str:
+    """Connect to ``RAY_ADDRESS`` (or start a local cluster) once; return where we are."""
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    import ray
+
+    if ray.is_initialized():
+        return "already connected"
+    address = os.environ.get("RAY_ADDRESS") or None
+    ray.init(
+        address=address,
+        num_cpus=None if address else num_cpus,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level=logging.WARNING,
+        configure_logging=True,
+    )
+    for name in ("ray", "ray.tune", "ray.train", "ray.data"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    return address or "local"

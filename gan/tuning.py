@@ -1,0 +1,296 @@
+"""Ray Tune search of the G/D learning-rate balance (the tune stage's library).
+
+    result = run_search(params, data_dir="data/prepared", features_dir="models/features")
+
+Why function trials, not ``Tuner(trainer)``: Ray Train V2 no longer accepts a trainer
+inside a Tuner. A single-worker trial (``tune.workers_per_trial: 1``, the default)
+runs :class:`gan.training.loop.GANTrainer` directly in the trial's own process, so a
+trial pays no Ray Train start-up (no worker group, no process group). With
+``workers_per_trial > 1`` the trial function builds and fits a ``TorchTrainer`` whose
+rank 0 reports to Tune through ``TuneReportCallback``.
+
+Every trial evaluates ``G_ema`` with :func:`gan.evaluation.evaluate_generator` on the
+validation split every ``tune.eval_every`` steps (the same FID as every other stage)
+and reports ``{metric, step}`` with a checkpoint, which is what ASHA prunes on, what
+PBT/PB2 copy, and what ``Tuner.restore`` resumes from. A diverged trial raises
+DivergenceError: Tune records it as errored and it is never chosen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from gan.config import Params, TuneConfig, parse_params
+
+# keys of the search space and the train.* key each sets
+SEARCHED = ("lr_G", "lr_D", "beta1", "n_critic")
+
+
+def search_space(cfg: TuneConfig) -> dict[str, Any]:
+    """Ray Tune domains: lr_G/lr_D log-uniform (both directions of their ratio), optional beta1/n_critic."""
+    from ray import tune
+
+    if cfg.search_alg == "grid":
+        return _grid_space(cfg)
+    space: dict[str, Any] = {"lr_G": tune.loguniform(*cfg.lr_G), "lr_D": tune.loguniform(*cfg.lr_D)}
+    if cfg.beta1 is not None:
+        space["beta1"] = tune.uniform(*cfg.beta1)
+    if cfg.n_critic:
+        space["n_critic"] = tune.choice(list(cfg.n_critic))
+    return space
+
+
+def _grid_space(cfg: TuneConfig) -> dict[str, Any]:
+    """A log-spaced grid with about ``num_samples`` points over lr_G x lr_D (each run once)."""
+    from ray import tune
+
+    k = max(2, round(math.sqrt(cfg.num_samples)))
+    space = {"lr_G": tune.grid_search(log_grid(*cfg.lr_G, k)), "lr_D": tune.grid_search(log_grid(*cfg.lr_D, k))}
+    if cfg.beta1 is not None:
+        space["beta1"] = tune.grid_search(list(cfg.beta1))
+    if cfg.n_critic:
+        space["n_critic"] = tune.grid_search(list(cfg.n_critic))
+    return space
+
+
+def log_grid(low: float, high: float, k: int) -> list[float]:
+    """``k`` points from ``low`` to ``high``, evenly spaced in log10."""
+    a, b = math.log10(low), math.log10(high)
+    return [float(f"{10 ** (a + (b - a) * i / (k - 1)):.3g}") for i in range(k)]
+
+
+def make_searcher(cfg: TuneConfig):
+    """None for random/grid (Tune's variant generator), Optuna's TPE otherwise."""
+    if cfg.search_alg == "optuna":
+        from ray.tune.search import ConcurrencyLimiter
+        from ray.tune.search.optuna import OptunaSearch
+
+        return ConcurrencyLimiter(OptunaSearch(seed=cfg.seed), max_concurrent=cfg.max_concurrent_trials)
+    return None
+
+
+def make_scheduler(cfg: TuneConfig):
+    """ASHA (default), PBT or PB2 on the trial's ``step``; None for fifo."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, PopulationBasedTraining
+
+    if cfg.scheduler == "asha":
+        return ASHAScheduler(
+            time_attr="step",
+            max_t=cfg.max_steps,
+            grace_period=cfg.grace_period * cfg.eval_every,
+            reduction_factor=cfg.reduction_factor,
+        )
+    interval = cfg.perturbation_interval * cfg.eval_every
+    if cfg.scheduler == "pbt":
+        mutations: dict[str, Any] = {"lr_G": tune.loguniform(*cfg.lr_G), "lr_D": tune.loguniform(*cfg.lr_D)}
+        if cfg.beta1 is not None:
+            mutations["beta1"] = tune.uniform(*cfg.beta1)
+        return PopulationBasedTraining(time_attr="step", perturbation_interval=interval, hyperparam_mutations=mutations, seed=cfg.seed)
+    if cfg.scheduler == "pb2":
+        from ray.tune.schedulers.pb2 import PB2
+
+        bounds = {"lr_G": list(cfg.lr_G), "lr_D": list(cfg.lr_D)}
+        return PB2(time_attr="step", perturbation_interval=interval, hyperparam_bounds=bounds, seed=cfg.seed)
+    return None
+
+
+def trial_params(params: Params, config: dict[str, Any]) -> Params:
+    """The params one trial trains with: the sampled values, tune's step budget and eval cadence."""
+    cfg = params.tune
+    raw = params.model_dump()
+    raw["train"].update({k: config[k] for k in SEARCHED if k in config})
+    raw["train"].update(
+        steps=cfg.max_steps,
+        eval_every=cfg.eval_every,
+        eval_samples=cfg.eval_samples,
+        log_every=cfg.eval_every,
+        checkpoint_every=cfg.eval_every,
+        sample_every=cfg.max_steps * 10,  # no sample grids inside trials
+        num_workers=cfg.workers_per_trial,
+    )
+    return parse_params(raw, source="tune trial")
+
+
+def search_fingerprint(params: Params, data_hash: str, features_hash: str) -> str:
+    """``tune-<10 hex>``: stable for one search (tune/model/train params, data, features)."""
+    blob = json.dumps(
+        {"tune": params.tune.model_dump(exclude={"storage_path"}), "model": params.model.model_dump(),
+         "train": params.train.model_dump(include=set(NON_SEARCHED_TRAIN_KEYS)), "data": data_hash, "features": features_hash},
+        sort_keys=True,
+    )
+    return "tune-" + hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+# train.* keys that shape every trial (the searched ones are excluded)
+NON_SEARCHED_TRAIN_KEYS = ("batch_size", "beta1", "beta2", "n_critic", "ema_decay", "diffaugment", "gp_weight", "r1_gamma", "r1_interval", "seed")
+
+
+def tree_hash(path: str | os.PathLike) -> str:
+    """sha256 over every file below ``path`` (names and bytes), for fingerprints."""
+    digest = hashlib.sha256()
+    base = Path(path)
+    for f in sorted(p for p in base.rglob("*") if p.is_file()):
+        digest.update(f.relative_to(base).as_posix().encode())
+        digest.update(f.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def run_trial(config: dict[str, Any], params_dict: dict[str, Any], data_dir: str, features_dir: str) -> None:
+    """One single-worker trial, in the trial's process: train, evaluate, report, checkpoint.
+
+    On restore (resume or a PBT exploit) the trainer loads the checkpoint and *then*
+    applies this trial's config to the optimisers: restoring an optimiser's state would
+    otherwise bring back the learning rates it was saved with.
+    """
+    import torch
+    from ray import tune
+
+    from gan.data import load_split
+    from gan.evaluation import evaluate_generator
+    from gan.features import load_feature_net
+    from gan.training.checkpoint import TrainCheckpoint, load_checkpoint, save_checkpoint
+    from gan.training.loop import GANTrainer, fit
+
+    torch.set_num_threads(max(1, int(params_dict["tune"]["cpus_per_trial"])))
+    params = trial_params(parse_params(params_dict), config)
+    metric = params.tune.metric
+    trainer = GANTrainer(params, data_dir)
+    restored = tune.get_checkpoint()
+    if restored is not None:
+        with restored.as_directory() as d:
+            trainer.load_state_dict(load_checkpoint(d).state)
+        trainer.set_hparams(**{k: config[k] for k in SEARCHED if k in config})
+    feature_net = load_feature_net(features_dir)
+    val_x, val_y = load_split(data_dir, "val")
+    seed = params.tune.seed
+
+    def eval_fn(G_ema, step: int) -> dict[str, float]:
+        scores = evaluate_generator(G_ema, feature_net, val_x, val_y, num_samples=params.tune.eval_samples, seed=seed, batch_size=500)
+        return {metric: float(scores[metric])}
+
+    def report(metrics: dict[str, float], ckpt: TrainCheckpoint | None) -> None:
+        if metric not in metrics:
+            return
+        out = {metric: metrics[metric], "step": int(metrics["step"]), "lr_G": metrics["lr_G"], "lr_D": metrics["lr_D"],
+               "loss/D": metrics.get("loss/D", float("nan")), "loss/G": metrics.get("loss/G", float("nan"))}
+        if ckpt is None:
+            tune.report(out)
+            return
+        with tempfile.TemporaryDirectory() as d:
+            save_checkpoint(TrainCheckpoint(state=ckpt.state), d)
+            tune.report(out, checkpoint=tune.Checkpoint.from_directory(d))
+
+    fit(params, data_dir, trainer=trainer, report=report, eval_fn=eval_fn, log=None)
+
+
+def run_trial_distributed(config: dict[str, Any], params_dict: dict[str, Any], data_dir: str, features_dir: str) -> None:
+    """A multi-worker trial: a TorchTrainer per trial; rank 0's reports reach Tune."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from gan.training.ray_run import train_loop_per_worker
+
+    params = trial_params(parse_params(params_dict), config)
+    cfg = params.tune
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"params": params.model_dump(), "data_dir": data_dir, "features_dir": features_dir, "report_metric_only": True},
+        scaling_config=ScalingConfig(num_workers=cfg.workers_per_trial, use_gpu=cfg.gpus_per_trial > 0,
+                                     resources_per_worker={"CPU": cfg.cpus_per_trial, **({"GPU": cfg.gpus_per_trial} if cfg.gpus_per_trial else {})}),
+        run_config=RunConfig(callbacks=[TuneReportCallback()], storage_path=str(Path(cfg.storage_path).resolve())),
+    )
+    trainer.fit()
+
+
+def bounded_concurrency(cfg: TuneConfig) -> int:
+    """``max_concurrent_trials``, but no more than the cluster's CPUs (and GPUs) can hold."""
+    import ray
+
+    res = ray.cluster_resources()
+    per_cpu = cfg.cpus_per_trial * cfg.workers_per_trial
+    fit_cpu = int(res.get("CPU", 1) // per_cpu) if per_cpu else cfg.max_concurrent_trials
+    fit_gpu = int(res.get("GPU", 0) // (cfg.gpus_per_trial * cfg.workers_per_trial)) if cfg.gpus_per_trial else fit_cpu
+    return max(1, min(cfg.max_concurrent_trials, fit_cpu, fit_gpu))
+
+
+def run_search(params: Params, data_dir: str, features_dir: str, data_hash: str) -> dict[str, Any]:
+    """Run (or resume) the search; return per-trial rows and the experiment path."""
+    from ray import tune
+
+    cfg = params.tune
+    name = search_fingerprint(params, data_hash, tree_hash(features_dir))
+    storage = str(Path(cfg.storage_path).resolve()) if "://" not in cfg.storage_path else cfg.storage_path
+    path = f"{storage.rstrip('/')}/{name}"
+    fn = run_trial if cfg.workers_per_trial == 1 else run_trial_distributed
+    trainable = tune.with_parameters(fn, params_dict=params.model_dump(), data_dir=str(Path(data_dir).resolve()),
+                                     features_dir=str(Path(features_dir).resolve()))
+    resources = {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial} if cfg.workers_per_trial == 1 else {"cpu": 0.01}
+    trainable = tune.with_resources(trainable, resources)
+    t0 = time.perf_counter()
+    resumed = tune.Tuner.can_restore(path)
+    if resumed:
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False, restart_errored=False)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=search_space(cfg),
+            tune_config=tune.TuneConfig(
+                metric=cfg.metric,
+                mode="min",
+                search_alg=make_searcher(cfg),
+                scheduler=make_scheduler(cfg),
+                num_samples=1 if cfg.search_alg == "grid" else cfg.num_samples,
+                max_concurrent_trials=bounded_concurrency(cfg),
+                reuse_actors=False,
+            ),
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=storage,
+                failure_config=tune.FailureConfig(max_failures=0),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                verbose=0,
+            ),
+        )
+    grid = tuner.fit()
+    wall = time.perf_counter() - t0
+    return {"rows": trial_rows(grid, cfg.metric), "name": name, "path": path, "resumed": resumed, "wall_s": wall}
+
+
+def trial_rows(grid, metric: str) -> list[dict[str, Any]]:
+    """One row per trial: config, status, best and last score, steps run, its metric curve."""
+    rows = []
+    for result in grid:
+        config = {k: result.config[k] for k in SEARCHED if k in result.config}
+        df = result.metrics_dataframe
+        curve = [] if df is None or metric not in df else df[["step", metric]].dropna().to_dict("records")
+        scores = [r[metric] for r in curve if math.isfinite(r[metric])]
+        last_lrs = {}
+        if df is not None and "lr_G" in df and len(df):
+            last_lrs = {"final_lr_G": float(df["lr_G"].iloc[-1]), "final_lr_D": float(df["lr_D"].iloc[-1])}
+        rows.append({
+            "trial_id": result.path.rstrip("/").split("/")[-1] if result.path else "",
+            **config,
+            **last_lrs,
+            "status": "failed" if result.error else "completed",
+            "error": "" if not result.error else str(result.error).strip().splitlines()[-1][:200],
+            "score": min(scores) if scores else float("nan"),
+            "last_score": scores[-1] if scores else float("nan"),
+            "steps": int(curve[-1]["step"]) if curve else 0,
+            "curve": curve,
+        })
+    return rows
+
+
+def best_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The completed trial with the lowest score; failed or unscored trials are never chosen."""
+    ok = [r for r in rows if r["status"] == "completed" and math.isfinite(r["score"])]
+    return min(ok, key=lambda r: r["score"]) if ok else None
