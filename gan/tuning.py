@@ -22,10 +22,13 @@ import hashlib
 import json
 import math
 import os
+import random
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from gan.config import Params, TuneConfig, parse_params
 
@@ -89,16 +92,19 @@ def make_scheduler(cfg: TuneConfig):
             reduction_factor=cfg.reduction_factor,
         )
     interval = cfg.perturbation_interval * cfg.eval_every
+    # PBT/PB2 draw their perturbations from the global RNGs (they take no seed argument)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
     if cfg.scheduler == "pbt":
         mutations: dict[str, Any] = {"lr_G": tune.loguniform(*cfg.lr_G), "lr_D": tune.loguniform(*cfg.lr_D)}
         if cfg.beta1 is not None:
             mutations["beta1"] = tune.uniform(*cfg.beta1)
-        return PopulationBasedTraining(time_attr="step", perturbation_interval=interval, hyperparam_mutations=mutations, seed=cfg.seed)
+        return PopulationBasedTraining(time_attr="step", perturbation_interval=interval, hyperparam_mutations=mutations)
     if cfg.scheduler == "pb2":
         from ray.tune.schedulers.pb2 import PB2
 
         bounds = {"lr_G": list(cfg.lr_G), "lr_D": list(cfg.lr_D)}
-        return PB2(time_attr="step", perturbation_interval=interval, hyperparam_bounds=bounds, seed=cfg.seed)
+        return PB2(time_attr="step", perturbation_interval=interval, hyperparam_bounds=bounds)
     return None
 
 
@@ -225,6 +231,7 @@ def bounded_concurrency(cfg: TuneConfig) -> int:
 def run_search(params: Params, data_dir: str, features_dir: str, data_hash: str) -> dict[str, Any]:
     """Run (or resume) the search; return per-trial rows and the experiment path."""
     from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     cfg = params.tune
     name = search_fingerprint(params, data_hash, tree_hash(features_dir))
@@ -256,7 +263,10 @@ def run_search(params: Params, data_dir: str, features_dir: str, data_hash: str)
                 name=name,
                 storage_path=storage,
                 failure_config=tune.FailureConfig(max_failures=0),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                # the result files trial_rows reads; TensorBoard logging stays off
+                callbacks=[JsonLoggerCallback(), CSVLoggerCallback()],
+                # PBT/PB2 may exploit any earlier checkpoint of a better trial: keep them all
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=None if cfg.scheduler in ("pbt", "pb2") else 2),
                 verbose=0,
             ),
         )
@@ -273,9 +283,11 @@ def trial_rows(grid, metric: str) -> list[dict[str, Any]]:
         df = result.metrics_dataframe
         curve = [] if df is None or metric not in df else df[["step", metric]].dropna().to_dict("records")
         scores = [r[metric] for r in curve if math.isfinite(r[metric])]
-        last_lrs = {}
+        last_lrs: dict[str, Any] = {"lr_curve": []}
         if df is not None and "lr_G" in df and len(df):
-            last_lrs = {"final_lr_G": float(df["lr_G"].iloc[-1]), "final_lr_D": float(df["lr_D"].iloc[-1])}
+            # the learning rates the optimisers actually used (PBT/PB2 change them mid-trial)
+            last_lrs = {"final_lr_G": float(df["lr_G"].iloc[-1]), "final_lr_D": float(df["lr_D"].iloc[-1]),
+                        "lr_curve": df[["step", "lr_G", "lr_D"]].to_dict("records")}
         rows.append({
             "trial_id": result.path.rstrip("/").split("/")[-1] if result.path else "",
             **config,

@@ -52,3 +52,39 @@ def mlflow_sqlite(tmp_path, monkeypatch) -> str:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
+
+
+TINY_PARAMS = {
+    "prepare": {"image_size": 8},
+    "model": {"arch": "dcgan", "z_dim": 16, "g_width": 16, "d_width": 16, "conditional": True, "loss": "hinge"},
+    "featurize": {"epochs": 2, "width": 16, "feature_dim": 32},
+    "train": {"batch_size": 32, "steps": 40, "checkpoint_every": 20, "sample_every": 20, "log_every": 10,
+              "eval_every": 0, "eval_samples": 200, "divergence_patience": 20},
+    "evaluate": {"num_samples": 300, "kid_subset_size": 100},
+    "register": {"eval_samples": 300},
+}
+
+
+def write_params(path: Path, **sections) -> Path:
+    """A params.yaml with the tiny test config, each section updated by ``sections``."""
+    import copy
+
+    import yaml
+
+    raw = copy.deepcopy(TINY_PARAMS)
+    for name, values in sections.items():
+        raw.setdefault(name, {}).update(values)
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture(scope="session")
+def featurized_digits(prepared_digits, tmp_path_factory) -> Path:
+    """A feature network trained (2 epochs) on ``prepared_digits``; returns models/features."""
+    from pipelines import featurize
+
+    root = tmp_path_factory.mktemp("features")
+    params = write_params(root / "params.yaml")
+    featurize.main(["--params", str(params), "--data", str(prepared_digits), "--out", str(root / "features"),
+                    "--metrics", str(root / "metrics.json")])
+    return root / "features"

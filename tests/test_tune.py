@@ -1,0 +1,76 @@
+"""The tune stage on the real Ray: a tiny search end to end, divergence, resume, PBT."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import mlflow
+import pytest
+
+from gan.config import load_params
+from gan.tuning import best_row, log_grid, run_search, search_space, trial_params
+from pipelines import tune as tune_stage
+
+from .conftest import write_params
+
+
+def _tune(tmp_path, **tune_values):
+    values = {"num_samples": 3, "max_steps": 40, "eval_every": 20, "eval_samples": 200, "cpus_per_trial": 1,
+              "max_concurrent_trials": 2, "storage_path": str(tmp_path / "ray"), "lr_G": [1e-4, 1e-3], "lr_D": [1e-4, 1e-3]}
+    values.update(tune_values)
+    return write_params(tmp_path / "params.yaml", tune=values)
+
+
+def test_search_space_and_trial_params(tmp_path):
+    params = load_params(_tune(tmp_path, beta1=[0.0, 0.5], n_critic=[1, 2]))
+    space = search_space(params.tune)
+    assert set(space) == {"lr_G", "lr_D", "beta1", "n_critic"}
+    assert log_grid(1e-5, 1e-3, 3) == [1e-5, 1e-4, 1e-3]
+    p = trial_params(params, {"lr_G": 3e-4, "lr_D": 1e-4, "n_critic": 2})
+    assert (p.train.lr_G, p.train.lr_D, p.train.n_critic, p.train.steps) == (3e-4, 1e-4, 2, 40)
+
+
+def test_tune_stage_end_to_end_with_a_diverging_trial(tmp_path, ray_cluster, prepared_digits, featurized_digits, mlflow_sqlite):
+    # a 2 x 2 grid whose lr_D = 50 trials blow D up: the guard stops them, they are never chosen
+    params = _tune(tmp_path, search_alg="grid", num_samples=4, lr_G=[1e-4, 4e-4], lr_D=[2e-4, 50.0], scheduler="fifo")
+    out = tmp_path / "tune"
+    argv = ["--params", str(params), "--data", str(prepared_digits), "--features", str(featurized_digits), "--out", str(out)]
+    assert tune_stage.main(argv) == 0
+    best = json.loads((out / "best.json").read_text())
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    assert len(rows) == 4
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert failed and all(float(r["lr_D"]) == 50.0 for r in failed)
+    assert "diverged" in failed[0]["error"] or "degenerate" in failed[0]["error"] or "NaN" in failed[0]["error"]
+    assert best["config"]["lr_D"] == pytest.approx(2e-4)
+    ok = [float(r["score"]) for r in rows if r["status"] == "completed"]
+    assert best["score"] == pytest.approx(min(ok)) and math.isfinite(best["score"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["trials"] == 4 and metrics["failed"] == len(failed)
+    assert (out / "search.png").read_bytes()[:4] == b"\x89PNG"
+    # MLflow: one parent run, a nested child per trial
+    mlflow.set_tracking_uri(mlflow_sqlite)
+    runs = mlflow.search_runs(experiment_names=["gan-tune"], output_format="list")
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(children) == 4
+    # re-running the same search restores it (Tuner.restore) and trains nothing new
+    p = load_params(params)
+    again = run_search(p, str(prepared_digits), str(featurized_digits), json.loads((prepared_digits / "manifest.json").read_text())["hash"])
+    assert again["resumed"] is True
+    assert sorted(r["score"] for r in again["rows"] if r["status"] == "completed") == sorted(ok)
+
+
+def test_pbt_applies_mutated_lrs_to_the_optimisers(tmp_path, ray_cluster, prepared_digits, featurized_digits):
+    data_hash = json.loads((prepared_digits / "manifest.json").read_text())["hash"]
+    p = load_params(_tune(tmp_path, scheduler="pbt", num_samples=2, max_steps=60, eval_every=10, perturbation_interval=1,
+                          lr_G=[1e-5, 1e-3], lr_D=[1e-5, 1e-3]))
+    result = run_search(p, str(prepared_digits), str(featurized_digits), data_hash)
+    assert best_row(result["rows"]) is not None
+    # the lr the optimiser reported changed within some trial: PBT's mutation was applied after restore
+    lrs = [{round(pt["lr_G"], 12) for pt in r["lr_curve"]} for r in result["rows"]]
+    assert any(len(s) > 1 for s in lrs), f"no trial's optimiser lr_G changed: {lrs}"
+    for r in result["rows"]:  # and the final optimiser lr is the trial's final (mutated) config
+        assert r["final_lr_G"] == pytest.approx(r["lr_G"])
