@@ -165,6 +165,7 @@ def run_trial(config: dict[str, Any], params_dict: dict[str, Any], data_dir: str
     from gan.training.checkpoint import TrainCheckpoint, load_checkpoint, save_checkpoint
     from gan.training.loop import GANTrainer, fit
 
+    entered = time.perf_counter()
     torch.set_num_threads(max(1, int(params_dict["tune"]["cpus_per_trial"])))
     params = trial_params(parse_params(params_dict), config)
     metric = params.tune.metric
@@ -177,6 +178,7 @@ def run_trial(config: dict[str, Any], params_dict: dict[str, Any], data_dir: str
     feature_net = load_feature_net(features_dir)
     val_x, val_y = load_split(data_dir, "val")
     seed = params.tune.seed
+    setup_s = time.perf_counter() - entered  # per-trial start-up inside the trial process
 
     def eval_fn(G_ema, step: int) -> dict[str, float]:
         scores = evaluate_generator(G_ema, feature_net, val_x, val_y, num_samples=params.tune.eval_samples, seed=seed, batch_size=500)
@@ -186,7 +188,7 @@ def run_trial(config: dict[str, Any], params_dict: dict[str, Any], data_dir: str
         if metric not in metrics:
             return
         out = {metric: metrics[metric], "step": int(metrics["step"]), "lr_G": metrics["lr_G"], "lr_D": metrics["lr_D"],
-               "loss/D": metrics.get("loss/D", float("nan")), "loss/G": metrics.get("loss/G", float("nan"))}
+               "loss/D": metrics.get("loss/D", float("nan")), "loss/G": metrics.get("loss/G", float("nan")), "setup_s": setup_s}
         if ckpt is None:
             tune.report(out)
             return
@@ -288,7 +290,10 @@ def trial_rows(grid, metric: str) -> list[dict[str, Any]]:
             # the learning rates the optimisers actually used (PBT/PB2 change them mid-trial)
             last_lrs = {"final_lr_G": float(df["lr_G"].iloc[-1]), "final_lr_D": float(df["lr_D"].iloc[-1]),
                         "lr_curve": df[["step", "lr_G", "lr_D"]].to_dict("records")}
+        setup = float(df["setup_s"].iloc[0]) if df is not None and "setup_s" in df and len(df) else float("nan")
         rows.append({
+            "setup_s": setup,
+            "time_total_s": float(df["time_total_s"].iloc[-1]) if df is not None and "time_total_s" in df and len(df) else float("nan"),
             "trial_id": result.path.rstrip("/").split("/")[-1] if result.path else "",
             **config,
             **last_lrs,

@@ -1,0 +1,189 @@
+"""GAN losses and regularisers: small pure functions on D's logits.
+
+    d_loss_fn, g_loss_fn = loss_pair("hinge")
+    loss_D = d_loss_fn(D(real, y), D(fake.detach(), y))
+    loss_G = g_loss_fn(D(fake, y))
+
+Notation: ``r = D(x)`` and ``f = D(G(z))`` are logits ``[N]``; ``sigma`` is the logistic
+function, so the probability "real" is ``sigma(r)``. Logs of sigmoids are written with
+softplus, which never overflows: ``-log sigma(t) = softplus(-t)`` and
+``-log(1 - sigma(t)) = softplus(t)``. Every loss is a mean over the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import autograd
+
+from gan.models.infogan import code_targets
+
+DLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+GLoss = Callable[[torch.Tensor], torch.Tensor]
+
+
+# --- minimax and non-saturating (Goodfellow et al. 2014) ---------------------------------
+
+
+def d_loss_minimax(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """D's loss of the original GAN (Goodfellow et al. 2014).
+
+    L_D = -E[log D(x)] - E[log(1 - D(G(z)))] = E[softplus(-r)] + E[softplus(f)]
+    """
+    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+
+
+def g_loss_minimax(fake_logits: torch.Tensor) -> torch.Tensor:
+    """G's loss of the minimax game (Goodfellow et al. 2014); saturates when D wins.
+
+    L_G = E[log(1 - D(G(z)))] = -E[softplus(f)]
+    """
+    return -F.softplus(fake_logits).mean()
+
+
+def g_loss_nonsaturating(fake_logits: torch.Tensor) -> torch.Tensor:
+    """The non-saturating G loss (Goodfellow et al. 2014, Sec. 3): strong gradients early on.
+
+    L_G = -E[log D(G(z))] = E[softplus(-f)]
+    """
+    return F.softplus(-fake_logits).mean()
+
+
+# --- hinge (Lim & Ye 2017; Miyato et al. 2018) ---------------------------------------------
+
+
+def d_loss_hinge(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Geometric GAN's hinge loss for D (Lim & Ye 2017).
+
+    L_D = E[relu(1 - r)] + E[relu(1 + f)]
+    """
+    return F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
+
+
+def g_loss_hinge(fake_logits: torch.Tensor) -> torch.Tensor:
+    """G's loss paired with the hinge D loss (Lim & Ye 2017).
+
+    L_G = -E[f]
+    """
+    return -fake_logits.mean()
+
+
+# --- Wasserstein (Arjovsky et al. 2017; Gulrajani et al. 2017) -----------------------------
+
+
+def d_loss_wasserstein(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """The critic's loss of WGAN: minus the Kantorovich-Rubinstein estimate (Arjovsky et al. 2017).
+
+    L_D = E[f] - E[r]; pair with :func:`gradient_penalty` (WGAN-GP) and n_critic > 1.
+    """
+    return fake_logits.mean() - real_logits.mean()
+
+
+def g_loss_wasserstein(fake_logits: torch.Tensor) -> torch.Tensor:
+    """G's loss of WGAN (Arjovsky et al. 2017).
+
+    L_G = -E[f]
+    """
+    return -fake_logits.mean()
+
+
+# --- least squares (Mao et al. 2017) -------------------------------------------------------
+
+
+def d_loss_least_squares(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """LSGAN's D loss with targets a=0 (fake), b=1 (real) (Mao et al. 2017, Eq. 2).
+
+    L_D = 1/2 E[(r - 1)^2] + 1/2 E[f^2]
+    """
+    return 0.5 * (real_logits - 1.0).pow(2).mean() + 0.5 * fake_logits.pow(2).mean()
+
+
+def g_loss_least_squares(fake_logits: torch.Tensor) -> torch.Tensor:
+    """LSGAN's G loss with target c=1 (Mao et al. 2017, Eq. 2).
+
+    L_G = 1/2 E[(f - 1)^2]
+    """
+    return 0.5 * (fake_logits - 1.0).pow(2).mean()
+
+
+# --- regularisers ------------------------------------------------------------------------
+
+
+def gradient_penalty(
+    D: Callable[..., torch.Tensor],
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    y: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """WGAN-GP's two-sided penalty (Gulrajani et al. 2017, Eq. 3), without its weight.
+
+    GP = E[(||grad_x D(x_hat)||_2 - 1)^2],  x_hat = eps x + (1 - eps) G(z),  eps ~ U[0, 1] per sample
+
+    Differentiable w.r.t. D's parameters (``create_graph=True``); the caller multiplies
+    by ``gp_weight`` (lambda = 10 in the paper). ``y`` is passed on to a conditional D.
+    """
+    n = real.shape[0]
+    eps = torch.rand((n,) + (1,) * (real.dim() - 1), generator=generator, device=real.device, dtype=real.dtype)
+    x_hat = (eps * real.detach() + (1.0 - eps) * fake.detach()).requires_grad_(True)  # [N, C, H, W]
+    logits = D(x_hat) if y is None else D(x_hat, y)  # [N]
+    (grad,) = autograd.grad(logits.sum(), x_hat, create_graph=True)  # [N, C, H, W]
+    # The small constant keeps the square root differentiable where the gradient is zero.
+    norm = (grad.flatten(1).pow(2).sum(dim=1) + 1e-12).sqrt()  # [N]
+    return (norm - 1.0).pow(2).mean()
+
+
+def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018, Eq. 9), without its weight: E[||grad_x D(x)||^2] on real data.
+
+    ``real`` must have ``requires_grad=True`` before ``real_logits = D(real)``. The
+    regulariser is ``gamma / 2 * r1_penalty``; with lazy regularisation (Karras et al.
+    2020) it is applied every ``k`` D steps with weight ``gamma / 2 * k``.
+    """
+    (grad,) = autograd.grad(real_logits.sum(), real, create_graph=True)  # [N, C, H, W]
+    return grad.flatten(1).pow(2).sum(dim=1).mean()
+
+
+def infogan_mi_loss(q: torch.Tensor, codes: torch.Tensor, categorical: int, continuous: int) -> torch.Tensor:
+    """InfoGAN's variational lower bound on I(c; G(z, c)), negated (Chen et al. 2016, Eq. 5).
+
+    L_I = E[-log Q(c_cat | x)] + E[1/2 ||c_cont - mu(x)||^2]
+        = cross_entropy(q_cat, argmax c_cat) + 1/2 sum_j (c_j - q_j)^2     (unit-variance Gaussian Q)
+
+    ``q [N, categorical + continuous]`` is D's Q head on ``G(z)``: categorical logits
+    then continuous means; ``codes [N, categorical + continuous]`` are the last entries
+    of ``z`` (see :mod:`gan.models.infogan`). The constant entropy H(c) is dropped.
+    Minimised by both G and Q, weighted by ``model.infogan.weight``.
+    """
+    if q.shape[1] != categorical + continuous:
+        raise ValueError(f"q has {q.shape[1]} entries, expected {categorical} + {continuous}")
+    category, values = code_targets(codes, categorical, continuous)
+    loss = q.new_zeros(())
+    if category is not None:
+        loss = loss + F.cross_entropy(q[:, :categorical], category)
+    if values is not None:
+        loss = loss + 0.5 * (values - q[:, categorical:]).pow(2).sum(dim=1).mean()
+    return loss
+
+
+# --- config names ------------------------------------------------------------------------
+
+LOSS_PAIRS: dict[str, tuple[DLoss, GLoss]] = {
+    "minimax": (d_loss_minimax, g_loss_minimax),
+    "nonsaturating": (d_loss_minimax, g_loss_nonsaturating),
+    "hinge": (d_loss_hinge, g_loss_hinge),
+    "wgan-gp": (d_loss_wasserstein, g_loss_wasserstein),
+    "lsgan": (d_loss_least_squares, g_loss_least_squares),
+}
+
+
+def loss_pair(name: str) -> tuple[DLoss, GLoss]:
+    """``(d_loss(real_logits, fake_logits), g_loss(fake_logits))`` for a ``model.loss`` name.
+
+    wgan-gp returns the Wasserstein pair; the caller adds :func:`gradient_penalty`.
+    """
+    if name not in LOSS_PAIRS:
+        raise ValueError(f"unknown loss '{name}'; known: {', '.join(LOSS_PAIRS)}")
+    return LOSS_PAIRS[name]

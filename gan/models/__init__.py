@@ -1,0 +1,143 @@
+"""The model zoo: G and D for each architecture, built from plain keyword arguments.
+
+    from gan.models import build_G, build_D, model_kwargs
+    G_kwargs, D_kwargs = model_kwargs(params.model, channels=1, image_size=16, num_classes=10)
+    G, D = build_G("dcgan", **G_kwargs), build_D("dcgan", **D_kwargs)
+    x = G(torch.randn(8, G.z_dim), torch.randint(0, 10, (8,)))   # [8, 1, 16, 16] in [-1, 1]
+    logits = D(x, y)                                              # [8]
+
+``G_kwargs`` is JSON-able and is all an exported generator needs: ``config.json``
+stores ``arch`` and ``G_kwargs`` and ``build_G(arch, **G_kwargs)`` rebuilds G for
+``load_state_dict(strict=True)``. ``gan models`` prints :func:`describe`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from torch import nn
+
+from gan.errors import ConfigError
+from gan.models.dcgan import DCGANDiscriminator, DCGANGenerator
+from gan.models.mlp import MLPDiscriminator, MLPGenerator
+from gan.models.resnet import ResNetDiscriminator, ResNetGenerator
+
+if TYPE_CHECKING:
+    from gan.config import ModelConfig
+
+GENERATORS: dict[str, type[nn.Module]] = {
+    "mlp": MLPGenerator,
+    "dcgan": DCGANGenerator,
+    "resnet": ResNetGenerator,
+}
+DISCRIMINATORS: dict[str, type[nn.Module]] = {
+    "mlp": MLPDiscriminator,
+    "dcgan": DCGANDiscriminator,
+    "resnet": ResNetDiscriminator,
+}
+# Architectures whose D is always spectral-normalised (SNGAN's design).
+ALWAYS_SPECTRAL_D = ("resnet",)
+
+__all__ = [
+    "DISCRIMINATORS",
+    "GENERATORS",
+    "build_D",
+    "build_G",
+    "describe",
+    "model_kwargs",
+]
+
+
+def _lookup(table: dict[str, type[nn.Module]], arch: str, what: str) -> type[nn.Module]:
+    if arch not in table:
+        raise ValueError(f"unknown {what} architecture '{arch}'; known: {', '.join(table)}")
+    return table[arch]
+
+
+def build_G(arch: str, **G_kwargs: Any) -> nn.Module:
+    """The generator of ``arch`` (mlp | dcgan | resnet) built from ``G_kwargs``."""
+    return _lookup(GENERATORS, arch, "generator")(**G_kwargs)
+
+
+def build_D(arch: str, **D_kwargs: Any) -> nn.Module:
+    """The discriminator of ``arch`` (mlp | dcgan | resnet) built from ``D_kwargs``."""
+    return _lookup(DISCRIMINATORS, arch, "discriminator")(**D_kwargs)
+
+
+def model_kwargs(model_cfg: ModelConfig, channels: int, image_size: int, num_classes: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(G_kwargs, D_kwargs)`` for the model section of params.yaml and the data.
+
+    ``model_cfg`` is a :class:`gan.config.ModelConfig`; ``num_classes`` is the data set's
+    (from its manifest, 0 when unlabelled); the models are conditional
+    on it only when ``model.conditional`` is true. ``G_kwargs["z_dim"]`` is
+    ``model.z_dim`` plus the InfoGAN codes, which occupy the last entries of z.
+    Raises :class:`gan.errors.ConfigError` when the config cannot fit the data.
+    """
+    arch = model_cfg.arch
+    if arch not in GENERATORS:
+        raise ConfigError(f"params.yaml: model.arch = {arch!r} is invalid: allowed values are {', '.join(GENERATORS)}.")
+    if model_cfg.conditional and num_classes < 1:
+        raise ConfigError("params.yaml: model.conditional is true but the prepared data has no labels; set model.conditional: false or use labelled data.")
+    info = model_cfg.infogan
+    if info.categorical == 1:
+        raise ConfigError("params.yaml: model.infogan.categorical = 1 is invalid: use 0 (off) or at least 2 categories.")
+    classes = int(num_classes) if model_cfg.conditional else 0
+    G_kwargs: dict[str, Any] = {
+        "z_dim": int(model_cfg.z_dim + info.categorical + info.continuous),
+        "width": int(model_cfg.g_width),
+        "num_classes": classes,
+        "c_categorical": int(info.categorical),
+        "c_continuous": int(info.continuous),
+        "spectral_norm": bool(model_cfg.spectral_norm_G),
+    }
+    D_kwargs: dict[str, Any] = {
+        "width": int(model_cfg.d_width),
+        "num_classes": classes,
+        "q_categorical": int(info.categorical),
+        "q_continuous": int(info.continuous),
+        "spectral_norm": bool(model_cfg.spectral_norm_D or arch in ALWAYS_SPECTRAL_D),
+    }
+    if arch == "mlp":
+        G_kwargs["out_shape"] = [int(channels), int(image_size), int(image_size)]
+        D_kwargs["in_shape"] = [int(channels), int(image_size), int(image_size)]
+    else:
+        for kwargs in (G_kwargs, D_kwargs):
+            kwargs["channels"], kwargs["image_size"] = int(channels), int(image_size)
+    return G_kwargs, D_kwargs
+
+
+def describe() -> str:
+    """A human-readable list of architectures, losses and regularisers (``gan models``)."""
+    return _DESCRIPTION
+
+
+_DESCRIPTION = """\
+Architectures (model.arch); every one is unconditional or class-conditional (model.conditional)
+  mlp     fully connected GAN (Goodfellow et al. 2014); any output shape, also 2-D points
+          conditional: one-hot label joined to z (Mirza & Osindero 2014), projection D
+  dcgan   transposed convs + BatchNorm in G, strided convs + LeakyReLU in D (Radford et al. 2015)
+          conditional: conditional BatchNorm in G, projection D (Miyato & Koyama 2018)
+  resnet  SNGAN residual G and D, spectral normalisation always on in D (Miyato et al. 2018)
+          conditional: conditional BatchNorm in G, projection D (Miyato & Koyama 2018)
+  Resolutions: powers of two from 8 to 128, 1 or 3 channels.
+  Widths: model.g_width / model.d_width are the channels at 4x4 for dcgan and resnet (halving
+  as the resolution doubles, at least 8) and the narrowest hidden layer's units for mlp.
+
+InfoGAN (model.infogan; Chen et al. 2016)
+  categorical + continuous codes as the last entries of z; Q head on D's features;
+  mutual-information loss weighted by model.infogan.weight
+
+Losses (model.loss), all on logits and numerically stable
+  minimax        L_D = -[log D(x) + log(1 - D(G(z)))], G minimises log(1 - D(G(z)))  (Goodfellow et al. 2014)
+  nonsaturating  same L_D, G minimises -log D(G(z))                                  (Goodfellow et al. 2014)
+  hinge          L_D = E[relu(1 - D(x))] + E[relu(1 + D(G(z)))], L_G = -E[D(G(z))]     (Lim & Ye 2017)
+  wgan-gp        L_D = E[D(G(z))] - E[D(x)] + gp_weight * GP, L_G = -E[D(G(z))]     (Gulrajani et al. 2017)
+  lsgan          L_D = 1/2 E[(D(x) - 1)^2] + 1/2 E[D(G(z))^2], L_G = 1/2 E[(D(G(z)) - 1)^2] (Mao et al. 2017)
+
+Regularisers and training aids
+  spectral norm     model.spectral_norm_G / model.spectral_norm_D (Miyato et al. 2018)
+  gradient penalty  train.gp_weight, with wgan-gp; n_critic D steps per G step (train.n_critic)
+  R1 penalty        train.r1_gamma, lazily every train.r1_interval D steps (Mescheder et al. 2018)
+  EMA of G          train.ema_decay, G_ema is the exported generator (Karras et al. 2018)
+  DiffAugment       train.diffaugment = color, translation, cutout on real and fake (Zhao et al. 2020)
+"""

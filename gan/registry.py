@@ -1,0 +1,445 @@
+"""MLflow Model Registry: log the exported generator as a model version, aliases, gated promotion.
+
+    python pipelines/register.py            # what `dvc repro register` runs
+
+    version = log_generator("models/generator", "digits-gan", params=..., metrics=..., tags=...)
+    decision = promote(client, "digits-gan", version, challenger_score, champion, min_improvement)
+
+A new version always gets the alias ``challenger``. It gets ``champion`` only when its
+score (lower is better: FID or KID) beats the current champion's by ``min_improvement``
+(relative), both measured now by the same evaluation on the current validation data,
+with the champion loaded back from the registry; the first version becomes champion.
+
+The logged model is a pyfunc model defined by ``gan/mlflow_model.py`` (models-from-code):
+weights are safetensors, and the only project code stored with it is the import closure
+of the model definitions (:func:`model_code_files`), never the training code. See
+``gan/mlflow_model.py`` for why.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from gan.errors import GanError
+
+CHALLENGER = "challenger"
+CHAMPION = "champion"
+GAN_SRC = Path(__file__).resolve().parent  # .../gan
+MODEL_FILE = GAN_SRC / "mlflow_model.py"
+# What the pyfunc model imports: the model file itself and every architecture build_G may pick.
+MODEL_CODE_ENTRIES = ("gan.mlflow_model", "gan.models")
+# Modules that must never travel with a model version: they belong to training, data
+# preparation or orchestration, and a model that needs them is not independent of training.
+TRAINING_SIDE = (
+    "gan.training", "gan.tuning", "gan.losses", "gan.data", "gan.evaluation", "gan.metrics",
+    "gan.features", "gan.config", "gan.ema", "gan.diffaugment", "gan.registry", "gan.augment",
+    "gan.cli", "gan.tracking", "gan.retrain",
+)  # fmt: skip
+MODEL_ARTIFACT_NAME = "generator"
+
+
+# ---------------------------------------------------------------- code stored with the model
+
+
+def module_path(module: str, src: Path = GAN_SRC) -> Path | None:
+    """The file of ``gan.x.y`` under ``src`` (the ``gan`` directory): a module or a package's ``__init__``."""
+    parts = module.split(".")[1:]
+    base = src.joinpath(*parts)
+    if base.is_dir() and (base / "__init__.py").exists():
+        return base / "__init__.py"
+    if base.with_suffix(".py").exists():
+        return base.with_suffix(".py")
+    return None
+
+
+def gan_imports(path: Path, module: str, src: Path = GAN_SRC) -> set[str]:
+    """Modules of the ``gan`` package imported in ``path``, also inside functions (not under TYPE_CHECKING)."""
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    found: set[str] = set()
+    for node in runtime_nodes(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.split(".")[0] == "gan")
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: resolve against this module's package
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            if base.split(".")[0] != "gan":
+                continue
+            found.add(base)
+            # `from gan.models import mlp` imports a submodule, `from gan.models import build_G` does not
+            found.update(f"{base}.{a.name}" for a in node.names if module_path(f"{base}.{a.name}", src) is not None)
+    return found
+
+
+def runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node of ``tree`` except the bodies of ``if TYPE_CHECKING:`` (never run, so never needed)."""
+    nodes, todo = [], [tree]
+    while todo:
+        node = todo.pop()
+        nodes.append(node)
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            todo.extend(node.orelse)
+            continue
+        todo.extend(ast.iter_child_nodes(node))
+    return nodes
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def model_code_files(src: Path = GAN_SRC, entries: tuple[str, ...] = MODEL_CODE_ENTRIES) -> list[Path]:
+    """The ``gan`` files the pyfunc model needs, relative to ``src``: the import closure of ``entries``.
+
+    A package counts with all its modules (``build_G`` chooses among them at run time), and
+    every parent package's ``__init__.py`` is included. Raises GanError when the closure
+    reaches a training-side module.
+    """
+    # (module, whole package?): parents of a module only need their __init__.py
+    todo: list[tuple[str, bool]] = [(m, True) for m in entries]
+    seen: set[tuple[str, bool]] = set()
+    files: set[Path] = set()
+    while todo:
+        module, whole = todo.pop()
+        whole = whole and module != "gan"  # the top-level package is never taken whole
+        if (module, whole) in seen:
+            continue
+        seen.add((module, whole))
+        if module.startswith(TRAINING_SIDE):
+            raise GanError(f"the model code imports {module}, which belongs to training; move what gan/models or gan/export.py need out of it.")
+        path = module_path(module, src)
+        if path is None:
+            continue  # a name imported from a module, not a module
+        parts = module.split(".")
+        todo.extend((".".join(parts[:i]), False) for i in range(1, len(parts)))
+        members = [path]
+        if whole and path.name == "__init__.py":
+            members += sorted(p for p in path.parent.glob("*.py") if p.name != "__init__.py")
+            todo.extend((f"{module}.{p.stem}", True) for p in members[1:])
+        for member in members:
+            files.add(member)
+            member_module = module if member == path else f"{module}.{member.stem}"
+            todo.extend((m, True) for m in gan_imports(member, member_module, src))
+    return sorted(p.relative_to(src) for p in files)
+
+
+def stage_model_code(dest: Path, src: Path = GAN_SRC) -> Path:
+    """Copy :func:`model_code_files` into ``dest/gan`` and return that directory (a ``code_paths`` entry)."""
+    root = Path(dest) / "gan"
+    for rel in model_code_files(src):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src / rel, root / rel)
+    return root
+
+
+# ---------------------------------------------------------------- model URIs
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A registered model resolved to one concrete version."""
+
+    name: str
+    version: str
+    requested: str
+    run_id: str | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
+    """``models:/name@alias`` -> (name, alias, None); ``models:/name/3`` -> (name, None, "3")."""
+    if not uri.startswith("models:/"):
+        raise GanError(f"model URI {uri!r} is not a registry URI; use models:/<name>@<alias> or models:/<name>/<version>.")
+    rest = uri.removeprefix("models:/").strip("/")
+    if "@" in rest:
+        name, alias = rest.rsplit("@", 1)
+        if name and alias:
+            return name, alias, None
+    elif "/" in rest:
+        name, version = rest.rsplit("/", 1)
+        if name and version.isdigit():
+            return name, None, version
+    raise GanError(f"model URI {uri!r} is malformed; use models:/<name>@<alias> or models:/<name>/<version>.")
+
+
+def resolve_model(uri: str, client: Any | None = None) -> ModelRef:
+    """Resolve an alias or version URI once to a concrete version; GanError names what is unknown."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = client or MlflowClient()
+    name, alias, version = parse_model_uri(uri)
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        raise GanError(f"registered model '{name}' does not exist in the MLflow registry; check the name in {uri} or run the register stage.") from None
+    try:
+        mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
+    except MlflowException:
+        what = f"alias '{alias}'" if alias else f"version {version}"
+        raise GanError(f"model '{name}' has no {what}; check {uri} (aliases: {', '.join(aliases(client, name)) or 'none'}).") from None
+    return ModelRef(name=name, version=str(mv.version), requested=uri, run_id=mv.run_id)
+
+
+def aliases(client: Any, name: str) -> list[str]:
+    """Aliases currently set on registered model ``name``."""
+    return sorted(client.get_registered_model(name).aliases)
+
+
+def load_model(ref: ModelRef) -> Any:
+    """Load ``ref`` from the registry and return the pyfunc's GeneratorModel (G at ``.G``)."""
+    import mlflow
+
+    return mlflow.pyfunc.load_model(ref.uri).unwrap_python_model()
+
+
+# ---------------------------------------------------------------- gated promotion
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome of comparing a challenger with the current champion (lower scores are better)."""
+
+    promoted: bool
+    reason: str
+    metric: str
+    challenger_version: str
+    challenger_score: float
+    champion_version: str | None
+    champion_score: float | None
+    min_improvement: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def threshold(champion_score: float, min_improvement: float) -> float:
+    """The score a challenger must beat: ``champion * (1 - min_improvement)``, sign-safe for KID < 0."""
+    return champion_score - min_improvement * abs(champion_score)
+
+
+def decide(
+    metric: str,
+    challenger_version: str,
+    challenger_score: float,
+    champion_version: str | None,
+    champion_score: float | None,
+    min_improvement: float,
+    champion_unusable: str | None = None,
+) -> Decision:
+    """Promote the first version, a challenger whose champion cannot be evaluated, or one that beats it."""
+    common = dict(metric=metric, challenger_version=challenger_version, challenger_score=challenger_score, champion_version=champion_version, champion_score=champion_score, min_improvement=min_improvement)
+    if not math.isfinite(challenger_score):
+        return Decision(False, f"challenger {metric} = {challenger_score} is not finite", **common)
+    if champion_version is None:
+        return Decision(True, "first version: no champion yet", **common)
+    if champion_unusable:
+        return Decision(True, f"champion v{champion_version} cannot be evaluated on the current data ({champion_unusable})", **common)
+    assert champion_score is not None
+    bar = threshold(champion_score, min_improvement)
+    if challenger_score < bar or not math.isfinite(champion_score):
+        return Decision(True, f"{metric} {challenger_score:.6g} < {bar:.6g} (champion v{champion_version} {champion_score:.6g}, min_improvement {min_improvement})", **common)
+    return Decision(False, f"{metric} {challenger_score:.6g} does not beat {bar:.6g} (champion v{champion_version} {champion_score:.6g}, min_improvement {min_improvement})", **common)
+
+
+def incompatibility(spec: Mapping[str, Any], manifest: Mapping[str, Any]) -> str | None:
+    """Why a generator cannot be scored on a prepared data set (image shape or classes differ), or None."""
+    want = (int(manifest["channels"]), int(manifest["image_size"]))
+    have = (int(spec["channels"]), int(spec["image_size"]))
+    if want != have:
+        return f"it makes {have[0]}x{have[1]}x{have[1]} images, the data is {want[0]}x{want[1]}x{want[1]}"
+    classes = int(spec.get("num_classes", 0))
+    if classes and classes != int(manifest.get("num_classes") or 0):
+        return f"it knows {classes} classes, the data has {manifest.get('num_classes')}"
+    return None
+
+
+def current_champion(client: Any, name: str) -> ModelRef | None:
+    """The version holding the ``champion`` alias, or None (no model or no alias yet)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+    return ModelRef(name=name, version=str(mv.version), requested=f"models:/{name}@{CHAMPION}", run_id=mv.run_id)
+
+
+def apply_decision(client: Any, name: str, decision: Decision) -> None:
+    """Set ``challenger`` (always) and ``champion`` (when promoted); record the decision as version tags."""
+    version = decision.challenger_version
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    for key, value in decision_tags(decision).items():
+        client.set_model_version_tag(name, version, key, value)
+    if decision.promoted:
+        client.set_registered_model_alias(name, CHAMPION, version)
+
+
+def decision_tags(decision: Decision) -> dict[str, str]:
+    """Model-version tags describing the decision (tags are strings; None becomes '')."""
+    return {
+        "decision": "champion" if decision.promoted else "challenger",
+        "decision/reason": decision.reason,
+        "decision/metric": decision.metric,
+        "decision/challenger_score": repr(decision.challenger_score),
+        "decision/champion_score": "" if decision.champion_score is None else repr(decision.champion_score),
+        "decision/champion_version": decision.champion_version or "",
+        "decision/min_improvement": repr(decision.min_improvement),
+    }
+
+
+# ---------------------------------------------------------------- logging a version
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists stay values)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def numeric_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The numbers in a (nested) metrics mapping, flattened; booleans and strings are left out."""
+    return {k: float(v) for k, v in flatten(metrics).items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def pip_requirements() -> list[str]:
+    """What loading the model needs: no Ray, DVC or training libraries."""
+    from importlib.metadata import version
+
+    return [f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "torch", "safetensors", "numpy", "pandas")]
+
+
+def log_generator(
+    generator_dir: str | Path,
+    model_name: str,
+    *,
+    params: Mapping[str, Any],
+    metrics: Mapping[str, float],
+    tags: Mapping[str, str],
+    version_tags: Mapping[str, str] | None = None,
+    artifacts: Mapping[str, str | Path] | None = None,
+    experiment_id: str | None = None,
+    run_name: str = "register",
+) -> Any:
+    """Log ``generator_dir`` as a pyfunc model in a new run, register it; return the ModelVersion.
+
+    ``params`` go to the run and the logged model, ``metrics`` to both and (as strings) to
+    the version's tags, ``tags`` to the run and the version, ``version_tags`` (long values
+    such as whole configs as JSON) to the version only, ``artifacts`` (e.g. the sample
+    grid) to the run and into the model itself, so they travel with the version.
+    """
+    import tempfile
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    from gan.export import read_spec
+    from gan.mlflow_model import GENERATOR_ARTIFACT, input_example, model_signature
+
+    spec = read_spec(generator_dir)
+    extra = {k: str(v) for k, v in (artifacts or {}).items()}
+    str_params = {k: _param_value(v) for k, v in params.items()}
+    with tempfile.TemporaryDirectory(prefix="gan-model-code-") as tmp, mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+        mlflow.set_tags(dict(tags))
+        _log_params(str_params)
+        for path in extra.values():
+            mlflow.log_artifact(path)
+        info = mlflow.pyfunc.log_model(
+            name=MODEL_ARTIFACT_NAME,
+            python_model=str(MODEL_FILE),
+            artifacts={GENERATOR_ARTIFACT: str(generator_dir), **extra},
+            code_paths=[str(stage_model_code(Path(tmp)))],
+            signature=model_signature(int(spec["channels"]), int(spec["image_size"])),
+            input_example=input_example(int(spec["num_classes"])),
+            pip_requirements=pip_requirements(),
+            registered_model_name=model_name,
+            params=str_params,
+            tags=dict(tags),
+        )
+        if metrics:
+            mlflow.log_metrics(dict(metrics), model_id=info.model_id)
+        run_id = run.info.run_id
+    client = MlflowClient()
+    version = str(info.registered_model_version)
+    for key, value in {**tags, **(version_tags or {})}.items():
+        client.set_model_version_tag(model_name, version, key, value)
+    for key, value in metrics.items():
+        client.set_model_version_tag(model_name, version, key, repr(value))
+    client.update_model_version(model_name, version, description=f"{spec['arch']} generator from run {run_id}")
+    return client.get_model_version(model_name, version)
+
+
+def _param_value(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text[:6000]  # MLflow's limit for a parameter value
+
+
+def _log_params(params: Mapping[str, str]) -> None:
+    import mlflow
+
+    items = list(params.items())
+    for start in range(0, len(items), 100):  # MLflow takes at most 100 params per call
+        mlflow.log_params(dict(items[start : start + 100]))
+
+
+# ---------------------------------------------------------------- the whole register step
+
+
+def register_generator(
+    generator_dir: str | Path,
+    model_name: str,
+    *,
+    metric: str,
+    min_improvement: float,
+    score: Callable[[Any], float],
+    manifest: Mapping[str, Any],
+    params: Mapping[str, Any],
+    metrics: Mapping[str, float],
+    tags: Mapping[str, str],
+    version_tags: Mapping[str, str] | None = None,
+    artifacts: Mapping[str, str | Path] | None = None,
+    experiment_id: str | None = None,
+) -> tuple[Decision, Any]:
+    """Register a new version, score it and the current champion with ``score``, apply the decision.
+
+    Returns the decision and the new ModelVersion.
+
+    ``score(model)`` evaluates a loaded GeneratorModel on the current validation data and
+    returns ``metric`` (lower is better); it is called on the new version and on the
+    champion, both loaded back from the registry, so both are scored the same way now.
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    champion = current_champion(client, model_name)  # read before the new version exists
+    version = log_generator(
+        generator_dir, model_name, params=params, metrics=metrics, tags=tags, version_tags=version_tags, artifacts=artifacts, experiment_id=experiment_id
+    )
+    challenger = ModelRef(name=model_name, version=str(version.version), requested=f"models:/{model_name}/{version.version}", run_id=version.run_id)
+    challenger_score = float(score(load_model(challenger)))
+    champion_score, unusable = None, None
+    if champion is not None:
+        model = load_model(champion)
+        unusable = incompatibility(model.spec, manifest)
+        champion_score = None if unusable else float(score(model))
+    decision = decide(metric, challenger.version, challenger_score, champion.version if champion else None, champion_score, min_improvement, unusable)
+    apply_decision(client, model_name, decision)
+    return decision, version

@@ -1,0 +1,26 @@
+"""Adversarial training: a Ray-free core and its Ray Train adapter.
+
+    from gan.training import GANTrainer, fit, TrainCheckpoint, save_checkpoint, load_checkpoint
+    from gan.training.ray_run import run_training        # Ray Train V2 (imports Ray lazily)
+
+See :mod:`gan.training.loop` for the recipe and :mod:`gan.training.ray_run` for
+scaling, storage, failures and resume.
+"""
+
+from gan.training.checkpoint import TrainCheckpoint, load_checkpoint, save_checkpoint
+from gan.training.guard import DivergenceGuard
+from gan.training.loop import DDP_KWARGS, GANTrainer, fit
+from gan.training.settings import apply_tuned, run_name, with_train
+
+__all__ = [
+    "DDP_KWARGS",
+    "DivergenceGuard",
+    "GANTrainer",
+    "TrainCheckpoint",
+    "apply_tuned",
+    "fit",
+    "load_checkpoint",
+    "run_name",
+    "save_checkpoint",
+    "with_train",
+]

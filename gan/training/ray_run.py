@@ -1,0 +1,335 @@
+"""Ray Train V2 around the training core: scaling, storage, failures, resume.
+
+    outcome = run_training(params, "data/prepared", features_dir="models/features")
+    outcome.checkpoint      # the final TrainCheckpoint (G_ema, history, samples)
+    outcome.summary         # rank 0's summary (throughput, resumed_from_step, node ids, ...)
+
+The run is named by :func:`gan.training.settings.run_name` and stored under
+``train.storage_path`` (outside DVC outputs; shared storage on a multi-node cluster).
+Ray Train V2 reloads a run's checkpoint list when a run of the same name starts again,
+so re-running an interrupted stage resumes from its last checkpoint, and a worker
+that dies restarts the group from the last checkpoint (``train.max_failures``).
+
+Fault injection for tests: ``GAN_TRAIN_FAULT=RANK:STEP`` makes that rank's process
+exit hard (``os._exit``) at the first report at or after STEP, only in an attempt that
+started without a checkpoint, so the restarted attempt runs through.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gan.config import Params, TrainConfig, parse_params
+from gan.errors import DivergenceError, GanError
+from gan.training.checkpoint import TrainCheckpoint, load_checkpoint, save_checkpoint
+from gan.training.loop import DDP_KWARGS, EvalFn, distributed, due, fit
+
+if TYPE_CHECKING:  # Ray is imported lazily: the training core and its tests never need it
+    from ray.train import Result, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+FAULT_ENV = "GAN_TRAIN_FAULT"
+KEEP_CHECKPOINTS = 2
+
+
+@dataclass
+class TrainOutcome:
+    """What the driver gets back from a finished run."""
+
+    checkpoint: TrainCheckpoint
+    summary: dict[str, Any]
+    run_name: str
+    run_path: str
+    wall_s: float
+    startup_s: float | None
+
+
+# ---- configuration --------------------------------------------------------------------
+
+
+def scaling_config(cfg: TrainConfig) -> ScalingConfig:
+    """ScalingConfig from the train section: workers, GPU, resources, placement."""
+    from ray.train import ScalingConfig
+
+    resources: dict[str, float] = {"CPU": float(cfg.cpus_per_worker)}
+    if cfg.use_gpu:
+        resources["GPU"] = float(cfg.gpus_per_worker)
+    return ScalingConfig(
+        num_workers=cfg.num_workers,
+        use_gpu=cfg.use_gpu,
+        resources_per_worker=resources,
+        placement_strategy=cfg.placement_strategy,
+    )
+
+
+def torch_config(cfg: TrainConfig) -> TorchConfig:
+    """gloo on CPU, nccl on GPU."""
+    from ray.train.torch import TorchConfig
+
+    return TorchConfig(backend="nccl" if cfg.use_gpu else "gloo")
+
+
+def storage_uri(path: str) -> str:
+    """A local storage path made absolute (Ray needs one); URIs (``s3://``, ...) as given."""
+    return path if "://" in path else str(Path(path).expanduser().resolve())
+
+
+def run_config(name: str, cfg: TrainConfig) -> RunConfig:
+    """RunConfig: stable name, storage, FailureConfig(max_failures), quiet Ray Train logs."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig
+    from ray.train.v2.api.config import LoggingConfig
+
+    return RunConfig(
+        name=name,
+        storage_path=storage_uri(cfg.storage_path),
+        failure_config=FailureConfig(max_failures=cfg.max_failures),
+        checkpoint_config=CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
+        logging_config=LoggingConfig(log_level="WARNING"),
+    )
+
+
+def parse_fault(text: str | None) -> tuple[int, int] | None:
+    """``"1:6"`` -> (rank 1, step 6); None when unset."""
+    if not text:
+        return None
+    try:
+        rank, step = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise GanError(f"{FAULT_ENV}={text!r} is invalid; use RANK:STEP, e.g. 1:6.") from None
+    return rank, step
+
+
+# ---- the per-worker function ----------------------------------------------------------
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
+    """Ray Train worker: the core :func:`fit` with DDP, checkpoints and reports wired to Ray."""
+    import ray
+    import ray.train
+    import ray.train.torch
+    import torch
+
+    params = parse_params(config["params"], source="train_loop_config")
+    cfg = params.train
+    # Ray Train sets the worker's root logger to INFO and logs every report there; the
+    # progress line below is the one line per report we want on the console.
+    logging.getLogger().setLevel(logging.WARNING)
+    ctx = ray.train.get_context()
+    rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
+    device = ray.train.torch.get_device()
+    chief = rank == 0
+
+    start = None
+    restored = ray.train.get_checkpoint()
+    if restored is not None:
+        with restored.as_directory() as directory:
+            start = load_checkpoint(directory)
+    fault = parse_fault(config.get("fault")) if start is None else None
+
+    def wrap(module: torch.nn.Module) -> torch.nn.Module:
+        return ray.train.torch.prepare_model(module, parallel_strategy_kwargs=DDP_KWARGS)
+
+    evaluating = bool(config.get("features_dir"))
+    metric_only = bool(config.get("report_metric_only"))  # a Tune trial: report evaluations only
+
+    def report(metrics: dict[str, float], ckpt: TrainCheckpoint | None) -> None:
+        step = int(metrics["step"])
+        if fault is not None and rank == fault[0] and step >= fault[1]:
+            os._exit(1)  # a real process death, not an exception
+        send, name = ray_report_due(step, cfg, evaluating, metric_only)
+        if not send:
+            return
+        if ckpt is None:  # not a checkpoint step, or a rank other than 0 (report is a barrier)
+            ray.train.report(metrics, checkpoint=None, checkpoint_dir_name=name)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            save_checkpoint(ckpt, tmp)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
+
+    eval_fn = make_eval_fn(params, config["data_dir"], config.get("features_dir"), device) if chief else None
+    try:
+        summary = fit(
+            params,
+            config["data_dir"],
+            rank=rank,
+            world_size=world_size,
+            device=device,
+            start=start,
+            report=report,
+            eval_fn=eval_fn,
+            wrap=wrap,
+            log=progress,
+        )
+    except DivergenceError as err:
+        # every rank raises at the same step; returning (not raising) keeps Ray from
+        # retrying a run that would diverge again from the same checkpoint
+        return {"diverged": str(err)} if chief else None
+    summary["node_ids"] = all_gather_objects(ray.get_runtime_context().get_node_id())
+    summary["world_size"] = world_size
+    return summary if chief else None
+
+
+def ray_report_due(step: int, cfg: TrainConfig, evaluating: bool, metric_only: bool = False) -> tuple[bool, str | None]:
+    """Whether step ``step`` goes to ``ray.train.report``, and its checkpoint folder name.
+
+    Only checkpoint and evaluation steps do: ``ray.train.report`` blocks until the
+    controller has taken the previous report, which it polls every 2 s, so reporting
+    every log step would throttle a fast loop to that rate (log rows travel inside the
+    checkpoints instead). ``metric_only`` (a Tune trial) reports evaluation steps only.
+    The answer depends on the step alone, so every rank agrees (the report is a barrier).
+    """
+    checkpoint_due = due(step, cfg.checkpoint_every, cfg.steps)
+    eval_due = evaluating and due(step, cfg.eval_every, cfg.steps)
+    send = eval_due if metric_only else checkpoint_due or eval_due
+    return send, (f"checkpoint-{step:07d}" if checkpoint_due and send else None)
+
+
+def progress(line: str) -> None:
+    """One line to the worker's real stdout, which Ray streams to the driver.
+
+    Ray Train patches print() to go through logging as well, which would show each
+    line twice; writing to ``sys.__stdout__`` bypasses the patch.
+    """
+    sys.__stdout__.write(line + "\n")
+    sys.__stdout__.flush()
+
+
+def all_gather_objects(obj: Any) -> list[Any]:
+    """``obj`` from every rank, in rank order."""
+    import torch.distributed as dist
+
+    if not distributed():
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def make_eval_fn(params: Params, data_dir: str, features_dir: str | None, device: Any) -> EvalFn | None:
+    """FID & co. of G_ema against the validation split, or None without a feature network."""
+    if not features_dir or not Path(features_dir).exists():
+        return None
+    from gan.data import load_split
+    from gan.evaluation import evaluate_generator
+    from gan.features import load_feature_net
+
+    net = load_feature_net(features_dir, device=device)
+    real_x, real_y = load_split(data_dir, "val")
+    cfg = params.train
+
+    def evaluate(G_ema: Any, step: int) -> dict[str, float]:
+        scores = evaluate_generator(G_ema, net, real_x, real_y, num_samples=cfg.eval_samples, seed=cfg.seed, batch_size=250)
+        return {k: float(v) for k, v in scores.items() if isinstance(v, int | float)}
+
+    return evaluate
+
+
+# ---- the driver -----------------------------------------------------------------------
+
+
+def delete_run(name: str, cfg: TrainConfig) -> None:
+    """Remove a run's stored checkpoints so that the next run of that name starts afresh."""
+    uri = storage_uri(cfg.storage_path)
+    if "://" in uri:
+        import pyarrow.fs
+
+        fs, path = pyarrow.fs.FileSystem.from_uri(uri)
+        try:
+            fs.delete_dir(f"{path.rstrip('/')}/{name}")
+        except FileNotFoundError:
+            pass
+        return
+    shutil.rmtree(Path(uri) / name, ignore_errors=True)
+
+
+def run_training(
+    params: Params,
+    data_dir: str | os.PathLike,
+    *,
+    name: str,
+    features_dir: str | os.PathLike | None = None,
+    fresh: bool = False,
+) -> TrainOutcome:
+    """Run (or resume) the Ray Train run ``name``; needs ``ray.init()`` done by the caller.
+
+    Raises DivergenceError when the guard stopped training, the worker's GanError when
+    an expected failure ran out of retries, else GanError naming the run's log folder.
+    """
+    from ray.train.torch import TorchTrainer
+
+    cfg = params.train
+    if fresh:
+        delete_run(name, cfg)
+    loop_config = {
+        "params": params.model_dump(mode="json"),
+        "data_dir": str(Path(data_dir).resolve()),
+        "features_dir": str(Path(features_dir).resolve()) if features_dir else None,
+        "fault": os.environ.get(FAULT_ENV),
+    }
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        torch_config=torch_config(cfg),
+        scaling_config=scaling_config(cfg),
+        run_config=run_config(name, cfg),
+    )
+    t0, t0_unix = time.perf_counter(), time.time()
+    result = _fit(trainer, name, cfg)
+    wall = time.perf_counter() - t0
+    summary = result.return_value or {}
+    if summary.get("diverged"):
+        raise DivergenceError(summary["diverged"])
+    if result.checkpoint is None:
+        raise GanError(f"run {name} finished without a checkpoint; delete {storage_uri(cfg.storage_path)}/{name} and run again.")
+    with result.checkpoint.as_directory() as directory:
+        ckpt = load_checkpoint(directory)
+    first = summary.get("first_step_unix")
+    return TrainOutcome(
+        checkpoint=ckpt,
+        summary=summary,
+        run_name=name,
+        run_path=str(result.path),
+        wall_s=wall,
+        startup_s=(first - t0_unix) if first else None,
+    )
+
+
+def _fit(trainer: TorchTrainer, name: str, cfg: TrainConfig) -> Result:
+    """``trainer.fit()`` with Ray's failure turned into one sentence (a worker's GanError as is)."""
+    from ray.train import TrainingFailedError
+
+    try:
+        return trainer.fit()
+    except TrainingFailedError as err:
+        cause = _gan_error_in(err)
+        if cause is not None:
+            raise cause from None
+        where = f"{storage_uri(cfg.storage_path)}/{name}"
+        first = str(err).strip().splitlines()
+        detail = first[-1][:300] if first else type(err).__name__
+        raise GanError(
+            f"training failed after {cfg.max_failures} restart(s) (train.max_failures): {detail}; worker logs are under /tmp/ray/session_latest/logs and checkpoints under {where}."
+        ) from None
+
+
+def _gan_error_in(err: BaseException) -> GanError | None:
+    """The first GanError raised by a worker, looking through Ray's wrappers."""
+    failures = getattr(err, "worker_failures", None) or {}
+    seen: list[BaseException] = [err, *failures.values()]
+    while seen:
+        e = seen.pop(0)
+        if isinstance(e, GanError):
+            return e
+        cause = getattr(e, "cause", None) or e.__cause__
+        if isinstance(cause, BaseException):
+            seen.append(cause)
+    return None

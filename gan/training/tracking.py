@@ -1,0 +1,93 @@
+"""One MLflow run per training, logged from the driver once training has finished.
+
+Logging from the driver (not from the workers) means a worker on another node needs
+no access to the tracking store, and an interrupted-then-resumed training still
+gives exactly one run. Metrics are logged with their training step, so MLflow's
+charts match train/history.csv.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from gan.training.checkpoint import TrainCheckpoint, history_csv
+
+EXPERIMENT = "gan-train"
+BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch call
+
+
+def flatten(prefix: str, obj: Any) -> dict[str, Any]:
+    """``{"train": {"lr_G": 1}}`` -> ``{"train.lr_G": 1}``."""
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            out.update(flatten(f"{prefix}.{k}" if prefix else str(k), v))
+        return out
+    return {prefix: obj}
+
+
+def log_training_run(
+    params: dict[str, Any],
+    ckpt: TrainCheckpoint,
+    metrics: dict[str, Any],
+    tags: dict[str, str],
+    run_name: str,
+) -> str:
+    """Log params, per-step history, final metrics, sample grids and history.csv; return the run id."""
+    import mlflow
+    from mlflow.entities import Metric, Param, RunTag
+
+    from gan.tracking import configure, ensure_experiment
+
+    configure()
+    experiment_id = ensure_experiment(EXPERIMENT)
+    client = mlflow.MlflowClient()
+    existing = finished_run(client, experiment_id, run_name, ckpt.step)
+    if existing is not None:  # the stage re-exported a finished training: same run, no duplicate
+        return existing
+    run = client.create_run(experiment_id, run_name=run_name, tags={**tags, "ray_run": run_name})
+    run_id = run.info.run_id
+    try:
+        flat = {k: str(v)[:6000] for k, v in flatten("", params).items()}
+        client.log_batch(run_id, params=[Param(k, v) for k, v in flat.items()], tags=[RunTag("mlflow.runName", run_name)])
+        now = int(time.time() * 1000)
+        rows = [
+            Metric(_key(k), float(v), now, int(row["step"]))
+            for row in ckpt.history
+            for k, v in row.items()
+            if k != "step" and isinstance(v, int | float)
+        ]
+        rows += [Metric(_key(k), float(v), now, ckpt.step) for k, v in flatten("final", metrics).items() if isinstance(v, int | float) and not isinstance(v, bool)]
+        for i in range(0, len(rows), BATCH):
+            client.log_batch(run_id, metrics=rows[i : i + BATCH])
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, data in ckpt.samples.items():
+                (Path(tmp) / name).write_bytes(data)
+            client.log_artifacts(run_id, tmp, artifact_path="samples")
+        client.log_text(run_id, history_csv(ckpt.history), "history.csv")
+        client.set_terminated(run_id, "FINISHED")
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    return run_id
+
+
+def finished_run(client: Any, experiment_id: str, run_name: str, step: int) -> str | None:
+    """The id of a finished MLflow run of Ray run ``run_name`` that logged ``step`` steps."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.ray_run = '{run_name}' and attributes.status = 'FINISHED'",
+        max_results=10,
+    )
+    for run in runs:
+        if run.data.metrics.get("final.steps") == step:
+            return run.info.run_id
+    return None
+
+
+def _key(name: str) -> str:
+    """MLflow metric names allow ``/`` but not parentheses: ``D(G(z))`` -> ``D_G_z``."""
+    return name.replace("(", "_").replace(")", "").rstrip("_")

@@ -1,0 +1,157 @@
+"""The train stage: Ray Train adversarial training -> models/generator/ and train/.
+
+    python pipelines/train.py                          # model:, train: and tune.enabled of params.yaml
+    RAY_ADDRESS=<head>:6379 python pipelines/train.py  # the same on a Ray cluster
+    dvc repro train
+
+Params are validated, tune/best.json applied (when tune.enabled and it exists) and the
+data and models checked before Ray starts. The Ray run is named after a hash of the
+training config, data and code, stored under train.storage_path: re-running after an
+interruption resumes from the last checkpoint; ``--fresh`` starts over. Outputs:
+models/generator/ (G_ema), train/metrics.json, train/history.csv, train/samples/, and
+one MLflow run in the experiment gan-train.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from gan.config import Params, load_params
+from gan.errors import ConfigError, run_main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--data", default=None, help="prepared data (default: prepare.out)")
+    parser.add_argument("--features", default="models/features", help="feature network for FID during training (optional)")
+    parser.add_argument("--tuned", default="tune/best.json", help="tuned values, applied when tune.enabled (default: tune/best.json)")
+    parser.add_argument("--model-out", default="models/generator", help="exported generator (default: models/generator)")
+    parser.add_argument("--out", default="train", help="metrics.json, history.csv, samples/ (default: train)")
+    parser.add_argument("--fresh", action="store_true", help="discard this config's checkpoints and start over")
+    return parser.parse_args(argv)
+
+
+def check_trainable(params: Params, manifest: dict[str, Any]) -> None:
+    """Fail before Ray starts when the models cannot be built or the data cannot feed the workers."""
+    from gan.models import build_D, build_G, model_kwargs
+
+    G_kwargs, D_kwargs = model_kwargs(params.model, manifest["channels"], manifest["image_size"], manifest["num_classes"])
+    try:
+        build_G(params.model.arch, **G_kwargs)
+        build_D(params.model.arch, **D_kwargs)
+    except ValueError as err:
+        raise ConfigError(f"params.yaml: the model section cannot be built for this data ({err}).") from None
+    cfg = params.train
+    count = int(manifest["counts"]["train"]["total"])
+    if count // cfg.num_workers < cfg.batch_size:
+        raise ConfigError(
+            f"params.yaml: train.batch_size = {cfg.batch_size} is invalid: each of the {cfg.num_workers} workers gets "
+            f"{count // cfg.num_workers} training images; use at most that many or fewer workers."
+        )
+    if cfg.diffaugment:
+        import gan.diffaugment  # noqa: F401  (fails here, not inside a worker, when unavailable)
+
+
+def init_ray() -> None:
+    """Connect to ``RAY_ADDRESS`` when set, else start a local Ray; keep Ray's own output quiet.
+
+    Unlike the other stages, worker output reaches the driver (``log_to_driver``): rank 0
+    prints one progress line per report. Ray's own console logs start at ERROR.
+    """
+    from gan.ray_session import QUIET_ENV
+
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    import ray
+
+    if ray.is_initialized():
+        return
+    if not os.environ.get("RAY_ADDRESS"):
+        # a local Ray inherits this environment; one machine is never preempted, and the
+        # watcher would only add a polling actor and an error line at every start
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    ray.init(
+        address=os.environ.get("RAY_ADDRESS") or None,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        # full logs stay in /tmp/ray/session_latest/logs
+        logging_config=ray.LoggingConfig(encoding="TEXT", log_level=os.environ.get("GAN_RAY_LOG_LEVEL", "ERROR")),
+        log_to_driver=True,
+    )
+
+
+def check_resources(params: Params) -> None:
+    """On a local Ray, refuse a worker group that can never be placed (Ray would wait forever)."""
+    import ray
+
+    if os.environ.get("RAY_ADDRESS"):
+        return  # a cluster may autoscale
+    cfg = params.train
+    have = ray.cluster_resources()
+    need = {"CPU": cfg.num_workers * cfg.cpus_per_worker}
+    if cfg.use_gpu:
+        need["GPU"] = cfg.num_workers * cfg.gpus_per_worker
+    for kind, amount in need.items():
+        if have.get(kind, 0) < amount:
+            key = "train.use_gpu" if kind == "GPU" and not have.get("GPU") else "train.num_workers"
+            raise ConfigError(
+                f"params.yaml: {key} asks for {amount:g} {kind} in all but this machine's Ray has {have.get(kind, 0):g}; "
+                f"lower train.num_workers / train.cpus_per_worker{' or set train.use_gpu: false' if kind == 'GPU' else ''}, or set RAY_ADDRESS to a cluster."
+            )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    t0 = time.perf_counter()
+    params = load_params(args.params)
+    data_dir = args.data or params.prepare.out
+
+    from gan.data import read_manifest
+    from gan.tracking import ensure_experiment, git_commit
+    from gan.training.outputs import final_metrics, generator_spec, write_outputs
+    from gan.training.settings import apply_tuned, run_name
+    from gan.training.tracking import EXPERIMENT, log_training_run
+
+    manifest = read_manifest(data_dir)
+    params, hyperparams = apply_tuned(params, args.tuned)
+    check_trainable(params, manifest)
+    name = run_name(params, manifest["hash"])
+    features = args.features if (Path(args.features) / "config.json").exists() else None
+    ensure_experiment(EXPERIMENT)  # a clear error now if MLflow is unreachable, not after training
+
+    init_ray()
+    check_resources(params)
+    from gan.training.ray_run import run_training
+
+    cfg = params.train
+    print(
+        f"train: run {name}, {cfg.num_workers} worker(s), {cfg.steps} steps of batch {cfg.batch_size}, "
+        f"lr_G {cfg.lr_G:.2e}, lr_D {cfg.lr_D:.2e} (from {hyperparams['source']})",
+        flush=True,
+    )
+    outcome = run_training(params, data_dir, name=name, features_dir=features, fresh=args.fresh)
+    timing = {"wall_time_s": round(time.perf_counter() - t0, 2), "train_time_s": round(outcome.wall_s, 2)}
+    if outcome.startup_s is not None:
+        timing["startup_s"] = round(outcome.startup_s, 2)
+    metrics = final_metrics(outcome.checkpoint, outcome.summary, hyperparams, timing)
+    tags = {"git_commit": git_commit(), "data_hash": str(manifest.get("hash")), "stage": "train", "ray_run": name}
+    run_id = log_training_run(params.model_dump(mode="json"), outcome.checkpoint, metrics, tags, name)
+    spec = generator_spec(outcome.checkpoint, manifest, hyperparams, {"mlflow_run_id": run_id, "ray_run": name})
+    write_outputs(outcome.checkpoint, spec, metrics, args.model_out, args.out)
+    resumed = f", resumed from step {metrics['resumed_from_step']}" if metrics["resumed_from_step"] else ""
+    print(
+        f"train: {metrics['steps']} steps, loss/D {metrics.get('loss/D', float('nan')):.3f}, loss/G {metrics.get('loss/G', float('nan')):.3f}, "
+        f"{metrics['throughput/img_s']:.0f} img/s, {timing['wall_time_s']:.0f}s{resumed} -> {args.model_out}",
+        flush=True,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
