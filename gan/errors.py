@@ -40,6 +40,9 @@ def run_main(main: Callable[[], int | None]) -> None:
         if __name__ == "__main__":
             run_main(main)
     """
+    from gan.console import quiet_console
+
+    quiet_console()
     try:
         code = main()
     except GanError as err:

@@ -12,20 +12,14 @@ from __future__ import annotations
 import logging
 import os
 
-QUIET_ENV = {
-    "RAY_DEDUP_LOGS": "1",
-    "RAY_TRAIN_V2_ENABLED": "1",
-    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",  # no TensorBoard/CSV/JSON loggers per trial
-    "RAY_AIR_NEW_OUTPUT": "0",
-    "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
-    "PYTHONWARNINGS": "ignore::DeprecationWarning",
-}
+from gan.console import QUIET_ENV, quiet_console
+
+__all__ = ["QUIET_ENV", "init_ray"]
 
 
 def init_ray(num_cpus: int | None = None) -> str:
     """Connect to ``RAY_ADDRESS`` (or start a local cluster) once; return where we are."""
-    for key, value in QUIET_ENV.items():
-        os.environ.setdefault(key, value)
+    quiet_console()
     import ray
 
     if ray.is_initialized():

@@ -64,10 +64,9 @@ def init_ray() -> None:
     Unlike the other stages, worker output reaches the driver (``log_to_driver``): rank 0
     prints one progress line per report. Ray's own console logs start at ERROR.
     """
-    from gan.ray_session import QUIET_ENV
+    from gan.console import quiet_console
 
-    for key, value in QUIET_ENV.items():
-        os.environ.setdefault(key, value)
+    quiet_console()
     import ray
 
     if ray.is_initialized():

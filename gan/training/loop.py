@@ -371,6 +371,15 @@ def due(step: int, every: int, total: int) -> bool:
     return step == total or bool(every and step % every == 0)
 
 
+def progress_every(cfg: Any) -> int:
+    """Steps between console progress lines: about ten per run, never finer than ``log_every``.
+
+    history.csv keeps every ``log_every`` row; the console only needs to show that the
+    run is alive and where it stands.
+    """
+    return max(cfg.log_every, cfg.steps // 10 // max(cfg.log_every, 1) * cfg.log_every) if cfg.log_every else 0
+
+
 def is_boundary(step: int, total: int, cfg: Any) -> bool:
     """Whether the loop reports after G step ``step``."""
     return any(due(step, every, total) for every in (cfg.log_every, cfg.checkpoint_every, cfg.eval_every))
@@ -505,7 +514,7 @@ def fit(
             ckpt = TrainCheckpoint(state=state, history=[*history, metrics], samples=dict(samples)) if chief else None
         if chief:
             history.append(metrics)
-            if log is not None:
+            if log is not None and (due(step, progress_every(cfg), cfg.steps) or "fid" in metrics):
                 log(progress_line(metrics, cfg.steps))
         if report is not None:
             report(metrics, ckpt)
