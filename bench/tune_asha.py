@@ -1,10 +1,12 @@
 """Benchmark: ASHA against running every trial to the end, on the default data set.
 
-    python bench/tune_asha.py                # 3x3 grid over lr_G x lr_D, 300 steps per trial
-    python bench/tune_asha.py --steps 150    # quicker
+    python bench/tune_asha.py                # 4x4 grid over lr_G x lr_D, 300 steps per trial
+    python bench/tune_asha.py --grid 3 --steps 150    # quicker
 
-Both searches train the same 9 configurations (a log grid) with the same seeds; the
-exhaustive one (FIFO) runs each to ``--steps``, ASHA stops poor ones at its rungs.
+Both searches train the same configurations (a ``--grid`` x ``--grid`` log grid over the
+default tune.lr_G x tune.lr_D ranges) with the same seeds; the exhaustive one (FIFO)
+runs each to ``--steps``, ASHA (reduction factor ``--reduction-factor``, first rung at
+``--eval-every`` steps) stops poor ones at its rungs.
 Reports the best FID each reached, the total trial-steps each spent (the compute),
 and per-trial overhead: the start-up inside the trial process (``setup_s``) and the
 wall time per trial beyond its own running time (actor start, scheduling).
@@ -38,12 +40,13 @@ def setup_data(root: Path) -> tuple[Path, Path, str]:
     return root / "prepared", root / "features", manifest["hash"]
 
 
-def search(scheduler: str, steps: int, eval_every: int, data: Path, features: Path, data_hash: str, storage: Path) -> dict:
+def search(scheduler: str, args: argparse.Namespace, data: Path, features: Path, data_hash: str, storage: Path) -> dict:
     from gan.config import load_params
     from gan.tuning import run_search
 
-    overrides = {"tune.scheduler": scheduler, "tune.search_alg": "grid", "tune.num_samples": 9, "tune.max_steps": steps,
-                 "tune.eval_every": eval_every, "tune.grace_period": 1, "tune.reduction_factor": 3,
+    steps = args.steps
+    overrides = {"tune.scheduler": scheduler, "tune.search_alg": "grid", "tune.num_samples": args.grid**2, "tune.max_steps": steps,
+                 "tune.eval_every": args.eval_every, "tune.grace_period": 1, "tune.reduction_factor": args.reduction_factor,
                  "tune.storage_path": str(storage), "tune.max_concurrent_trials": 2}
     params = load_params(Path(__file__).parents[1] / "params.yaml", overrides)
     t0 = time.perf_counter()
@@ -66,7 +69,9 @@ def search(scheduler: str, steps: int, eval_every: int, data: Path, features: Pa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--eval-every", type=int, default=50)
+    parser.add_argument("--eval-every", type=int, default=25)
+    parser.add_argument("--grid", type=int, default=4, help="grid points per learning rate")
+    parser.add_argument("--reduction-factor", type=int, default=4)
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_TRACKING_URI", "sqlite:///" + tempfile.mktemp(suffix=".db"))
     from gan.ray_session import init_ray
@@ -75,12 +80,14 @@ def main() -> None:
         root = Path(tmp)
         data, features, data_hash = setup_data(root)
         init_ray(num_cpus=2)
-        full = search("fifo", args.steps, args.eval_every, data, features, data_hash, root / "ray")
-        asha = search("asha", args.steps, args.eval_every, data, features, data_hash, root / "ray")
+        full = search("fifo", args, data, features, data_hash, root / "ray")
+        asha = search("asha", args, data, features, data_hash, root / "ray")
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU",
         "steps_per_trial": args.steps,
         "eval_every": args.eval_every,
+        "grid": f"{args.grid}x{args.grid}",
+        "reduction_factor": args.reduction_factor,
         "exhaustive": full,
         "asha": asha,
         "best_ratio_asha_over_exhaustive": asha["best_fid"] / full["best_fid"],
