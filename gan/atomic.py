@@ -11,6 +11,7 @@ nothing, never a half-written file or directory.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -18,6 +19,33 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from gan.errors import GanError
+
+# Errors that mean "this place cannot take the output" (full, read-only, over a size limit,
+# quota): reported as one sentence naming the output instead of a traceback.
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+
+
+def output_error(target: Path, err: OSError) -> GanError:
+    """One sentence for an output that cannot be written: what, why, and what to do."""
+    reason = err.strerror or type(err).__name__
+    return GanError(f"cannot write {target}: {reason.lower()}; free space there or choose another output location (nothing was changed).")
+
+
+@contextlib.contextmanager
+def _output_errors(target: Path, any_error: bool = False) -> Iterator[None]:
+    """Turn write failures (disk full, read-only, file size limit) into :func:`output_error`.
+
+    ``any_error``: every OSError counts (creating the output's directory, where a
+    permission error or a parent that is a regular file is also the output's fault).
+    """
+    try:
+        yield
+    except OSError as err:
+        if any_error or err.errno in WRITE_ERRNOS:
+            raise output_error(target, err) from None
+        raise
 
 
 @contextlib.contextmanager
@@ -28,19 +56,27 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     on one filesystem. On any exception it is removed and ``target`` is untouched.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes 0700; outputs are shared artefacts
+    with _output_errors(target, any_error=True):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        os.chmod(tmp, 0o755)  # mkdtemp makes 0700; outputs are shared artefacts
     try:
-        yield tmp
+        with _output_errors(target):
+            yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     old = None
-    if target.exists():
-        old = target.parent / f".{target.name}.old-{os.getpid()}"
-        os.rename(target, old)
-    os.rename(tmp, target)
+    try:
+        if target.exists():
+            old = target.parent / f".{target.name}.old-{os.getpid()}"
+            os.rename(target, old)
+        os.rename(tmp, target)
+    except OSError as err:  # e.g. the directory became read-only: put the old output back
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not target.exists():
+            os.rename(old, target)
+        raise output_error(target, err) from None
     if old is not None:
         shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
 
@@ -48,15 +84,17 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same directory."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    with _output_errors(path, any_error=True):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     os.fchmod(fd, 0o644)  # mkstemp makes 0600; outputs are shared artefacts
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with _output_errors(path), os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        with _output_errors(path, any_error=True):
+            os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

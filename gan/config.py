@@ -292,5 +292,10 @@ def _format_error(err: ValidationError, raw: dict[str, Any], source: str) -> str
     if not key or (kind == "value_error" and msg.split(":")[0].count(".") >= 1 and " " not in msg.split(":")[0]):
         # a model-level validator: its message already starts with the dotted key
         return f"{source}: {msg.rstrip('.')}."
+    if loc and isinstance(loc[-1], int):
+        # an item of a list-valued key ([low, high] ranges): name the key and its whole value
+        loc, key = loc[:-1], ".".join(str(p) for p in loc[:-1])
+    if kind in ("missing", "too_long") and isinstance(_lookup(raw, loc), list):
+        msg = "must be a list of exactly two numbers [low, high]"  # the only fixed-length lists are ranges
     value = _lookup(raw, loc)
     return f"{source}: {key} = {value!r} is invalid: {msg.rstrip('.')}."

@@ -3,7 +3,7 @@
     models/generator/
       model.safetensors   G_ema's state dict (tensors only: no pickle on the loading path)
       config.json         arch, G_kwargs, z_dim, num_classes, class_names, channels,
-                          image_size, output_range, train config, metrics
+                          image_size, output_range, train config, metrics, weights_sha256
 
     G, spec = load_generator("models/generator")
     for x, y in sample(G, n=1000, labels=None, seed=0):   # x: [B, C, H, W] in [-1, 1]
@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -38,8 +39,19 @@ def save_generator(G: torch.nn.Module, spec: dict[str, Any], out_dir: str | os.P
     spec = {"output_range": [-1.0, 1.0], "format": "gan-generator/1", **spec}
     with atomic_dir(out_dir) as tmp:
         save_file(state, str(tmp / WEIGHTS), metadata={"arch": str(spec["arch"])})
+        # safetensors has no checksum: a flipped bit in the tensor data would load silently
+        spec["weights_sha256"] = file_sha256(tmp / WEIGHTS)
         (tmp / CONFIG).write_text(json.dumps(spec, indent=2, sort_keys=True, default=str) + "\n")
     return Path(out_dir)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_spec(model_dir: str | os.PathLike) -> dict[str, Any]:
@@ -65,6 +77,9 @@ def load_generator(model_dir: str | os.PathLike, device: str | torch.device = "c
     weights = Path(model_dir) / WEIGHTS
     if not weights.exists():
         raise GanError(f"{weights} does not exist; re-export the generator with the train stage.")
+    expected = spec.get("weights_sha256")  # absent in generators exported before it was recorded
+    if expected and file_sha256(weights) != expected:
+        raise GanError(f"{weights} does not match the weights_sha256 in {Path(model_dir) / CONFIG}; the file is corrupt or was tampered with, re-export it.")
     try:
         state = load_file(str(weights), device=str(device))
     except Exception as err:  # safetensors raises its own error types for corrupt headers

@@ -83,7 +83,19 @@ def shard_arrays(prepared_dir: str | os.PathLike, split: str) -> tuple[list[np.n
     x_maps = [np.load(p, mmap_mode="r", allow_pickle=False) for p in xs]
     if not all(p.exists() for p in ys):
         return x_maps, None
-    return x_maps, [np.load(p, mmap_mode="r", allow_pickle=False) for p in ys]
+    y_maps = [np.load(p, mmap_mode="r", allow_pickle=False) for p in ys]
+    check_labels(prepared_dir, ys, y_maps)
+    return x_maps, y_maps
+
+
+def check_labels(prepared_dir: str | os.PathLike, paths: list[Path], y_maps: list[np.ndarray]) -> None:
+    """Every label must be a class of the manifest: an edited or mixed-up shard would
+    otherwise fail deep inside a worker (an embedding index error) or train on wrong classes."""
+    k = int(read_manifest(prepared_dir).get("num_classes") or 0)
+    for path, y in zip(paths, y_maps, strict=True):
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= k):
+            bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
+            raise DataError(f"{path} holds label {bad}, outside the manifest's {k} classes (0..{k - 1}); re-run the prepare stage (dvc repro -f prepare).")
 
 
 def load_split(prepared_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray | None]:
