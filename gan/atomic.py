@@ -29,8 +29,32 @@ WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
 
 def output_error(target: Path, err: OSError) -> GanError:
     """One sentence for an output that cannot be written: what, why, and what to do."""
-    reason = err.strerror or type(err).__name__
-    return GanError(f"cannot write {target}: {reason.lower()}; free space there or choose another output location (nothing was changed).")
+    reason = (err.strerror or _short_write_reason(target)).lower()
+    if err.errno in (errno.EEXIST, errno.ENOTDIR):
+        # mkdir(parents=True) reports a path through a regular file as "file exists"
+        blocker = next((p for p in (target, *target.parents) if p.exists()), None)
+        if blocker is not None and not blocker.is_dir():
+            reason = f"{blocker} is a file, not a directory"
+    full = err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) or err.errno is None
+    advice = "free space there or choose another output location" if full else "choose another output location or make it writable"
+    return GanError(f"cannot write {target}: {reason}; {advice} (nothing was changed).")
+
+
+def _is_short_write(err: OSError) -> bool:
+    """numpy's ``tofile`` reports a failed write as ``OSError("N requested and M written")``, without errno."""
+    return err.errno is None and "requested and" in str(err) and "written" in str(err)
+
+
+def _short_write_reason(target: Path) -> str:
+    """Why a write came up short when the OS error number was lost on the way."""
+    import resource
+
+    with contextlib.suppress(OSError):
+        if os.statvfs(target.parent).f_bavail == 0:
+            return os.strerror(errno.ENOSPC)
+    if resource.getrlimit(resource.RLIMIT_FSIZE)[0] != resource.RLIM_INFINITY:
+        return f"{os.strerror(errno.EFBIG)} (the file size limit, ulimit -f)"
+    return "a write came up short"
 
 
 @contextlib.contextmanager
@@ -43,7 +67,7 @@ def _output_errors(target: Path, any_error: bool = False) -> Iterator[None]:
     try:
         yield
     except OSError as err:
-        if any_error or err.errno in WRITE_ERRNOS:
+        if any_error or err.errno in WRITE_ERRNOS or _is_short_write(err):
             raise output_error(target, err) from None
         raise
 

@@ -26,6 +26,7 @@ Both formats are what the prepare stage reads back (``source: npz`` / ``image_fo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -195,6 +196,14 @@ class NpzWriter:
         self.zip.close()
         self.y_path.unlink()
 
+    def abort(self) -> None:
+        """Release the files after a failed write (e.g. a full disk); the folder is discarded."""
+        for close in (self.x.close, self.y.close, self.zip.fp.close if self.zip.fp else None):
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    close()
+        self.zip._writing, self.zip.fp = False, None  # nothing more goes into this zip; __del__ stays quiet
+
 
 class ImageFolderWriter:
     """One PNG per sample: ``<class name>/<index>.png``, or ``<index>.png`` when unconditional."""
@@ -219,6 +228,9 @@ class ImageFolderWriter:
             if not any(d.iterdir()):
                 d.rmdir()
 
+    def abort(self) -> None:
+        """Nothing is held open between images."""
+
 
 def safe_name(name: str, index: int) -> str:
     """A class name usable as a folder name (path separators and dots-only names replaced)."""
@@ -230,16 +242,20 @@ def write_stream(batches: Iterator[tuple[np.ndarray, np.ndarray]], writer: Any, 
     """Generate the next batch while the previous one is written (at most two batches held)."""
     from tqdm import tqdm
 
-    with ThreadPoolExecutor(max_workers=1) as pool, tqdm(total=total, unit="img", disable=not progress, dynamic_ncols=True) as bar:
-        pending: Future | None = None
-        for x, y in batches:
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool, tqdm(total=total, unit="img", disable=not progress, dynamic_ncols=True) as bar:
+            pending: Future | None = None
+            for x, y in batches:
+                if pending is not None:
+                    pending.result()
+                pending = pool.submit(writer.write, x, y)
+                bar.update(len(x))
             if pending is not None:
                 pending.result()
-            pending = pool.submit(writer.write, x, y)
-            bar.update(len(x))
-        if pending is not None:
-            pending.result()
-    writer.close()
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
 
 
 def write_dataset(stream: SyntheticStream, out: str | os.PathLike, fmt: str, progress: bool = True) -> Path:
