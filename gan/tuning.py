@@ -19,6 +19,7 @@ DivergenceError: Tune records it as errored and it is never chosen.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -41,7 +42,8 @@ def search_space(cfg: TuneConfig) -> dict[str, Any]:
     from ray import tune
 
     if cfg.search_alg == "grid":
-        return _grid_space(cfg)
+        # the axes as domains; the points themselves come from make_searcher, every one once
+        return {key: tune.choice(values) for key, values in grid_axes(cfg).items()}
     space: dict[str, Any] = {"lr_G": tune.loguniform(*cfg.lr_G), "lr_D": tune.loguniform(*cfg.lr_D)}
     if cfg.beta1 is not None:
         space["beta1"] = tune.uniform(*cfg.beta1)
@@ -50,17 +52,30 @@ def search_space(cfg: TuneConfig) -> dict[str, Any]:
     return space
 
 
-def _grid_space(cfg: TuneConfig) -> dict[str, Any]:
-    """A log-spaced grid with about ``num_samples`` points over lr_G x lr_D (each run once)."""
-    from ray import tune
-
+def grid_axes(cfg: TuneConfig) -> dict[str, list[Any]]:
+    """The grid's values per key: about sqrt(num_samples) log-spaced learning rates each."""
     k = max(2, round(math.sqrt(cfg.num_samples)))
-    space = {"lr_G": tune.grid_search(log_grid(*cfg.lr_G, k)), "lr_D": tune.grid_search(log_grid(*cfg.lr_D, k))}
+    axes: dict[str, list[Any]] = {"lr_G": log_grid(*cfg.lr_G, k), "lr_D": log_grid(*cfg.lr_D, k)}
     if cfg.beta1 is not None:
-        space["beta1"] = tune.grid_search(list(cfg.beta1))
+        axes["beta1"] = list(cfg.beta1)
     if cfg.n_critic:
-        space["n_critic"] = tune.grid_search(list(cfg.n_critic))
-    return space
+        axes["n_critic"] = list(cfg.n_critic)
+    return axes
+
+
+def grid_points(cfg: TuneConfig) -> list[dict[str, Any]]:
+    """Every point of a log grid with about ``num_samples`` points over lr_G x lr_D (and the
+    optional beta1 / n_critic choices), in an order shuffled by ``tune.seed``.
+
+    Why shuffled: asynchronous ASHA promotes the first trials to reach a rung because
+    there is nothing yet to compare them with; in grid order those would all be the
+    lowest learning rates. Tune's own ``grid_search`` keeps the nested order, so the grid
+    is handed to the variant generator as ``points_to_evaluate`` instead.
+    """
+    axes = grid_axes(cfg)
+    points = [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
+    random.Random(cfg.seed).shuffle(points)
+    return points
 
 
 def log_grid(low: float, high: float, k: int) -> list[float]:
@@ -70,13 +85,23 @@ def log_grid(low: float, high: float, k: int) -> list[float]:
 
 
 def make_searcher(cfg: TuneConfig):
-    """None for random/grid (Tune's variant generator), Optuna's TPE otherwise."""
+    """Tune's variant generator for random (seeded by ``tune.seed``) and grid (the shuffled
+    :func:`grid_points`); Optuna's TPE otherwise."""
+    from ray.tune.search import BasicVariantGenerator
+
     if cfg.search_alg == "optuna":
         from ray.tune.search import ConcurrencyLimiter
         from ray.tune.search.optuna import OptunaSearch
 
         return ConcurrencyLimiter(OptunaSearch(seed=cfg.seed), max_concurrent=cfg.max_concurrent_trials)
-    return None
+    if cfg.search_alg == "grid":
+        return BasicVariantGenerator(points_to_evaluate=grid_points(cfg), random_state=cfg.seed)
+    return BasicVariantGenerator(random_state=cfg.seed)
+
+
+def num_trials(cfg: TuneConfig) -> int:
+    """Trials the search runs: every grid point, or ``num_samples``."""
+    return len(grid_points(cfg)) if cfg.search_alg == "grid" else cfg.num_samples
 
 
 def make_scheduler(cfg: TuneConfig):
@@ -257,7 +282,7 @@ def run_search(params: Params, data_dir: str, features_dir: str, data_hash: str)
                 mode="min",
                 search_alg=make_searcher(cfg),
                 scheduler=make_scheduler(cfg),
-                num_samples=1 if cfg.search_alg == "grid" else cfg.num_samples,
+                num_samples=num_trials(cfg),
                 max_concurrent_trials=bounded_concurrency(cfg),
                 reuse_actors=False,
             ),

@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     from gan.data import read_manifest
     from gan.ray_session import init_ray
     from gan.tracking import ensure_experiment
-    from gan.tuning import best_row, run_search
+    from gan.tuning import best_row, num_trials, run_search
 
     data_dir = args.data or params.prepare.out
     manifest = read_manifest(data_dir)
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         raise GanError(f"{args.features} holds no feature network; run the featurize stage first (dvc repro featurize).")
     ensure_experiment("gan-tune")  # once, before any trial starts (SQLite breaks under parallel creation)
     init_ray()
-    print(f"tune: {cfg.num_samples} trials x {cfg.max_steps} steps, {cfg.search_alg} search, {cfg.scheduler} scheduler ...", flush=True)
+    print(f"tune: {num_trials(cfg)} trials x {cfg.max_steps} steps, {cfg.search_alg} search, {cfg.scheduler} scheduler ...", flush=True)
     result = run_search(params, data_dir, args.features, manifest["hash"])
     best = best_row(result["rows"])
     if best is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 
@@ -10,7 +11,15 @@ import mlflow
 import pytest
 
 from gan.config import load_params
-from gan.tuning import best_row, log_grid, run_search, search_space, trial_params
+from gan.tuning import (
+    best_row,
+    grid_points,
+    log_grid,
+    num_trials,
+    run_search,
+    search_space,
+    trial_params,
+)
 from pipelines import tune as tune_stage
 
 from .conftest import write_params
@@ -30,6 +39,17 @@ def test_search_space_and_trial_params(tmp_path):
     assert log_grid(1e-5, 1e-3, 3) == [1e-5, 1e-4, 1e-3]
     p = trial_params(params, {"lr_G": 3e-4, "lr_D": 1e-4, "n_critic": 2})
     assert (p.train.lr_G, p.train.lr_D, p.train.n_critic, p.train.steps) == (3e-4, 1e-4, 2, 40)
+
+
+def test_grid_is_every_point_once_in_a_seeded_shuffled_order(tmp_path):
+    cfg = load_params(_tune(tmp_path, search_alg="grid", num_samples=9, lr_G=[1e-5, 1e-3], lr_D=[1e-5, 1e-3], seed=3)).tune
+    points = grid_points(cfg)
+    nested = [{"lr_G": g, "lr_D": d} for g, d in itertools.product([1e-5, 1e-4, 1e-3], repeat=2)]
+    assert num_trials(cfg) == 9 and sorted(map(str, points)) == sorted(map(str, nested))
+    assert points == grid_points(cfg) and points != nested  # the same shuffle for the same seed
+    assert set(search_space(cfg)) == {"lr_G", "lr_D"}
+    other = load_params(_tune(tmp_path, search_alg="grid", num_samples=9, lr_G=[1e-5, 1e-3], lr_D=[1e-5, 1e-3], seed=4)).tune
+    assert grid_points(other) != points
 
 
 def test_tune_stage_end_to_end_with_a_diverging_trial(tmp_path, ray_cluster, prepared_digits, featurized_digits, mlflow_sqlite):
