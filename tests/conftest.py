@@ -88,3 +88,19 @@ def featurized_digits(prepared_digits, tmp_path_factory) -> Path:
     featurize.main(["--params", str(params), "--data", str(prepared_digits), "--out", str(root / "features"),
                     "--metrics", str(root / "metrics.json")])
     return root / "features"
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory):
+    """This project as a git + DVC repo with tiny params after one full ``dvc repro`` (about a minute).
+
+    Returns ``(repo, output of that repro)``. Shared by tests/test_pipeline_dvc.py and
+    tests/test_retrain.py; a test that changes the repo leaves it reproduced (up to date).
+    """
+    from .pipeline_repo import dvc, git, make_pipeline_repo
+
+    repo = make_pipeline_repo(tmp_path_factory.mktemp("pipeline") / "repo")
+    out = dvc(repo, "repro")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "first repro")
+    return repo, out
