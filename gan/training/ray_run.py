@@ -38,6 +38,11 @@ if TYPE_CHECKING:  # Ray is imported lazily: the training core and its tests nev
 
 FAULT_ENV = "GAN_TRAIN_FAULT"
 KEEP_CHECKPOINTS = 2
+# Times Ray Train may fail to place the worker group (each wait lasts
+# RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S, 60 s by default) before the run fails. Ray's
+# default is to retry forever, so a run whose node was lost, leaving too few CPUs/GPUs
+# for train.num_workers, would hang instead of failing.
+PLACEMENT_RETRIES = 3
 
 
 @dataclass
@@ -90,7 +95,7 @@ def run_config(name: str, cfg: TrainConfig) -> RunConfig:
     return RunConfig(
         name=name,
         storage_path=storage_uri(cfg.storage_path),
-        failure_config=FailureConfig(max_failures=cfg.max_failures),
+        failure_config=FailureConfig(max_failures=cfg.max_failures, controller_failure_limit=PLACEMENT_RETRIES),
         checkpoint_config=CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
         logging_config=LoggingConfig(log_level="WARNING"),
     )
@@ -314,11 +319,25 @@ def _fit(trainer: TorchTrainer, name: str, cfg: TrainConfig) -> Result:
         if cause is not None:
             raise cause from None
         where = f"{storage_uri(cfg.storage_path)}/{name}"
+        if _placement_failed(err):
+            need = f"{cfg.cpus_per_worker:g} CPU{f' + {cfg.gpus_per_worker:g} GPU' if cfg.use_gpu else ''}"
+            raise GanError(
+                f"the Ray cluster can no longer place train.num_workers = {cfg.num_workers} workers of {need} each "
+                f"({cfg.placement_strategy}), e.g. after losing a node; the checkpoints under {where} are kept, "
+                "so re-run the stage when the cluster has room again or lower train.num_workers (a changed worker count starts a new run)."
+            ) from None
         first = str(err).strip().splitlines()
         detail = first[-1][:300] if first else type(err).__name__
         raise GanError(
             f"training failed after {cfg.max_failures} restart(s) (train.max_failures): {detail}; worker logs are under /tmp/ray/session_latest/logs and checkpoints under {where}."
         ) from None
+
+
+def _placement_failed(err: BaseException) -> bool:
+    """Whether Ray Train gave up because the worker group could not be placed (not a training error)."""
+    from ray.train.v2._internal.exceptions import WorkerGroupStartupTimeoutError
+
+    return isinstance(getattr(err, "controller_failure", None), WorkerGroupStartupTimeoutError)
 
 
 def _gan_error_in(err: BaseException) -> GanError | None:
