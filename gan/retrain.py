@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TextIO
 
 from filelock import FileLock, Timeout
 
@@ -35,19 +36,41 @@ LOCK = ".retrain.lock"
 BUSY_EXIT = 75  # EX_TEMPFAIL: try again later
 
 
-def _run(cmd: list[str], cwd: Path, log) -> subprocess.CompletedProcess:
-    """Run ``cmd`` with output appended to ``log``; raise GanError with its last error line."""
+class RetrainBusy(GanError):
+    """Another retrain holds the project's lock."""
+
+    exit_code = BUSY_EXIT
+
+
+def _env() -> dict[str, str]:
+    """This environment with the interpreter's bin first: dvc, and the stages' ``python``,
+    must be the project's even when cron runs ``.venv/bin/gan`` with a bare PATH."""
+    bin_dir = os.path.dirname(sys.executable)
+    return {**os.environ, "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])}
+
+
+def _run(cmd: list[str], cwd: Path, log: TextIO) -> str:
+    """Run ``cmd`` with its output streamed into ``log``; return that output.
+
+    Raises GanError naming the command, its last error line and the log file.
+    """
     log.write(f"$ {' '.join(cmd)}\n")
     log.flush()
-    proc = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    log.write(proc.stdout)
-    log.flush()
+    start = os.path.getsize(log.name)
+    try:
+        # straight into the file, so that `tail -f logs/retrain-*.log` follows a long repro
+        proc = subprocess.run(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=_env())
+    except FileNotFoundError:
+        raise GanError(f"'{cmd[0]}' is not installed in {os.path.dirname(sys.executable)} or on PATH; install the project (make install).") from None
+    with open(log.name, "rb") as f:
+        f.seek(start)
+        output = f.read().decode(errors="replace")
     if proc.returncode != 0:
-        lines = [ln for ln in proc.stdout.strip().splitlines() if ln.strip()]
+        lines = [ln for ln in output.strip().splitlines() if ln.strip()]
         errors = [ln for ln in lines if "error" in ln.lower()]
         last = (errors or lines or ["no output"])[-1].strip()
         raise GanError(f"'{' '.join(cmd)}' failed ({last}); full log in {log.name}.")
-    return proc
+    return output
 
 
 def raw_imports(root: Path) -> list[Path]:
@@ -62,65 +85,74 @@ def raw_imports(root: Path) -> list[Path]:
     return found
 
 
-def has_remote(root: Path, log) -> bool:
-    return bool(_run(["dvc", "remote", "list"], root, log).stdout.strip())
+def has_remote(root: Path, log: TextIO) -> bool:
+    """Whether the repo has a DVC remote to pull from."""
+    return bool(_run(["dvc", "remote", "list"], root, log).strip())
 
 
 def summary(root: Path, repro_output: str) -> str:
-    """One line from registry/decision.json (or that nothing changed)."""
+    """One line from registry/decision.json and the stages ``dvc repro`` ran."""
+    ran = [line.split("'")[1] for line in repro_output.splitlines() if line.startswith("Running stage '")]
     path = root / "registry" / "decision.json"
     if not path.exists():
-        return "retrain: pipeline ran but registry/decision.json is missing; check the register stage."
+        return "retrain: the pipeline ran but registry/decision.json is missing; check the register stage."
     d = json.loads(path.read_text())
-    metric = d.get("metric", "score")
-    ran_register = "Running stage 'register'" in repro_output
-    if not ran_register:
-        return f"retrain: nothing changed; champion {d.get('model_name')} v{d.get('champion_version')} stays."
-    ch, champ = d.get("challenger_score"), d.get("champion_score")
+    name, metric = d.get("model_name"), d.get("metric", "score")
+    # the champion after this decision: the challenger when it was promoted
+    champion = d.get("challenger_version") if d.get("promoted") else d.get("champion_version")
+    if not ran:
+        return f"retrain: nothing changed; champion {name} v{champion} stays."
+    if "register" not in ran:
+        return f"retrain: ran {', '.join(ran)}; no new model to register; champion {name} v{champion} stays."
+    ch, old = d.get("challenger_score"), d.get("champion_score")
     if d.get("promoted"):
-        before = f", was {champ:.4g}" if isinstance(champ, int | float) else " (first version)"
-        return f"retrain: promoted {d.get('model_name')} v{d.get('version')} to champion ({metric} {ch:.4g}{before})."
+        was = f", was {old:.4g}" if isinstance(old, int | float) else " (first version)"
+        return f"retrain: promoted {name} v{d.get('challenger_version')} to champion ({metric} {ch:.4g}{was})."
     return (
-        f"retrain: kept champion v{d.get('champion_version')} ({metric} {champ:.4g}); "
-        f"challenger v{d.get('version')} scored {ch:.4g}, not better by {d.get('min_improvement', 0):.0%}."
+        f"retrain: kept champion {name} v{champion} ({metric} {old:.4g}); "
+        f"challenger v{d.get('challenger_version')} scored {ch:.4g}, not better by {d.get('min_improvement', 0):.0%}."
     )
 
 
 def retrain(root: Path, wait: float, pull: bool = True) -> str:
-    """Run the whole retrain under the lock; return the summary line."""
-    logs = root / "logs"
-    logs.mkdir(exist_ok=True)
+    """Run the whole retrain under the lock; return the summary line.
+
+    Raises RetrainBusy (exit status 75) when another retrain holds the lock after
+    ``wait`` seconds; nothing but the lock file is touched before the lock is held.
+    """
     lock = FileLock(str(root / LOCK))
     try:
         lock.acquire(timeout=wait)
     except Timeout:
-        raise GanError(f"another retrain holds {root / LOCK}; this one exits without touching anything (use --wait SECONDS to queue).") from None
+        raise RetrainBusy(
+            f"another retrain is running (it holds {root / LOCK}), so this one exits without touching anything; "
+            "use --wait SECONDS to queue behind it."
+        ) from None
     try:
-        with open(logs / f"retrain-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log", "w") as log:
+        logs = root / "logs"
+        logs.mkdir(exist_ok=True)
+        with open(logs / f"retrain-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log", "a") as log:  # append: the commands write to it too
             if pull:
                 for target in raw_imports(root):
                     _run(["dvc", "update", str(target.relative_to(root))], root, log)
                 if has_remote(root, log):
                     _run(["dvc", "pull", "--allow-missing"], root, log)
-            out = _run(["dvc", "repro"], root, log).stdout
+            out = _run(["dvc", "repro"], root, log)
         return summary(root, out)
     finally:
         lock.release()
 
 
 def cli_main(argv: list[str] | None = None) -> int:
+    """``gan retrain``: print the summary line; exit 75 when another retrain is running."""
     parser = argparse.ArgumentParser(prog="gan retrain", description=__doc__.splitlines()[0])
     parser.add_argument("--wait", type=float, default=0.0, help="seconds to wait for a retrain already running (default 0)")
     parser.add_argument("--no-pull", action="store_true", help="skip dvc update/pull of raw data")
     parser.add_argument("--repo", default=None, help="project root (default: found from the working directory)")
     args = parser.parse_args(argv)
     root = Path(args.repo).resolve() if args.repo else repo_root()
-    try:
-        line = retrain(root, args.wait, pull=not args.no_pull)
-    except GanError as err:
-        if "another retrain holds" in str(err):
-            print(f"error: {err}", file=sys.stderr)
-            return BUSY_EXIT
-        raise
-    print(line)
+    if not (root / "dvc.yaml").exists():
+        raise GanError(f"{root} has no dvc.yaml; run gan retrain in the project's directory or pass --repo.")
+    # a RetrainBusy goes through gan.errors.run_main like every GanError: one line, exit 75
+    print(retrain(root, args.wait, pull=not args.no_pull))
     return 0
