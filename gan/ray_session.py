@@ -26,7 +26,9 @@ def init_ray(num_cpus: int | None = None) -> str:
         return "already connected"
     address = os.environ.get("RAY_ADDRESS") or None
     ray.init(
-        address=address,
+        # "local": a new local instance, even when a `ray start` (or ray.cluster_utils) on
+        # this machine wrote /tmp/ray/ray_current_cluster, which address=None would join
+        address=address or "local",
         num_cpus=None if address else num_cpus,
         include_dashboard=False,
         log_to_driver=False,

@@ -239,7 +239,7 @@ def run_trial_distributed(config: dict[str, Any], params_dict: dict[str, Any], d
         train_loop_config={"params": params.model_dump(), "data_dir": data_dir, "features_dir": features_dir, "report_metric_only": True},
         scaling_config=ScalingConfig(num_workers=cfg.workers_per_trial, use_gpu=cfg.gpus_per_trial > 0,
                                      resources_per_worker={"CPU": cfg.cpus_per_trial, **({"GPU": cfg.gpus_per_trial} if cfg.gpus_per_trial else {})}),
-        run_config=RunConfig(callbacks=[TuneReportCallback()], storage_path=str(Path(cfg.storage_path).resolve())),
+        run_config=RunConfig(callbacks=[TuneReportCallback()], storage_path=cfg.storage_path),  # absolute or a URI (run_search)
     )
     trainer.fit()
 
@@ -265,7 +265,11 @@ def run_search(params: Params, data_dir: str, features_dir: str, data_hash: str)
     storage = str(Path(cfg.storage_path).resolve()) if "://" not in cfg.storage_path else cfg.storage_path
     path = f"{storage.rstrip('/')}/{name}"
     fn = run_trial if cfg.workers_per_trial == 1 else run_trial_distributed
-    trainable = tune.with_parameters(fn, params_dict=params.model_dump(), data_dir=str(Path(data_dir).resolve()),
+    # trials get the storage as the driver resolved it: a multi-worker trial runs its own
+    # TorchTrainer from the trial's working directory, possibly on another node
+    params_dict = params.model_dump()
+    params_dict["tune"]["storage_path"] = storage
+    trainable = tune.with_parameters(fn, params_dict=params_dict, data_dir=str(Path(data_dir).resolve()),
                                      features_dir=str(Path(features_dir).resolve()))
     resources = {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial} if cfg.workers_per_trial == 1 else {"cpu": 0.01}
     trainable = tune.with_resources(trainable, resources)
@@ -306,7 +310,8 @@ def trial_rows(grid, metric: str) -> list[dict[str, Any]]:
     """One row per trial: config, status, best and last score, steps run, its metric curve."""
     rows = []
     for result in grid:
-        config = {k: result.config[k] for k in SEARCHED if k in result.config}
+        # a trial that failed before its first report has no config
+        config = {k: v for k, v in (result.config or {}).items() if k in SEARCHED}
         df = result.metrics_dataframe
         curve = [] if df is None or metric not in df else df[["step", metric]].dropna().to_dict("records")
         scores = [r[metric] for r in curve if math.isfinite(r[metric])]

@@ -76,7 +76,9 @@ def init_ray() -> None:
         # watcher would only add a polling actor and an error line at every start
         os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     ray.init(
-        address=os.environ.get("RAY_ADDRESS") or None,
+        # "local" starts a new instance instead of joining whatever `ray start` ran last on
+        # this machine (address=None would); RAY_ADDRESS=auto joins that one on purpose
+        address=os.environ.get("RAY_ADDRESS") or "local",
         include_dashboard=False,
         logging_level=logging.WARNING,
         # full logs stay in /tmp/ray/session_latest/logs
