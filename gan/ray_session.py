@@ -1,6 +1,6 @@
 """Start or join Ray quietly: ``RAY_ADDRESS`` selects an existing cluster, else a local one.
 
-    init_ray()      # RAY_ADDRESS=ray://head:10001 dvc repro  -> joins that cluster
+    init_ray()      # RAY_ADDRESS=<head>:6379 dvc repro  -> joins that cluster (docs/cluster.md)
 
 Ray's own output (worker logs, progress tables, deprecation notes) stays in Ray's log
 files (``/tmp/ray/session_latest/logs`` on each node); the user sees the stage's own
