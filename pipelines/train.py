@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from gan.config import Params, load_params
-from gan.errors import ConfigError, run_main
+from gan.errors import ConfigError, GanError, run_main
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     from gan.tracking import ensure_experiment, git_commit
     from gan.training.outputs import final_metrics, generator_spec, write_outputs
     from gan.training.settings import apply_tuned, run_name
-    from gan.training.tracking import EXPERIMENT, log_training_run
+    from gan.training.tracking import EXPERIMENT, TrackingUnavailable, log_training_run
 
     manifest = read_manifest(data_dir)
     params, hyperparams = apply_tuned(params, args.tuned)
@@ -142,7 +142,17 @@ def main(argv: list[str] | None = None) -> int:
         timing["startup_s"] = round(outcome.startup_s, 2)
     metrics = final_metrics(outcome.checkpoint, outcome.summary, hyperparams, timing)
     tags = {"git_commit": git_commit(), "data_hash": str(manifest.get("hash")), "stage": "train", "ray_run": name}
-    run_id = log_training_run(params.model_dump(mode="json"), outcome.checkpoint, metrics, tags, name)
+    try:
+        run_id = log_training_run(params.model_dump(mode="json"), outcome.checkpoint, metrics, tags, name)
+    except TrackingUnavailable as err:
+        # the training is not lost: its outputs are written now, the checkpoint stays in
+        # Ray's storage, and the re-run logs it from there without training again
+        spec = generator_spec(outcome.checkpoint, manifest, hyperparams, {"mlflow_run_id": None, "ray_run": name})
+        write_outputs(outcome.checkpoint, spec, metrics, args.model_out, args.out)
+        raise GanError(
+            f"training finished ({metrics['steps']} steps; outputs in {args.model_out} and {args.out}) but MLflow at {err.uri} "
+            f"is not reachable ({err.detail}), so the run was not logged; start the server and re-run the stage to log it without training again."
+        ) from None
     spec = generator_spec(outcome.checkpoint, manifest, hyperparams, {"mlflow_run_id": run_id, "ray_run": name})
     write_outputs(outcome.checkpoint, spec, metrics, args.model_out, args.out)
     resumed = f", resumed from step {metrics['resumed_from_step']}" if metrics["resumed_from_step"] else ""

@@ -4,19 +4,35 @@ Logging from the driver (not from the workers) means a worker on another node ne
 no access to the tracking store, and an interrupted-then-resumed training still
 gives exactly one run. Metrics are logged with their training step, so MLflow's
 charts match train/history.csv.
+
+Nothing is logged while training runs, so a tracking server that goes away during
+training costs nothing until the end: :func:`log_training_run` then raises
+:class:`TrackingUnavailable` quickly (one probe, not MLflow's minutes of retries), the
+stage still writes its outputs from the final checkpoint, and re-running the stage
+once the server is back logs the whole run from that checkpoint without training again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from gan.errors import GanError
 from gan.training.checkpoint import TrainCheckpoint, history_csv
 
 EXPERIMENT = "gan-train"
 BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch call
+
+
+class TrackingUnavailable(GanError):
+    """The tracking store could not be reached when the finished run was to be logged."""
+
+    def __init__(self, uri: str, detail: str) -> None:
+        self.uri, self.detail = uri, detail
+        super().__init__(f"MLflow tracking server {uri} is not reachable ({detail}); start it or fix MLFLOW_TRACKING_URI.")
 
 
 def flatten(prefix: str, obj: Any) -> dict[str, Any]:
@@ -40,15 +56,21 @@ def log_training_run(
     import mlflow
     from mlflow.entities import Metric, Param, RunTag
 
-    from gan.tracking import configure, ensure_experiment
+    from gan.tracking import check_reachable, configure, ensure_experiment, redact
 
-    configure()
-    experiment_id = ensure_experiment(EXPERIMENT)
-    client = mlflow.MlflowClient()
-    existing = finished_run(client, experiment_id, run_name, ckpt.step)
-    if existing is not None:  # the stage re-exported a finished training: same run, no duplicate
-        return existing
-    run = client.create_run(experiment_id, run_name=run_name, tags={**tags, "ray_run": run_name})
+    uri = configure()
+    try:
+        check_reachable(uri)
+        experiment_id = ensure_experiment(EXPERIMENT)
+        client = mlflow.MlflowClient()
+        existing = finished_run(client, experiment_id, run_name, ckpt.step)
+        if existing is not None:  # the stage re-exported a finished training: same run, no duplicate
+            return existing
+        run = client.create_run(experiment_id, run_name=run_name, tags={**tags, "ray_run": run_name})
+    except Exception as err:  # GanError from the probe, MlflowException after MLflow's own retries
+        if isinstance(err, GanError) or not _reachable(uri):
+            raise TrackingUnavailable(redact(uri), _why(err)) from None
+        raise
     run_id = run.info.run_id
     try:
         flat = {k: str(v)[:6000] for k, v in flatten("", params).items()}
@@ -69,10 +91,34 @@ def log_training_run(
             client.log_artifacts(run_id, tmp, artifact_path="samples")
         client.log_text(run_id, history_csv(ckpt.history), "history.csv")
         client.set_terminated(run_id, "FINISHED")
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
+    except Exception as err:
+        if not _reachable(uri):
+            # the server went away while logging: marking the run FAILED would only wait on
+            # MLflow's retries again; the re-run logs a new, complete run
+            raise TrackingUnavailable(redact(uri), _why(err)) from None
+        with contextlib.suppress(Exception):
+            client.set_terminated(run_id, "FAILED")
         raise
     return run_id
+
+
+def _reachable(uri: str) -> bool:
+    """One quick probe of the tracking store (no MLflow retries)."""
+    from gan.tracking import check_reachable
+
+    try:
+        check_reachable(uri, timeout=2.0)
+    except GanError:
+        return False
+    return True
+
+
+def _why(err: Exception) -> str:
+    """A short reason: the probe's own words, else the exception type."""
+    if isinstance(err, GanError):
+        text = str(err)
+        return text[text.find("(") + 1 : text.find(")")] if "(" in text else type(err).__name__
+    return type(err).__name__
 
 
 def finished_run(client: Any, experiment_id: str, run_name: str, step: int) -> str | None:
