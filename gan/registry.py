@@ -19,10 +19,13 @@ of the model definitions (:func:`model_code_files`), never the training code. Se
 from __future__ import annotations
 
 import ast
+import contextlib
+import hashlib
 import json
 import math
 import shutil
-from collections.abc import Callable, Mapping
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -277,6 +280,47 @@ def current_champion(client: Any, name: str) -> ModelRef | None:
     return ModelRef(name=name, version=str(mv.version), requested=f"models:/{name}@{CHAMPION}", run_id=mv.run_id)
 
 
+def lock_path(name: str, uri: str) -> Path:
+    """Where the promotion lock of model ``name`` in the store ``uri`` lives.
+
+    Beside the database for a SQLite store (every process using that file sees it);
+    in the temporary directory for a server, keyed by the server's address (without
+    credentials) and the model name.
+    """
+    from gan.tracking import redact
+
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+        return db.parent / f".{db.name}.{hashlib.sha256(name.encode()).hexdigest()[:12]}.promote.lock"
+    key = hashlib.sha256(f"{redact(uri)}\n{name}".encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / "gan-registry-locks" / f"{key}.lock"
+
+
+@contextlib.contextmanager
+def promotion_lock(name: str, uri: str | None = None) -> Iterator[Path]:
+    """Hold an exclusive lock on promoting model ``name`` (one register at a time per store).
+
+    MLflow has no compare-and-set for aliases: two registers that read the champion,
+    score and then set ``champion`` at the same time would both promote against the
+    same old champion and the last writer would win. Reading the champion, deciding
+    and setting the aliases under this lock makes concurrent registers on one machine
+    (or sharing the SQLite file) take turns. ``flock`` is released by the kernel when
+    the holder dies, so a killed register never leaves the lock held.
+    """
+    import fcntl
+
+    from gan.tracking import tracking_uri
+
+    path = lock_path(name, uri or tracking_uri())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield path
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
 def apply_decision(client: Any, name: str, decision: Decision) -> None:
     """Set ``challenger`` (always) and ``champion`` (when promoted); record the decision as version tags."""
     version = decision.challenger_version
@@ -429,17 +473,20 @@ def register_generator(
     from mlflow import MlflowClient
 
     client = MlflowClient()
-    champion = current_champion(client, model_name)  # read before the new version exists
     version = log_generator(
         generator_dir, model_name, params=params, metrics=metrics, tags=tags, version_tags=version_tags, artifacts=artifacts, experiment_id=experiment_id
     )
     challenger = ModelRef(name=model_name, version=str(version.version), requested=f"models:/{model_name}/{version.version}", run_id=version.run_id)
     challenger_score = float(score(load_model(challenger)))
-    champion_score, unusable = None, None
-    if champion is not None:
-        model = load_model(champion)
-        unusable = incompatibility(model.spec, manifest)
-        champion_score = None if unusable else float(score(model))
-    decision = decide(metric, challenger.version, challenger_score, champion.version if champion else None, champion_score, min_improvement, unusable)
-    apply_decision(client, model_name, decision)
+    # The champion is read, scored and replaced under the lock: a register running at the
+    # same time either finished before (we compare with its result) or waits for us.
+    with promotion_lock(model_name):
+        champion = current_champion(client, model_name)
+        champion_score, unusable = None, None
+        if champion is not None:
+            model = load_model(champion)
+            unusable = incompatibility(model.spec, manifest)
+            champion_score = None if unusable else float(score(model))
+        decision = decide(metric, challenger.version, challenger_score, champion.version if champion else None, champion_score, min_improvement, unusable)
+        apply_decision(client, model_name, decision)
     return decision, version
