@@ -84,19 +84,21 @@ def log_grid(low: float, high: float, k: int) -> list[float]:
     return [float(f"{10 ** (a + (b - a) * i / (k - 1)):.3g}") for i in range(k)]
 
 
-def make_searcher(cfg: TuneConfig):
+def make_searcher(cfg: TuneConfig, max_concurrent: int):
     """Tune's variant generator for random (seeded by ``tune.seed``) and grid (the shuffled
-    :func:`grid_points`); Optuna's TPE otherwise."""
+    :func:`grid_points`); Optuna's TPE otherwise; each running at most ``max_concurrent``
+    trials at once (TuneConfig's ``max_concurrent_trials`` is ignored for a variant
+    generator instance, so the bound is set here)."""
     from ray.tune.search import BasicVariantGenerator
 
     if cfg.search_alg == "optuna":
         from ray.tune.search import ConcurrencyLimiter
         from ray.tune.search.optuna import OptunaSearch
 
-        return ConcurrencyLimiter(OptunaSearch(seed=cfg.seed), max_concurrent=cfg.max_concurrent_trials)
+        return ConcurrencyLimiter(OptunaSearch(seed=cfg.seed), max_concurrent=max_concurrent)
     if cfg.search_alg == "grid":
-        return BasicVariantGenerator(points_to_evaluate=grid_points(cfg), random_state=cfg.seed)
-    return BasicVariantGenerator(random_state=cfg.seed)
+        return BasicVariantGenerator(points_to_evaluate=grid_points(cfg), random_state=cfg.seed, max_concurrent=max_concurrent)
+    return BasicVariantGenerator(random_state=cfg.seed, max_concurrent=max_concurrent)
 
 
 def num_trials(cfg: TuneConfig) -> int:
@@ -284,10 +286,9 @@ def run_search(params: Params, data_dir: str, features_dir: str, data_hash: str)
             tune_config=tune.TuneConfig(
                 metric=cfg.metric,
                 mode="min",
-                search_alg=make_searcher(cfg),
+                search_alg=make_searcher(cfg, bounded_concurrency(cfg)),
                 scheduler=make_scheduler(cfg),
                 num_samples=num_trials(cfg),
-                max_concurrent_trials=bounded_concurrency(cfg),
                 reuse_actors=False,
             ),
             run_config=tune.RunConfig(
