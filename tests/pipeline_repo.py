@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 # What the whole pipeline needs to run (dvc.yaml's deps); nothing else is copied.
-COPIED = ("gan", "pipelines", "data/raw", "dvc.yaml", ".gitignore")
+COPIED = ("gan", "pipelines", "data/raw", "dvc.yaml", ".gitignore", ".dvcignore")
 
 # params.yaml's values for a pipeline that runs end to end in about a minute on 2 cores:
 # 8x8 digits, 16-wide nets, 2 tune trials of 20 steps, 40 train steps, a few hundred
