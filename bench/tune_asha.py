@@ -1,6 +1,6 @@
 """Benchmark: ASHA against running every trial to the end, on the default data set.
 
-    python bench/tune_asha.py                # 4x4 grid over lr_G x lr_D, 300 steps per trial
+    python bench/tune_asha.py                # 4x4 grid over lr_G x lr_D, 400 steps per trial, rungs every 50
     python bench/tune_asha.py --grid 3 --steps 150    # quicker
 
 Both searches train the same configurations (a ``--grid`` x ``--grid`` log grid over the
@@ -68,8 +68,8 @@ def search(scheduler: str, args: argparse.Namespace, data: Path, features: Path,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--eval-every", type=int, default=25)
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--eval-every", type=int, default=50)
     parser.add_argument("--grid", type=int, default=4, help="grid points per learning rate")
     parser.add_argument("--reduction-factor", type=int, default=4)
     args = parser.parse_args()

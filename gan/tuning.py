@@ -119,6 +119,11 @@ def make_scheduler(cfg: TuneConfig):
             reduction_factor=cfg.reduction_factor,
         )
     interval = cfg.perturbation_interval * cfg.eval_every
+    # synchronous PBT/PB2: every trial waits at each perturbation step, then the bottom
+    # quantile copies the top. Slower trials cost some waiting, but which trial exploits
+    # which no longer depends on how fast each trial's process happened to start, so a
+    # re-run of the stage makes the same decisions (asynchronous PBT on a busy machine
+    # could finish one trial before the other had reported at all, and exploit nothing).
     # PBT/PB2 draw their perturbations from the global RNGs (they take no seed argument)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -126,12 +131,12 @@ def make_scheduler(cfg: TuneConfig):
         mutations: dict[str, Any] = {"lr_G": tune.loguniform(*cfg.lr_G), "lr_D": tune.loguniform(*cfg.lr_D)}
         if cfg.beta1 is not None:
             mutations["beta1"] = tune.uniform(*cfg.beta1)
-        return PopulationBasedTraining(time_attr="step", perturbation_interval=interval, hyperparam_mutations=mutations)
+        return PopulationBasedTraining(time_attr="step", perturbation_interval=interval, hyperparam_mutations=mutations, synch=True)
     if cfg.scheduler == "pb2":
         from ray.tune.schedulers.pb2 import PB2
 
         bounds = {"lr_G": list(cfg.lr_G), "lr_D": list(cfg.lr_D)}
-        return PB2(time_attr="step", perturbation_interval=interval, hyperparam_bounds=bounds)
+        return PB2(time_attr="step", perturbation_interval=interval, hyperparam_bounds=bounds, synch=True)
     return None
 
 
@@ -223,6 +228,12 @@ def run_trial(config: dict[str, Any], params_dict: dict[str, Any], data_dir: str
             save_checkpoint(TrainCheckpoint(state=ckpt.state), d)
             tune.report(out, checkpoint=tune.Checkpoint.from_directory(d))
 
+    if restored is not None and trainer.step >= params.train.steps:
+        # a PBT exploit at the last step restarts this trial from a finished checkpoint:
+        # nothing is left to train, but Tune must see the clone's score under this trial's
+        # (mutated) config, or trials.csv would pair the new config with the old score
+        report({**eval_fn(trainer.G_ema, trainer.step), "step": float(trainer.step), **trainer.hparams()}, None)
+        return
     fit(params, data_dir, trainer=trainer, report=report, eval_fn=eval_fn, log=None)
 
 
