@@ -58,11 +58,12 @@ def check_trainable(params: Params, manifest: dict[str, Any]) -> None:
         import gan.diffaugment  # noqa: F401  (fails here, not inside a worker, when unavailable)
 
 
-def init_ray() -> None:
+def init_ray() -> bool:
     """Connect to ``RAY_ADDRESS`` when set, else start a local Ray; keep Ray's own output quiet.
 
     Unlike the other stages, worker output reaches the driver (``log_to_driver``): rank 0
-    prints one progress line per report. Ray's own console logs start at ERROR.
+    prints one progress line per report. Ray's own console logs start at ERROR. Returns
+    whether this call connected (False when the caller had connected already).
     """
     from gan.console import quiet_console
 
@@ -70,7 +71,7 @@ def init_ray() -> None:
     import ray
 
     if ray.is_initialized():
-        return
+        return False
     if not os.environ.get("RAY_ADDRESS"):
         # a local Ray inherits this environment; one machine is never preempted, and the
         # watcher would only add a polling actor and an error line at every start
@@ -85,6 +86,7 @@ def init_ray() -> None:
         logging_config=ray.LoggingConfig(encoding="TEXT", log_level=os.environ.get("GAN_RAY_LOG_LEVEL", "ERROR")),
         log_to_driver=True,
     )
+    return True
 
 
 def check_resources(params: Params) -> None:
@@ -126,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     features = args.features if (Path(args.features) / "config.json").exists() else None
     ensure_experiment(EXPERIMENT)  # a clear error now if MLflow is unreachable, not after training
 
-    init_ray()
+    connected = init_ray()
     check_resources(params)
     from gan.training.ray_run import run_training
 
@@ -136,7 +138,16 @@ def main(argv: list[str] | None = None) -> int:
         f"lr_G {cfg.lr_G:.2e}, lr_D {cfg.lr_D:.2e} (from {hyperparams['source']})",
         flush=True,
     )
-    outcome = run_training(params, data_dir, name=name, features_dir=features, fresh=args.fresh)
+    try:
+        outcome = run_training(params, data_dir, name=name, features_dir=features, fresh=args.fresh)
+    except GanError:
+        if connected:
+            # worker output reaches this console asynchronously (dead workers' tracebacks
+            # too): disconnect first, so that the stage's own sentence is the last line
+            import ray
+
+            ray.shutdown()
+        raise
     timing = {"wall_time_s": round(time.perf_counter() - t0, 2), "train_time_s": round(outcome.wall_s, 2)}
     if outcome.startup_s is not None:
         timing["startup_s"] = round(outcome.startup_s, 2)
