@@ -21,9 +21,11 @@ from __future__ import annotations
 import ast
 import contextlib
 import hashlib
+import io
 import json
 import math
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
@@ -371,6 +373,23 @@ def pip_requirements() -> list[str]:
     return [f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "torch", "safetensors", "numpy", "pandas")]
 
 
+@contextlib.contextmanager
+def _registry_notes_hidden() -> Iterator[None]:
+    """Hide MLflow's "Successfully registered model" / "Created version" notes.
+
+    MLflow prints them straight to stderr (not through logging, so MLFLOW_LOGGING_LEVEL
+    cannot quiet them) and the register stage's own line says the same. On a failure
+    whatever was printed is passed on before the error.
+    """
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(buffer):
+            yield
+    except BaseException:
+        sys.stderr.write(buffer.getvalue())
+        raise
+
+
 def log_generator(
     generator_dir: str | Path,
     model_name: str,
@@ -406,18 +425,19 @@ def log_generator(
         _log_params(str_params)
         for path in extra.values():
             mlflow.log_artifact(path)
-        info = mlflow.pyfunc.log_model(
-            name=MODEL_ARTIFACT_NAME,
-            python_model=str(MODEL_FILE),
-            artifacts={GENERATOR_ARTIFACT: str(generator_dir), **extra},
-            code_paths=[str(stage_model_code(Path(tmp)))],
-            signature=model_signature(int(spec["channels"]), int(spec["image_size"])),
-            input_example=input_example(int(spec["num_classes"])),
-            pip_requirements=pip_requirements(),
-            registered_model_name=model_name,
-            params=str_params,
-            tags=dict(tags),
-        )
+        with _registry_notes_hidden():
+            info = mlflow.pyfunc.log_model(
+                name=MODEL_ARTIFACT_NAME,
+                python_model=str(MODEL_FILE),
+                artifacts={GENERATOR_ARTIFACT: str(generator_dir), **extra},
+                code_paths=[str(stage_model_code(Path(tmp)))],
+                signature=model_signature(int(spec["channels"]), int(spec["image_size"])),
+                input_example=input_example(int(spec["num_classes"])),
+                pip_requirements=pip_requirements(),
+                registered_model_name=model_name,
+                params=str_params,
+                tags=dict(tags),
+            )
         if metrics:
             mlflow.log_metrics(dict(metrics), model_id=info.model_id)
         run_id = run.info.run_id
