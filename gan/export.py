@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -22,7 +21,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from gan.atomic import atomic_dir
+from gan.atomic import atomic_dir, file_sha256
 from gan.errors import GanError
 
 WEIGHTS = "model.safetensors"
@@ -43,15 +42,6 @@ def save_generator(G: torch.nn.Module, spec: dict[str, Any], out_dir: str | os.P
         spec["weights_sha256"] = file_sha256(tmp / WEIGHTS)
         (tmp / CONFIG).write_text(json.dumps(spec, indent=2, sort_keys=True, default=str) + "\n")
     return Path(out_dir)
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_spec(model_dir: str | os.PathLike) -> dict[str, Any]:

@@ -25,7 +25,6 @@ for ``$TORCH_HOME/hub/checkpoints``). They are never downloaded.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -39,7 +38,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from gan.atomic import atomic_dir
+from gan.atomic import atomic_dir, file_sha256
 from gan.config import FeaturizeConfig
 from gan.errors import GanError
 
@@ -379,11 +378,3 @@ def load_inception(path: str | os.PathLike) -> nn.Module:
     net.fc = nn.Identity()  # forward now ends at the 2048-d average pool (dropout is off in eval)
     return net.eval()
 
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -12,9 +12,7 @@ from __future__ import annotations
 import logging
 import os
 
-from gan.console import QUIET_ENV, quiet_console
-
-__all__ = ["QUIET_ENV", "init_ray"]
+from gan.console import quiet_console
 
 
 def init_ray(num_cpus: int | None = None) -> str:

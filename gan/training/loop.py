@@ -377,7 +377,10 @@ def progress_every(cfg: Any) -> int:
     history.csv keeps every ``log_every`` row; the console only needs to show that the
     run is alive and where it stands.
     """
-    return max(cfg.log_every, cfg.steps // 10 // max(cfg.log_every, 1) * cfg.log_every) if cfg.log_every else 0
+    if not cfg.log_every:
+        return 0
+    tenth = cfg.steps // 10
+    return max(cfg.log_every, tenth - tenth % cfg.log_every)  # a multiple of log_every
 
 
 def is_boundary(step: int, total: int, cfg: Any) -> bool:
