@@ -58,7 +58,7 @@ class SyntheticStream:
     seed: int
     truncation: float | None
     batch_size: int
-    generator: Any = field(repr=False)  # gan.mlflow_model.GeneratorModel
+    generator: Any = field(repr=False)  # gan.mlflow_model.TaskModel of a generate model
 
     @property
     def class_names(self) -> list[str]:

@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gan.errors import ConfigError
+from gan.tasks import TASKS
 
 ARCHS = ("mlp", "dcgan", "resnet")
 LOSSES = ("minimax", "nonsaturating", "hinge", "wgan-gp", "lsgan")
@@ -75,6 +76,7 @@ class InfoGANConfig(_Section):
 
 
 class ModelConfig(_Section):
+    task: str = "generate"
     arch: Literal["mlp", "dcgan", "resnet"] = "dcgan"
     conditional: bool = True
     z_dim: int = Field(64, gt=0)
@@ -84,6 +86,13 @@ class ModelConfig(_Section):
     spectral_norm_D: bool = False
     loss: Literal["minimax", "nonsaturating", "hinge", "wgan-gp", "lsgan"] = "hinge"
     infogan: InfoGANConfig = InfoGANConfig()
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, v: str) -> str:
+        if v not in TASKS:
+            raise ValueError(f"unknown task '{v}'; allowed values are {', '.join(TASKS)}")
+        return v
 
 
 class TrainConfig(_Section):

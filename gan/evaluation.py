@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from gan.errors import GanError
-from gan.export import sample
+from gan.sampling import sample
 from gan.features import FeatureNet, ImageArray
 from gan.metrics import (
     class_histogram,

@@ -19,7 +19,7 @@ from torch import nn
 from torchvision.utils import make_grid, save_image
 
 from gan.atomic import atomic_write_bytes
-from gan.export import sample
+from gan.sampling import sample
 
 
 def sample_grid(G: nn.Module, seed: int = 0, per_class: int = 10, max_classes: int = 20, unconditional: int = 64) -> tuple[torch.Tensor, int]:

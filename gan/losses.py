@@ -13,6 +13,7 @@ softplus, which never overflows: ``-log sigma(t) = softplus(-t)`` and
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -170,13 +171,37 @@ def infogan_mi_loss(q: torch.Tensor, codes: torch.Tensor, categorical: int, cont
 
 # --- config names ------------------------------------------------------------------------
 
-LOSS_PAIRS: dict[str, tuple[DLoss, GLoss]] = {
-    "minimax": (d_loss_minimax, g_loss_minimax),
-    "nonsaturating": (d_loss_minimax, g_loss_nonsaturating),
-    "hinge": (d_loss_hinge, g_loss_hinge),
-    "wgan-gp": (d_loss_wasserstein, g_loss_wasserstein),
-    "lsgan": (d_loss_least_squares, g_loss_least_squares),
+
+@dataclass(frozen=True)
+class LossPair:
+    """A ``model.loss`` choice: D's and G's loss functions and the properties code may ask about.
+
+    ``bounded``: D's logits stand for probabilities, so D(x) -> 1 with D(G(z)) -> 0 means D
+    has won (a divergence sign); a Wasserstein critic's values are unbounded by design.
+    ``gradient_penalty``: the loss is meant to be paired with :func:`gradient_penalty`.
+    """
+
+    d: DLoss
+    g: GLoss
+    bounded: bool = True
+    gradient_penalty: bool = False
+
+
+LOSSES: dict[str, LossPair] = {
+    "minimax": LossPair(d_loss_minimax, g_loss_minimax),
+    "nonsaturating": LossPair(d_loss_minimax, g_loss_nonsaturating),
+    "hinge": LossPair(d_loss_hinge, g_loss_hinge),
+    "wgan-gp": LossPair(d_loss_wasserstein, g_loss_wasserstein, bounded=False, gradient_penalty=True),
+    "lsgan": LossPair(d_loss_least_squares, g_loss_least_squares),
 }
+LOSS_PAIRS: dict[str, tuple[DLoss, GLoss]] = {name: (pair.d, pair.g) for name, pair in LOSSES.items()}
+
+
+def loss_spec(name: str) -> LossPair:
+    """The :class:`LossPair` of a ``model.loss`` name."""
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss '{name}'; known: {', '.join(LOSSES)}")
+    return LOSSES[name]
 
 
 def loss_pair(name: str) -> tuple[DLoss, GLoss]:
@@ -184,6 +209,5 @@ def loss_pair(name: str) -> tuple[DLoss, GLoss]:
 
     wgan-gp returns the Wasserstein pair; the caller adds :func:`gradient_penalty`.
     """
-    if name not in LOSS_PAIRS:
-        raise ValueError(f"unknown loss '{name}'; known: {', '.join(LOSS_PAIRS)}")
-    return LOSS_PAIRS[name]
+    pair = loss_spec(name)
+    return pair.d, pair.g

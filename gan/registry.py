@@ -38,12 +38,13 @@ CHALLENGER = "challenger"
 CHAMPION = "champion"
 GAN_SRC = Path(__file__).resolve().parent  # .../gan
 MODEL_FILE = GAN_SRC / "mlflow_model.py"
-# What the pyfunc model imports: the model file itself and every architecture build_G may pick.
-MODEL_CODE_ENTRIES = ("gan.mlflow_model", "gan.models")
+# What the pyfunc model imports: the model file itself, every network build_network may
+# pick and every task's inference module (chosen by the exported config.json at load time).
+MODEL_CODE_ENTRIES = ("gan.mlflow_model", "gan.models", "gan.inference")
 # Modules that must never travel with a model version: they belong to training, data
 # preparation or orchestration, and a model that needs them is not independent of training.
 TRAINING_SIDE = (
-    "gan.training", "gan.tuning", "gan.losses", "gan.data", "gan.evaluation", "gan.metrics",
+    "gan.training", "gan.tasks", "gan.tuning", "gan.losses", "gan.data", "gan.evaluation", "gan.metrics",
     "gan.features", "gan.config", "gan.ema", "gan.diffaugment", "gan.registry", "gan.augment",
     "gan.cli", "gan.tracking", "gan.retrain",
 )  # fmt: skip
@@ -204,7 +205,7 @@ def aliases(client: Any, name: str) -> list[str]:
 
 
 def load_model(ref: ModelRef) -> Any:
-    """Load ``ref`` from the registry and return the pyfunc's GeneratorModel (G at ``.G``)."""
+    """Load ``ref`` from the registry and return the pyfunc's TaskModel (its task's Runner at ``.runner``)."""
     import mlflow
 
     return mlflow.pyfunc.load_model(ref.uri).unwrap_python_model()
@@ -415,7 +416,8 @@ def log_generator(
     from mlflow import MlflowClient
 
     from gan.export import read_spec
-    from gan.mlflow_model import GENERATOR_ARTIFACT, input_example, model_signature
+    from gan.inference import inference_module
+    from gan.mlflow_model import GENERATOR_ARTIFACT
 
     spec = read_spec(generator_dir)
     extra = {k: str(v) for k, v in (artifacts or {}).items()}
@@ -431,8 +433,8 @@ def log_generator(
                 python_model=str(MODEL_FILE),
                 artifacts={GENERATOR_ARTIFACT: str(generator_dir), **extra},
                 code_paths=[str(stage_model_code(Path(tmp)))],
-                signature=model_signature(int(spec["channels"]), int(spec["image_size"])),
-                input_example=input_example(int(spec["num_classes"])),
+                signature=inference_module(spec["task"]).signature(spec),
+                input_example=inference_module(spec["task"]).input_example(spec),
                 pip_requirements=pip_requirements(),
                 registered_model_name=model_name,
                 params=str_params,
@@ -447,7 +449,7 @@ def log_generator(
         client.set_model_version_tag(model_name, version, key, value)
     for key, value in metrics.items():
         client.set_model_version_tag(model_name, version, key, repr(value))
-    client.update_model_version(model_name, version, description=f"{spec['arch']} generator from run {run_id}")
+    client.update_model_version(model_name, version, description=f"{spec['task']} model ({', '.join(e['network'] for e in spec['networks'].values())}) from run {run_id}")
     return client.get_model_version(model_name, version)
 
 
@@ -486,7 +488,7 @@ def register_generator(
 
     Returns the decision and the new ModelVersion.
 
-    ``score(model)`` evaluates a loaded GeneratorModel on the current validation data and
+    ``score(model)`` evaluates a loaded TaskModel on the current validation data and
     returns ``metric`` (lower is better); it is called on the new version and on the
     champion, both loaded back from the registry, so both are scored the same way now.
     """

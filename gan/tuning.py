@@ -195,18 +195,19 @@ def run_trial(config: dict[str, Any], params_dict: dict[str, Any], data_dir: str
     from gan.evaluation import evaluate_generator
     from gan.features import load_feature_net
     from gan.training.checkpoint import TrainCheckpoint, load_checkpoint, save_checkpoint
-    from gan.training.loop import GANTrainer, fit
+    from gan.training.factory import make_trainer
+    from gan.training.loop import fit
 
     entered = time.perf_counter()
     torch.set_num_threads(max(1, int(params_dict["tune"]["cpus_per_trial"])))
     params = trial_params(parse_params(params_dict), config)
     metric = params.tune.metric
-    trainer = GANTrainer(params, data_dir)
+    trainer = make_trainer(params, data_dir)
     restored = tune.get_checkpoint()
     if restored is not None:
         with restored.as_directory() as d:
             trainer.load_state_dict(load_checkpoint(d).state)
-        trainer.set_hparams(**{k: config[k] for k in SEARCHED if k in config})
+        trainer.set_hparams(**{k: config[k] for k in config if k in trainer.task.mutable})
     feature_net = load_feature_net(features_dir)
     val_x, val_y = load_split(data_dir, "val")
     seed = params.tune.seed
@@ -219,7 +220,8 @@ def run_trial(config: dict[str, Any], params_dict: dict[str, Any], data_dir: str
     def report(metrics: dict[str, float], ckpt: TrainCheckpoint | None) -> None:
         if metric not in metrics:
             return
-        out = {metric: metrics[metric], "step": int(metrics["step"]), "lr_G": metrics["lr_G"], "lr_D": metrics["lr_D"],
+        lrs = {k: v for k, v in metrics.items() if k.startswith("lr_")}  # one per optimiser of the task
+        out = {metric: metrics[metric], "step": int(metrics["step"]), **lrs,
                "loss/D": metrics.get("loss/D", float("nan")), "loss/G": metrics.get("loss/G", float("nan")), "setup_s": setup_s}
         if ckpt is None:
             tune.report(out)

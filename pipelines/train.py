@@ -39,12 +39,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def check_trainable(params: Params, manifest: dict[str, Any]) -> None:
     """Fail before Ray starts when the models cannot be built or the data cannot feed the workers."""
-    from gan.models import build_D, build_G, model_kwargs
+    from gan.tasks import make_task
 
-    G_kwargs, D_kwargs = model_kwargs(params.model, manifest["channels"], manifest["image_size"], manifest["num_classes"])
     try:
-        build_G(params.model.arch, **G_kwargs)
-        build_D(params.model.arch, **D_kwargs)
+        make_task(params, manifest).build_networks()
     except ValueError as err:
         raise ConfigError(f"params.yaml: the model section cannot be built for this data ({err}).") from None
     cfg = params.train
@@ -124,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     manifest = read_manifest(data_dir)
     params, hyperparams = apply_tuned(params, args.tuned)
     check_trainable(params, manifest)
+    from gan.tasks import make_task
+
+    task = make_task(params, manifest)
     name = run_name(params, manifest["hash"])
     features = args.features if (Path(args.features) / "config.json").exists() else None
     ensure_experiment(EXPERIMENT)  # a clear error now if MLflow is unreachable, not after training
@@ -158,14 +159,14 @@ def main(argv: list[str] | None = None) -> int:
     except TrackingUnavailable as err:
         # the training is not lost: its outputs are written now, the checkpoint stays in
         # Ray's storage, and the re-run logs it from there without training again
-        spec = generator_spec(outcome.checkpoint, manifest, hyperparams, {"mlflow_run_id": None, "ray_run": name})
-        write_outputs(outcome.checkpoint, spec, metrics, args.model_out, args.out)
+        spec = generator_spec(task, outcome.checkpoint, hyperparams, {"mlflow_run_id": None, "ray_run": name})
+        write_outputs(task, outcome.checkpoint, spec, metrics, args.model_out, args.out)
         raise GanError(
             f"training finished ({metrics['steps']} steps; outputs in {args.model_out} and {args.out}) but MLflow at {err.uri} "
             f"is not reachable ({err.detail}), so the run was not logged; start the server and re-run the stage to log it without training again."
         ) from None
-    spec = generator_spec(outcome.checkpoint, manifest, hyperparams, {"mlflow_run_id": run_id, "ray_run": name})
-    write_outputs(outcome.checkpoint, spec, metrics, args.model_out, args.out)
+    spec = generator_spec(task, outcome.checkpoint, hyperparams, {"mlflow_run_id": run_id, "ray_run": name})
+    write_outputs(task, outcome.checkpoint, spec, metrics, args.model_out, args.out)
     resumed = f", resumed from step {metrics['resumed_from_step']}" if metrics["resumed_from_step"] else ""
     print(
         f"train: {metrics['steps']} steps, loss/D {metrics.get('loss/D', float('nan')):.3f}, loss/G {metrics.get('loss/G', float('nan')):.3f}, "

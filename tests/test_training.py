@@ -190,7 +190,7 @@ def _feed(guard: DivergenceGuard, n: int, loss_D, loss_G, d_real: float, d_fake:
 
 
 def test_guard_trips_on_saturated_discriminator_after_patience():
-    guard = DivergenceGuard(patience=5, loss="hinge")
+    guard = DivergenceGuard(patience=5, saturates=loss_spec("hinge").bounded)
     _feed(guard, 4, 0.0, 3.0, 0.999, 0.001)
     guard.check(4)  # 4 < patience: still fine
     _feed(guard, 1, 0.0, 3.0, 0.999, 0.001)
@@ -199,7 +199,7 @@ def test_guard_trips_on_saturated_discriminator_after_patience():
 
 
 def test_guard_trips_on_frozen_losses_and_resets_on_recovery():
-    guard = DivergenceGuard(patience=5, loss="wgan-gp")
+    guard = DivergenceGuard(patience=5, saturates=loss_spec("wgan-gp").bounded)
     _feed(guard, 3, 0.5, 0.5, 0.5, 0.5, drift=False)
     _feed(guard, 3, 0.5, 0.5, 0.5, 0.5, drift=True)  # moving again: the run resets
     guard.check(6)
@@ -209,7 +209,7 @@ def test_guard_trips_on_frozen_losses_and_resets_on_recovery():
 
 
 def test_guard_ignores_large_critic_values_of_wgan():
-    guard = DivergenceGuard(patience=3, loss="wgan-gp")
+    guard = DivergenceGuard(patience=3, saturates=loss_spec("wgan-gp").bounded)
     _feed(guard, 10, -50.0, 40.0, 1.0, 0.0)  # sigmoid saturates, but WGAN critics are unbounded
     guard.check(10)
     guard.update(torch.tensor(float("nan")), torch.tensor(1.0), torch.tensor(0.5), torch.tensor(0.5))

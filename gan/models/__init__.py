@@ -35,6 +35,13 @@ DISCRIMINATORS: dict[str, type[nn.Module]] = {
     "dcgan": DCGANDiscriminator,
     "resnet": ResNetDiscriminator,
 }
+# Every network a task may build or an exported model may hold, by a stable key
+# ("<arch>.<role>"): exported config.json files name their networks with these keys, so
+# a key never changes meaning once released.
+NETWORKS: dict[str, type[nn.Module]] = {
+    **{f"{arch}.G": cls for arch, cls in GENERATORS.items()},
+    **{f"{arch}.D": cls for arch, cls in DISCRIMINATORS.items()},
+}
 # Architectures whose D is always spectral-normalised (SNGAN's design).
 ALWAYS_SPECTRAL_D = ("resnet",)
 
@@ -42,7 +49,9 @@ __all__ = [
     "DISCRIMINATORS",
     "GENERATORS",
     "build_D",
+    "NETWORKS",
     "build_G",
+    "build_network",
     "describe",
     "model_kwargs",
 ]
@@ -52,6 +61,13 @@ def _lookup(table: dict[str, type[nn.Module]], arch: str, what: str) -> type[nn.
     if arch not in table:
         raise ValueError(f"unknown {what} architecture '{arch}'; known: {', '.join(table)}")
     return table[arch]
+
+
+def build_network(key: str, **kwargs: Any) -> nn.Module:
+    """The network registered under ``key`` (``dcgan.G``, ``resnet.D``, ...) built from ``kwargs``."""
+    if key not in NETWORKS:
+        raise ValueError(f"unknown network '{key}'; known: {', '.join(NETWORKS)}")
+    return NETWORKS[key](**kwargs)
 
 
 def build_G(arch: str, **G_kwargs: Any) -> nn.Module:

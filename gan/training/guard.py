@@ -1,7 +1,7 @@
 """Divergence guard: stop a run whose losses went NaN/inf or whose game degenerated.
 
-    guard = DivergenceGuard(patience=200, loss="hinge", device=device)
-    guard.update(loss_D, loss_G, d_real, d_fake)   # every G step, no host sync
+    guard = DivergenceGuard(patience=200, saturates=task.saturates, device=device)
+    guard.update(*task.health(metrics))             # every step: loss_D, loss_G, D(x), D(G(z)); no host sync
     guard.check(step)                               # at report boundaries; raises DivergenceError
 
 Per-step state lives in device tensors so a GPU step never waits on ``.item()``;
@@ -13,8 +13,9 @@ A step is *degenerate* when either
 - the losses did not move at all (``|loss - previous| <= 1e-7 * (1 + |loss|)`` for both
   D and G): training has frozen, e.g. dead ReLUs or a zero learning rate; or
 - D separates real from fake completely (mean sigmoid(D(x)) >= 0.99 and mean
-  sigmoid(D(G(z))) <= 0.01): G's gradient vanishes (Arjovsky & Bottou 2017). Skipped for
-  wgan-gp, whose critic values are unbounded by design.
+  sigmoid(D(G(z))) <= 0.01): G's gradient vanishes (Arjovsky & Bottou 2017). Skipped
+  when ``saturates`` is false: a loss whose critic values are unbounded by design
+  (the task asks its loss, e.g. ``LossPair.bounded`` for wgan-gp).
 
 ``patience`` consecutive degenerate steps stop the run.
 """
@@ -34,9 +35,9 @@ ADVICE = "lower train.lr_D / train.lr_G, enable model.spectral_norm_D or change 
 class DivergenceGuard:
     """Counts non-finite and degenerate G steps; :meth:`check` raises DivergenceError."""
 
-    def __init__(self, patience: int, loss: str, device: torch.device | str = "cpu") -> None:
+    def __init__(self, patience: int, saturates: bool = True, device: torch.device | str = "cpu") -> None:
         self.patience = int(patience)
-        self.check_saturation = loss != "wgan-gp"
+        self.check_saturation = bool(saturates)
         zero = torch.zeros((), device=device)
         self.nonfinite = zero.clone()  # 1 once any loss was NaN/inf
         self.run = zero.clone()  # consecutive degenerate steps so far

@@ -1,21 +1,27 @@
-"""The training core: a GAN trainer and the per-worker loop, with no dependency on Ray.
+"""The training core: one trainer for every task, and the per-worker loop, with no dependency on Ray.
 
+    from gan.tasks import make_task
     from gan.training import GANTrainer, fit
 
-    # the recipe on one worker or many (torch.distributed initialised by the caller)
-    summary = fit(params, "data/prepared", rank=0, world_size=1, device="cpu",
+    task = make_task(params, manifest)                  # what kind of GAN (model.task)
+    summary = fit(params, "data/prepared", task=task, rank=0, world_size=1, device="cpu",
                   report=lambda metrics, ckpt: ..., eval_fn=None)
 
     # or step by step (a Ray Tune function trial, PBT):
-    trainer = GANTrainer(params, "data/prepared")
+    trainer = GANTrainer(params, "data/prepared", task=task)
     trainer.load_state_dict(ckpt.state)          # resume
     trainer.set_hparams(lr_G=1e-4, lr_D=4e-4)    # PBT's mutated values, after the restore
-    metrics = trainer.train_step()               # n_critic D steps, one G step, EMA
+    metrics = trainer.train_step()               # the task's phases, then EMA
 
-Each G step: fetch batch -> D step(s) -> G step -> EMA. At report boundaries (every
-``log_every``/``checkpoint_every``/``eval_every`` steps and the last step) the loop
-checks the divergence guard, averages metrics over the window and over ranks, makes
-a sample grid (``sample_every``), evaluates (``eval_every``), and hands
+The trainer knows no GAN: it builds the task's networks (a dict) and optimisers (a
+dict), wraps them for DDP, runs the task's phases in order (freezing what a phase does
+not train), keeps the EMA copies, feeds the divergence guard with the task's health
+signal, and saves/restores all networks, optimisers, phase counters, the task's own
+state and the RNG. It imports only the task contract (:mod:`gan.tasks.base`).
+
+At report boundaries (every ``log_every``/``checkpoint_every``/``eval_every`` steps and
+the last step) the loop checks the guard, averages metrics over the window and over
+ranks, makes a sample grid (``sample_every``), evaluates (``eval_every``), and hands
 ``report(metrics, checkpoint)`` a :class:`TrainCheckpoint` every ``checkpoint_every``
 steps and at the end. Rank-0-only side effects (printing, samples, evaluation,
 holding the checkpoint) sit behind one flag, ``chief``.
@@ -35,23 +41,21 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from gan.config import Params
-from gan.data import ShardedBatches, read_manifest
 from gan.ema import update_ema
 from gan.errors import GanError
-from gan.losses import loss_pair
-from gan.models import build_D, build_G, model_kwargs
+from gan.tasks.base import Batch, Task
 from gan.training.checkpoint import TrainCheckpoint
 from gan.training.guard import DivergenceGuard
 from gan.training.settings import with_train
-from gan.training.steps import GANParts, d_step, g_step
+from gan.training.steps import NetworkSet, run_phase
 
-STATE_FORMAT = "gan-train-state/1"
+STATE_FORMAT = "gan-train-state/2"
 # Why forward_sync_buffers=False (formerly broadcast_buffers=False): D runs twice (real,
 # fake) before one backward(); a buffer broadcast in the second forward would modify
 # BatchNorm buffers the first one saved. Buffers are still synced once, when wrapping;
 # after that each rank keeps its own BatchNorm running statistics (as with per-GPU BN).
 DDP_KWARGS: dict[str, Any] = {"forward_sync_buffers": False}
-EMA_RAMPUP = 10  # G_ema's decay ramps as (1 + t) / (10 + t): early G_ema forgets the random init
+EMA_RAMPUP = 10  # EMA decay ramps as (1 + t) / (10 + t): early G_ema forgets the random init
 
 Wrap = Callable[[nn.Module], nn.Module]
 Report = Callable[[dict[str, float], TrainCheckpoint | None], None]
@@ -79,7 +83,7 @@ def ddp_wrap(device: torch.device) -> Wrap:
 
 
 def ema_decay_at(step: int, decay: float) -> float:
-    """The EMA decay used after G step ``step``: ``min(decay, (1 + step) / (10 + step))``."""
+    """The EMA decay used after step ``step``: ``min(decay, (1 + step) / (10 + step))``."""
     return min(decay, (1 + step) / (EMA_RAMPUP + step))
 
 
@@ -89,12 +93,13 @@ def rank_seed(seed: int, rank: int) -> int:
 
 
 class GANTrainer:
-    """G, D, G_ema, their optimisers and this rank's data stream; one G step per call.
+    """A task's networks, EMA copies, optimisers and this rank's data stream; one step per call.
 
     ``wrap`` turns a module into its distributed form (``ray.train.torch.prepare_model``
     or :func:`ddp_wrap`); by default plain DDP when torch.distributed runs with more than
-    one rank, else the identity. Models are built identically on every rank (seeded by
-    ``train.seed``); DDP also broadcasts rank 0's weights when wrapping.
+    one rank, else the identity. Networks are built identically on every rank (seeded by
+    ``train.seed``); DDP also broadcasts rank 0's weights when wrapping. Networks without
+    parameters to train in any phase are not wrapped.
     """
 
     def __init__(
@@ -102,133 +107,138 @@ class GANTrainer:
         params: Params,
         data_dir: str | os.PathLike,
         *,
+        task: Task,
         rank: int = 0,
         world_size: int = 1,
         device: str | torch.device = "cpu",
         wrap: Wrap | None = None,
     ) -> None:
-        self.params, self.data_dir = params, data_dir
+        self.params, self.data_dir, self.task = params, data_dir, task
         self.rank, self.world_size = rank, world_size
         self.device = torch.device(device)
         cfg = params.train
-        manifest = read_manifest(data_dir)
-        self.manifest = manifest
-        self.G_kwargs, self.D_kwargs = model_kwargs(params.model, manifest["channels"], manifest["image_size"], manifest["num_classes"])
+        self.manifest = task.manifest
         on_gpu = self.device.type == "cuda"
-        self.channels_last = on_gpu and cfg.channels_last and params.model.arch != "mlp"
+        self.channels_last = on_gpu and cfg.channels_last and task.channels_last
+        self.amp_dtype = torch.bfloat16 if on_gpu and cfg.mixed_precision == "bf16" else None
 
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-        G_raw = build_G(params.model.arch, **self.G_kwargs).to(self.device)
-        D_raw = build_D(params.model.arch, **self.D_kwargs).to(self.device)
-        if self.channels_last:
-            G_raw, D_raw = G_raw.to(memory_format=torch.channels_last), D_raw.to(memory_format=torch.channels_last)
-        self.G_ema = copy.deepcopy(G_raw).eval().requires_grad_(False)
+        raw = {name: self._to_device(net) for name, net in task.build_networks().items()}
+        self.network_specs = task.network_specs()
+        self.ema = {copy_name: copy.deepcopy(raw[src]).eval().requires_grad_(False) for copy_name, src in task.ema.items()}
         if wrap is None:
             wrap = ddp_wrap(self.device) if distributed() else (lambda m: m)
-        G, D = wrap(G_raw), wrap(D_raw)
+        self.opt_specs = task.optimizers()
+        trained = {n for spec in self.opt_specs.values() for n in spec.networks}
+        wrapped = {name: wrap(net) if name in trained else net for name, net in raw.items()}
+        self.nets = NetworkSet(raw={name: unwrap(w) for name, w in wrapped.items()}, wrapped=wrapped)
         torch.manual_seed(rank_seed(cfg.seed, rank))  # per-rank stream for z and augmentation
-
-        betas = (cfg.beta1, cfg.beta2)
-        d_loss_fn, g_loss_fn = loss_pair(params.model.loss)
-        info = params.model.infogan
-        self.parts = GANParts(
-            G=G,
-            D=D,
-            G_raw=unwrap(G),
-            D_raw=unwrap(D),
-            opt_G=torch.optim.Adam(unwrap(G).parameters(), lr=cfg.lr_G, betas=betas),
-            opt_D=torch.optim.Adam(unwrap(D).parameters(), lr=cfg.lr_D, betas=betas),
-            d_loss_fn=d_loss_fn,
-            g_loss_fn=g_loss_fn,
-            loss=params.model.loss,
-            z_dim=int(self.G_kwargs["z_dim"]),
-            device=self.device,
-            gp_weight=cfg.gp_weight,
-            r1_gamma=cfg.r1_gamma,
-            r1_interval=cfg.r1_interval,
-            diffaugment=cfg.diffaugment,
-            info_categorical=info.categorical,
-            info_continuous=info.continuous,
-            info_weight=info.weight if info.categorical + info.continuous else 0.0,
-            amp_dtype=torch.bfloat16 if on_gpu and cfg.mixed_precision == "bf16" else None,
-            channels_last=self.channels_last,
-        )
+        self.optimizers = {
+            name: torch.optim.Adam([p for n in spec.networks for p in self.nets.raw[n].parameters()], lr=spec.lr, betas=spec.betas)
+            for name, spec in self.opt_specs.items()
+        }
         # bf16 needs no loss scaling; the scaler is kept (disabled) so that checkpoints
         # have one format whatever the precision.
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=False)
-        self.n_critic = cfg.n_critic
-        self.step = 0  # G steps done
-        self.d_steps = 0  # D steps done (= real batches consumed by this rank)
+        self.step = 0  # training steps done
+        self.batches_seen = 0  # batches this rank has consumed (the data position)
+        self.phase_counts: dict[str, int] = {}  # times each phase came up (lazy regularisation)
         self._batches = self._data_stream(consumed=0)
 
-    # ---- the recipe -------------------------------------------------------------
+    def _to_device(self, net: nn.Module) -> nn.Module:
+        net = net.to(self.device)
+        return net.to(memory_format=torch.channels_last) if self.channels_last else net
+
+    # ---- convenient names -------------------------------------------------------------
+
+    @property
+    def G_ema(self) -> nn.Module:
+        """The network the sample grid and evaluation use: the first exported one."""
+        name = next(iter(self.task.exported.values()))
+        return self.ema.get(name) or self.nets.raw[name]
+
+    def network(self, name: str) -> nn.Module:
+        """A network or EMA copy by name (raw module, never the DDP wrapper)."""
+        return self.ema[name] if name in self.ema else self.nets.raw[name]
+
+    # ---- the recipe -------------------------------------------------------------------
 
     def train_step(self) -> dict[str, torch.Tensor]:
-        """n_critic D steps, one G step, EMA. Returns scalar metric tensors (no host sync)."""
+        """The task's phases for this step, then the EMA copies. Scalar metric tensors (no host sync)."""
         out: dict[str, torch.Tensor] = {}
-        for _ in range(self.n_critic):
-            real, y = self._next_batch()  # [B, C, H, W], [B] | None
-            out = d_step(self.parts, real, y, self.d_steps)
-            self.d_steps += 1
-        out.update(g_step(self.parts, y, real.shape[0]))
-        update_ema(self.G_ema, self.parts.G_raw, ema_decay_at(self.step, self.params.train.ema_decay))
+        batch: Batch = {}
+        self._apply_lr_scale()
+        for phase in self.task.phases(self.step):
+            count = self.phase_counts.get(phase.name, 0)
+            self.phase_counts[phase.name] = count + 1
+            if phase.fetch:
+                batch = self._next_batch()
+            if count % phase.every:
+                continue
+            spec = self.opt_specs[phase.optimizer]
+            out.update(run_phase(
+                phase, self.nets, spec.networks, self.optimizers[phase.optimizer], batch,
+                device=self.device, step=self.step, count=count, amp_dtype=self.amp_dtype, channels_last=self.channels_last,
+            ))  # fmt: skip
+        decay = ema_decay_at(self.step, self.params.train.ema_decay)
+        for copy_name, src in self.task.ema.items():
+            update_ema(self.ema[copy_name], self.nets.raw[src], decay)
         self.step += 1
         return out
 
-    def _data_stream(self, consumed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-        """This rank's endless batches, positioned after ``consumed`` batches.
+    def _apply_lr_scale(self) -> None:
+        scale = self.task.lr_scale(self.step)
+        for name, factor in scale.items():
+            for group in self.optimizers[name].param_groups:
+                group["lr"] = self.opt_specs[name].lr * factor
 
-        The stream restarts at the epoch holding that position and skips the batches
-        of it already seen: resuming re-reads at most one epoch of this rank's share.
-        """
-        cfg = self.params.train
-        source = ShardedBatches(self.data_dir, "train", cfg.batch_size, self.rank, self.world_size, cfg.seed)
-        source.epoch, skip = divmod(consumed, source.batches_per_epoch)
-        stream = iter(source)
-        for _ in range(skip):
-            next(stream)
-        return stream
+    def _data_stream(self, consumed: int) -> Iterator[Batch]:
+        """This rank's endless batches, positioned after ``consumed`` batches (the task's stream)."""
+        return self.task.batches(self.data_dir, self.rank, self.world_size, consumed)
 
-    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        x, y = next(self._batches)
-        x = x.to(self.device, non_blocking=True)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        if y is not None:
-            y = y.to(self.device, non_blocking=True) if self.G_kwargs["num_classes"] else None
-        return x, y
+    def _next_batch(self) -> Batch:
+        batch = next(self._batches)
+        self.batches_seen += 1
+        out: Batch = {}
+        for key, value in batch.items():
+            if isinstance(value, torch.Tensor):
+                value = value.to(self.device, non_blocking=True)
+                if self.channels_last and value.dim() == 4 and value.is_floating_point():
+                    value = value.contiguous(memory_format=torch.channels_last)
+            out[key] = value
+        return out
 
-    # ---- hyper-parameters (PBT) -------------------------------------------------
+    # ---- hyper-parameters (PBT) -------------------------------------------------------
 
     def set_lrs(self, lr_G: float, lr_D: float) -> None:
         """Set both learning rates in the optimisers (and in the recorded config)."""
         self.set_hparams(lr_G=lr_G, lr_D=lr_D)
 
     def set_hparams(self, **changes: Any) -> None:
-        """Apply ``lr_G``, ``lr_D``, ``beta1``, ``beta2`` or ``n_critic`` to the running training.
+        """Apply changes of the task's mutable train.* keys (``lr_G``, ``lr_D``, ``beta1``, ...) to the running training.
 
         Call after :meth:`load_state_dict`: restoring an optimiser restores its old values.
         """
-        allowed = {"lr_G", "lr_D", "beta1", "beta2", "n_critic"}
+        allowed = set(self.task.mutable)
         unknown = set(changes) - allowed
         if unknown:
             raise ValueError(f"cannot change {sorted(unknown)} during training; allowed: {sorted(allowed)}")
         self.params = with_train(self.params, **changes)  # validated like params.yaml
-        cfg = self.params.train
-        for opt, lr in ((self.parts.opt_G, cfg.lr_G), (self.parts.opt_D, cfg.lr_D)):
-            for group in opt.param_groups:
-                group["lr"], group["betas"] = lr, (cfg.beta1, cfg.beta2)
-        self.n_critic = cfg.n_critic
+        self.task.params = self.params
+        self.opt_specs = self.task.optimizers()
+        for name, spec in self.opt_specs.items():
+            for group in self.optimizers[name].param_groups:
+                group["lr"], group["betas"] = spec.lr, spec.betas
+        self._apply_lr_scale()
 
     def hparams(self) -> dict[str, float]:
-        """The values in effect: ``lr_G``, ``lr_D``, ``n_critic`` (logged with every report)."""
-        return {
-            "lr_G": float(self.parts.opt_G.param_groups[0]["lr"]),
-            "lr_D": float(self.parts.opt_D.param_groups[0]["lr"]),
-            "n_critic": float(self.n_critic),
-        }
+        """The values in effect: ``lr_<optimiser>`` for each optimiser, and ``n_critic`` where the config has it."""
+        out = {f"lr_{name}": float(opt.param_groups[0]["lr"]) for name, opt in self.optimizers.items()}
+        if "n_critic" in self.task.mutable:
+            out["n_critic"] = float(self.params.train.n_critic)
+        return out
 
-    # ---- state ------------------------------------------------------------------
+    # ---- state ------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume, as CPU tensors and plain types.
@@ -236,20 +246,17 @@ class GANTrainer:
         Collective under torch.distributed: every rank must call it (the RNG states of
         all ranks are gathered). The returned dict is a copy, safe to keep.
         """
-        p = self.parts
         state = {
             "format": STATE_FORMAT,
+            "task": self.task.name,
             "step": self.step,
-            "d_steps": self.d_steps,
+            "batches_seen": self.batches_seen,
+            "phase_counts": dict(self.phase_counts),
             "world_size": self.world_size,
-            "arch": self.params.model.arch,
-            "G_kwargs": self.G_kwargs,
-            "D_kwargs": self.D_kwargs,
-            "G": p.G_raw.state_dict(),
-            "D": p.D_raw.state_dict(),
-            "G_ema": self.G_ema.state_dict(),
-            "opt_G": p.opt_G.state_dict(),
-            "opt_D": p.opt_D.state_dict(),
+            "networks": self.network_specs,
+            "nets": {name: self.network(name).state_dict() for name in [*self.nets.raw, *self.ema]},
+            "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
+            "task_state": self.task.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": gather_rng_states(self.device),
             "config": self.params.model_dump(mode="json"),
@@ -260,43 +267,39 @@ class GANTrainer:
         """Restore a :meth:`state_dict` (this rank takes its own RNG state and data position)."""
         if state.get("format") != STATE_FORMAT:
             raise GanError(f"checkpoint format {state.get('format')!r} is not {STATE_FORMAT!r}; start the run afresh.")
-        if state["arch"] != self.params.model.arch or state["G_kwargs"] != self.G_kwargs or state["D_kwargs"] != self.D_kwargs:
+        if state.get("task") != self.task.name or state["networks"] != self.network_specs:
             raise GanError("the checkpoint was made for a different model (model section or data changed); start the run afresh.")
-        p = self.parts
-        p.G_raw.load_state_dict(state["G"])
-        p.D_raw.load_state_dict(state["D"])
-        self.G_ema.load_state_dict(state["G_ema"])
-        p.opt_G.load_state_dict(state["opt_G"])
-        p.opt_D.load_state_dict(state["opt_D"])
+        for name, weights in state["nets"].items():
+            self.network(name).load_state_dict(weights)
+        for name, opt_state in state["optimizers"].items():
+            self.optimizers[name].load_state_dict(opt_state)
+        self.task.load_state_dict(state.get("task_state", {}))
         self.scaler.load_state_dict(state["scaler"])
-        self.step, self.d_steps = int(state["step"]), int(state["d_steps"])
+        self.step, self.batches_seen = int(state["step"]), int(state["batches_seen"])
+        self.phase_counts = {k: int(v) for k, v in state["phase_counts"].items()}
         rngs = state["rng"]
         if len(rngs) == self.world_size:
             set_rng_state(rngs[self.rank], self.device)
         else:  # a different world size: a fresh, still deterministic stream per rank
             torch.manual_seed(rank_seed(self.params.train.seed + self.step, self.rank))
-        self._batches = self._data_stream(consumed=self.d_steps)
+        self._batches = self._data_stream(consumed=self.batches_seen)
 
-    # ---- rank-0 helpers -----------------------------------------------------------
+    # ---- rank-0 helpers ---------------------------------------------------------------
 
     @torch.no_grad()
     def sample_grid(self, seed: int = 0) -> bytes:
-        """PNG bytes of G_ema on fixed latents (gan.grid's layout: one row per class)."""
-        from gan.grid import grid_png, sample_grid
+        """PNG bytes of the task's picture of the exported network (gan.grid's layout)."""
+        from gan.grid import grid_png
 
-        images, nrow = sample_grid(self.G_ema, seed=seed)  # [N, C, H, W] in [-1, 1]
+        images, nrow = self.task.grid(self.G_ema, seed=seed)  # [N, C, H, W] in [-1, 1]
         return grid_png(images, nrow)
 
     def replica_checksums(self) -> list[list[float]]:
-        """Per rank, the float64 sums of G's, D's and G_ema's parameters (collective).
+        """Per rank, the float64 sums of every network's and EMA copy's parameters (collective).
 
         Equal rows mean the replicas hold the same weights: DDP synchronised them.
         """
-        own = torch.stack([
-            _param_sum(self.parts.G_raw),
-            _param_sum(self.parts.D_raw),
-            _param_sum(self.G_ema),
-        ]).to(self.device)  # [3]
+        own = torch.stack([_param_sum(self.network(n)) for n in [*self.nets.raw, *self.ema]]).to(self.device)  # [K]
         if not distributed():
             return [own.tolist()]
         rows = [torch.zeros_like(own) for _ in range(dist.get_world_size())]
@@ -464,6 +467,7 @@ def fit(
     wrap: Wrap | None = None,
     log: Callable[[str], None] | None = print,
     trainer: GANTrainer | None = None,
+    task: Task | None = None,
 ) -> dict[str, Any]:
     """Train to ``train.steps`` G steps (from ``start`` when given); return a summary.
 
@@ -473,7 +477,8 @@ def fit(
     runs on rank 0 every ``eval_every`` steps and at the end; its metrics (``fid``, ...)
     join rank 0's report. ``should_stop(metrics)`` ends training early (it must answer
     the same on every rank). Raises :class:`gan.errors.DivergenceError` on every rank
-    at the same step when the guard trips. ``trainer`` reuses an existing GANTrainer.
+    at the same step when the guard trips. ``trainer`` reuses an existing GANTrainer;
+    otherwise one is built for ``task`` (one of the two is required).
 
     Summary: ``step``, ``start_step``, ``throughput/img_s`` and
     ``throughput/img_per_cpu_s`` (steady state: the first window is warm-up), ``wall_s``,
@@ -481,21 +486,24 @@ def fit(
     """
     cfg = params.train
     chief = rank == 0  # the one flag behind which rank-0-only side effects sit
-    trainer = trainer or GANTrainer(params, data_dir, rank=rank, world_size=world_size, device=device, wrap=wrap)
+    if trainer is None:
+        if task is None:
+            raise ValueError("fit needs a task (gan.tasks.make_task) or a trainer")
+        trainer = GANTrainer(params, data_dir, task=task, rank=rank, world_size=world_size, device=device, wrap=wrap)
     history: list[dict[str, float]] = list(start.history) if start else []
     samples: dict[str, bytes] = dict(start.samples) if start else {}
     if start is not None:
         trainer.load_state_dict(start.state)
     start_step = trainer.step
-    guard = DivergenceGuard(cfg.divergence_patience, params.model.loss, trainer.device)
+    guard = DivergenceGuard(cfg.divergence_patience, saturates=trainer.task.saturates, device=trainer.device)
     window = MetricWindow()
-    clock = Throughput(cfg.batch_size * trainer.n_critic * world_size)  # real images shown to D per G step
+    clock = Throughput(cfg.batch_size * trainer.task.batches_per_step() * world_size)  # real images shown per step
     first_step_unix, steps_in_window = None, 0
     last: dict[str, float] = {}
 
     while trainer.step < cfg.steps:
-        out = trainer.train_step()  # batch -> D step(s) -> G step -> EMA
-        guard.update(out["loss/D"], out["loss/G"], out["D(x)"], out["D(G(z))"])
+        out = trainer.train_step()  # the task's phases (batch -> D step(s) -> G step), then EMA
+        guard.update(*trainer.task.health(out))
         window.add(out)
         step, steps_in_window = trainer.step, steps_in_window + 1
         first_step_unix = first_step_unix or time.time()

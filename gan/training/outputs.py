@@ -1,6 +1,6 @@
 """The train stage's outputs, written from the final checkpoint (atomically, each one).
 
-    models/generator/     G_ema via gan.export.save_generator (+ config.json spec)
+    models/generator/     the task's exported networks (generate: G_ema as G) via gan.export.save_networks
     train/metrics.json    final losses, steps, img/s, wall time, start-up, the values used
     train/history.csv     one row per logged step (DVC plots)
     train/samples/        the sample grids, step-0000500.png ...
@@ -13,40 +13,46 @@ from pathlib import Path
 from typing import Any
 
 from gan.atomic import atomic_dir, atomic_write_json, atomic_write_text
-from gan.export import save_generator
-from gan.models import build_G
+from gan.export import save_networks
+from gan.models import build_network
+from gan.tasks.base import Task
 from gan.training.checkpoint import TrainCheckpoint, history_csv
 
 # Columns of the last history row copied into metrics.json.
 FINAL_KEYS = ("loss/D", "loss/G", "D(x)", "D(G(z))", "grad_norm/D", "grad_norm/G", "fid", "kid")
 
 
-def generator_spec(ckpt: TrainCheckpoint, manifest: dict[str, Any], hyperparams: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """config.json of the exported generator: how to rebuild G plus how it was trained."""
+def exported_networks(task: Task, ckpt: TrainCheckpoint) -> dict[str, dict[str, Any]]:
+    """``{export name: {network, kwargs}}``: an EMA copy is built like the network it follows."""
+    specs = ckpt.state["networks"]
+    return {name: specs[task.ema.get(src, src)] for name, src in task.exported.items()}
+
+
+def generator_spec(task: Task, ckpt: TrainCheckpoint, hyperparams: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """config.json of the exported model: the task, how to rebuild its networks, what inference needs, how it was trained."""
     state = ckpt.state
-    G_kwargs = state["G_kwargs"]
     return {
-        "arch": state["arch"],
-        "G_kwargs": G_kwargs,
-        "z_dim": int(G_kwargs["z_dim"]),
-        "num_classes": int(G_kwargs.get("num_classes", 0)),
-        "class_names": list(manifest.get("class_names", [])) if G_kwargs.get("num_classes") else [],
-        "channels": int(manifest["channels"]),
-        "image_size": int(manifest["image_size"]),
+        "task": task.name,
+        "networks": exported_networks(task, ckpt),
+        **task.export_spec(),
         "train": state["config"]["train"],
         "model": state["config"]["model"],
         "tuned": hyperparams,
         "step": ckpt.step,
-        "data_hash": manifest.get("hash"),
+        "data_hash": task.manifest.get("hash"),
         **extra,
     }
 
 
-def export_generator(ckpt: TrainCheckpoint, spec: dict[str, Any], out_dir: str | os.PathLike) -> Path:
-    """Rebuild G from the checkpoint's G_kwargs, load G_ema's weights and save it."""
-    G = build_G(ckpt.state["arch"], **ckpt.state["G_kwargs"])
-    G.load_state_dict(ckpt.state["G_ema"], strict=True)
-    return save_generator(G.eval(), spec, out_dir)
+def export_generator(task: Task, ckpt: TrainCheckpoint, spec: dict[str, Any], out_dir: str | os.PathLike) -> Path:
+    """Rebuild each exported network from the checkpoint, load its weights and save them all."""
+    nets = {}
+    for name, src in task.exported.items():
+        entry = spec["networks"][name]
+        net = build_network(entry["network"], **entry["kwargs"])
+        net.load_state_dict(ckpt.state["nets"][src], strict=True)
+        nets[name] = net.eval()
+    return save_networks(nets, spec, out_dir)
 
 
 def final_metrics(ckpt: TrainCheckpoint, summary: dict[str, Any], hyperparams: dict[str, Any], timing: dict[str, Any]) -> dict[str, Any]:
@@ -76,6 +82,7 @@ def replica_weight_diff(checksums: list[list[float]]) -> float:
 
 
 def write_outputs(
+    task: Task,
     ckpt: TrainCheckpoint,
     spec: dict[str, Any],
     metrics: dict[str, Any],
@@ -84,7 +91,7 @@ def write_outputs(
 ) -> None:
     """Write models/generator, train/metrics.json, train/history.csv and train/samples/."""
     out_dir = Path(out_dir)
-    export_generator(ckpt, {**spec, "metrics": metrics}, model_dir)
+    export_generator(task, ckpt, {**spec, "metrics": metrics}, model_dir)
     with atomic_dir(out_dir / "samples") as tmp:
         for name, data in ckpt.samples.items():
             (tmp / name).write_bytes(data)

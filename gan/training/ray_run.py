@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from gan.config import Params, TrainConfig, parse_params
 from gan.errors import DivergenceError, GanError
 from gan.training.checkpoint import TrainCheckpoint, load_checkpoint, save_checkpoint
+from gan.training.factory import task_for
 from gan.training.loop import DDP_KWARGS, EvalFn, distributed, due, fit
 
 if TYPE_CHECKING:  # Ray is imported lazily: the training core and its tests never need it
@@ -161,10 +162,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
 
     eval_fn = make_eval_fn(params, config["data_dir"], config.get("features_dir"), device) if chief else None
+    task = task_for(params, config["data_dir"])
     try:
         summary = fit(
             params,
             config["data_dir"],
+            task=task,
             rank=rank,
             world_size=world_size,
             device=device,

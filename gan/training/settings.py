@@ -40,7 +40,7 @@ NOT_IN_RUN_NAME = (
     "gpus_per_worker",
 )
 # Source files whose change must start a fresh run rather than resume an old one.
-CODE_GLOBS = ("training/*.py", "models/*.py", "losses.py", "ema.py", "diffaugment.py", "data/shards.py")
+CODE_GLOBS = ("training/*.py", "tasks/*.py", "models/*.py", "sampling.py", "losses.py", "ema.py", "diffaugment.py", "data/shards.py")
 
 
 def with_train(params: Params, **changes: Any) -> Params:

@@ -1,0 +1,43 @@
+"""The table of tasks: ``model.task`` -> the class that declares that kind of GAN.
+
+    from gan.tasks import make_task, TASKS
+    task = make_task(params, manifest)       # a gan.tasks.base.Task for params.model.task
+
+The table maps names to ``module:Class`` paths and imports a task only when it is
+asked for, so that :mod:`gan.config` can validate ``model.task`` against
+:data:`TASKS` without importing the task modules (which import the models, which
+import the config: a circle). Stage-level code (stages, tuning, evaluation, export)
+imports this table; the trainer never does.
+
+Adding a task: write ``gan/tasks/<name>.py`` (a :class:`gan.tasks.base.Task`
+subclass), its inference module ``gan/inference/<name>.py``, add one line here, and
+pass ``tests/test_tasks.py``'s contract test.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # kept out at run time: gan.config imports TASKS, and must stay light
+    from gan.tasks.base import Task
+
+TASKS: dict[str, str] = {
+    "generate": "gan.tasks.generate:GenerateTask",
+}
+
+
+def task_class(name: str) -> type[Task]:
+    """The Task subclass registered as ``name``."""
+    if name not in TASKS:
+        raise ValueError(f"unknown task '{name}'; known: {', '.join(TASKS)}")
+    module, cls = TASKS[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def make_task(params: Any, manifest: dict[str, Any]) -> Task:
+    """The task of ``params.model.task`` for the prepared data described by ``manifest``."""
+    return task_class(params.model.task)(params, manifest)
+
+
+__all__ = ["TASKS", "make_task", "task_class"]

@@ -1,0 +1,185 @@
+"""The task contract: what a kind of GAN declares so that one trainer can train it.
+
+    task = make_task(params, manifest)          # gan.tasks.make_task: model.task picks the class
+    nets = task.build_networks()                # {"G": ..., "D": ...}: pure nn.Modules
+    opts = task.optimizers()                    # {"G": OptimizerSpec(("G",), lr, betas), "D": ...}
+    for phase in task.phases(step):             # Dmain, Dreg (every k), Gmain, Greg ...
+        loss, metrics = phase.loss(ctx, batch)  # ctx: the networks as this phase may use them
+
+A task names its networks (a dict), which get an EMA copy (``ema``) and which are
+exported (``exported``), its optimisers and the networks each one trains, its phases
+(stylegan2-ada style: each names its optimiser, how often it runs and a pure loss on a
+batch dict), the batches it consumes, its health signal for the divergence guard, the
+inference module that turns an export into outputs (``gan.inference.<name>``), its
+metrics with the primary one and its direction, and the learning rates tune may search.
+
+The trainer (:mod:`gan.training.loop`) imports only this module: it handles dicts of
+networks and optimisers (DDP, freezing, precision, EMA, the guard, checkpoints, resume)
+and knows nothing of GANs. Phase losses receive a :class:`PhaseContext` whose networks
+are the DDP-wrapped modules for the networks the phase trains and the raw, frozen
+modules for all others, so a frozen network's gradients are neither computed nor
+all-reduced (see :mod:`gan.training.steps`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, NamedTuple
+
+import torch
+from torch import nn
+
+Batch = dict[str, Any]  # "image" [B, C, H, W], "label" [B] | None, "domain", "low_res", ...
+Metrics = dict[str, torch.Tensor]  # scalar tensors, named as logged ("loss/D", "D(x)", ...)
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """An Adam optimiser over the parameters of ``networks`` (in that order)."""
+
+    networks: tuple[str, ...]
+    lr: float
+    betas: tuple[float, float] = (0.5, 0.999)
+
+
+@dataclass
+class PhaseContext:
+    """What a phase's loss may use: networks, device, precision, step counters."""
+
+    nets: dict[str, nn.Module]  # wrapped (trained by this phase) or raw and frozen (all others)
+    device: torch.device
+    step: int  # G steps (trainer steps) done before this one
+    count: int  # times this phase has come up before (its lazy-regularisation counter)
+    amp_dtype: torch.dtype | None = None
+    channels_last: bool = False
+
+    def __getitem__(self, name: str) -> nn.Module:
+        return self.nets[name]
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast on GPU when mixed precision is on; a no-op otherwise."""
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def memory_format(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` in channels_last when the run uses it (GPU), else as it is."""
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
+
+
+PhaseLoss = Callable[[PhaseContext, Batch], tuple[torch.Tensor, Metrics]]
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One optimiser step of a training step (Karras et al. 2020's phases: Dmain, Dreg, Gmain, Greg).
+
+    ``optimizer`` names the optimiser stepped; its networks are trained, every other
+    network is frozen. ``every``: the phase runs when its counter (times it came up) is a
+    multiple of ``every`` (lazy regularisation). ``fetch``: a new batch is drawn before
+    it. ``grad_norm``: the metric name of the gradient norm over the trained networks,
+    or None to log none.
+    """
+
+    name: str
+    optimizer: str
+    loss: PhaseLoss
+    every: int = 1
+    fetch: bool = False
+    grad_norm: str | None = None
+
+
+class Health(NamedTuple):
+    """The divergence guard's signal: the two losses and D's mean sigmoid outputs on real and fake."""
+
+    loss_D: torch.Tensor
+    loss_G: torch.Tensor
+    d_real: torch.Tensor
+    d_fake: torch.Tensor
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A task's evaluation: its primary metric (what tune minimises and register gates on) and its direction."""
+
+    primary: str
+    lower_is_better: bool = True
+    names: tuple[str, ...] = field(default_factory=tuple)
+
+
+class Task:
+    """Base of every task; subclasses fill in the class attributes and the methods.
+
+    Built with the validated params and the prepared data's manifest. Everything it
+    returns is plain data or pure functions: no devices, DDP or I/O beyond its batches.
+    """
+
+    name: ClassVar[str] = ""
+    inference: ClassVar[str] = ""  # gan.inference.<inference>: the export's inference module
+    metric: ClassVar[MetricSpec] = MetricSpec("fid")
+    # train.* keys tune may search and PBT may change while training runs
+    tunable: ClassVar[tuple[str, ...]] = ("lr_G", "lr_D")
+    mutable: ClassVar[tuple[str, ...]] = ("lr_G", "lr_D", "beta1", "beta2")
+
+    def __init__(self, params: Any, manifest: dict[str, Any]) -> None:
+        self.params = params
+        self.manifest = manifest
+
+    # ---- networks ------------------------------------------------------------------
+    def network_specs(self) -> dict[str, dict[str, Any]]:
+        """``{name: {"network": key in gan.models.NETWORKS, "kwargs": {...}}}``, JSON-able."""
+        raise NotImplementedError
+
+    def build_networks(self) -> dict[str, nn.Module]:
+        """The networks of :meth:`network_specs`, freshly initialised (seed the RNG before)."""
+        from gan.models import build_network
+
+        return {name: build_network(spec["network"], **spec["kwargs"]) for name, spec in self.network_specs().items()}
+
+    # EMA copies: {copy name: source network}; exported networks: {export name: network}
+    ema: ClassVar[dict[str, str]] = {}
+    exported: ClassVar[dict[str, str]] = {}
+
+    def optimizers(self) -> dict[str, OptimizerSpec]:
+        raise NotImplementedError
+
+    # ---- the recipe ------------------------------------------------------------------
+    def phases(self, step: int) -> list[Phase]:
+        """The phases of training step ``step``, in order (a schedule may change them with the step)."""
+        raise NotImplementedError
+
+    def lr_scale(self, step: int) -> dict[str, float]:
+        """Multipliers of each optimiser's learning rate at ``step`` (a decay schedule); none by default."""
+        return {}
+
+    def batches(self, data_dir: Any, rank: int, world_size: int, consumed: int) -> Iterator[Batch]:
+        """This rank's endless batch stream, positioned after ``consumed`` batches."""
+        raise NotImplementedError
+
+    def health(self, metrics: Metrics) -> Health:
+        raise NotImplementedError
+
+    saturates: ClassVar[bool] = True  # whether D winning outright (D(x)->1, D(G(z))->0) is a failure
+    channels_last: ClassVar[bool] = True  # whether the networks may run in channels_last on GPU
+
+    def batches_per_step(self) -> int:
+        """Batches one training step consumes (for images/s): the phases that fetch one."""
+        return max(1, sum(1 for phase in self.phases(0) if phase.fetch))
+
+    def grid(self, network: nn.Module, seed: int = 0) -> tuple[torch.Tensor, int]:
+        """``(images [N, C, H, W] in [-1, 1], nrow)``: the task's picture of the exported network."""
+        raise NotImplementedError
+
+    # ---- state beyond networks and optimisers (image pools, ADA's p, growth) --------
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+
+    # ---- export ------------------------------------------------------------------------
+    def export_spec(self) -> dict[str, Any]:
+        """config.json entries beside ``task`` and ``networks`` that inference needs."""
+        return {}

@@ -1,0 +1,180 @@
+"""The ``generate`` task: images from noise (and a class), G against D.
+
+    model.task: generate     # params.yaml; model.arch picks mlp | dcgan | resnet, model.loss the loss
+
+Networks ``G`` and ``D`` (:mod:`gan.models`), ``G_ema`` an EMA copy of G and the
+exported generator. Each training step is ``n_critic`` times (fetch a batch, ``Dmain``,
+``Dreg`` every ``r1_interval`` D steps when R1 is on), then ``Gmain``:
+
+    Dmain   D learns real vs fake: model.loss's D term (+ gp_weight * GP for wgan-gp,
+            + InfoGAN's mutual information on Q)
+    Dreg    lazy R1 (Mescheder et al. 2018; Karras et al. 2020): gamma / 2 * k * E||grad D(x)||^2
+    Gmain   G learns to fool a frozen D: model.loss's G term (+ InfoGAN's mutual information)
+
+Inference (``gan.inference.generate``): noise + class -> image, through
+:func:`gan.sampling.sample`. Primary metric: FID in the domain feature space (lower is
+better); tune searches lr_G and lr_D.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from gan.losses import gradient_penalty, infogan_mi_loss, loss_spec, r1_penalty
+from gan.tasks.base import Batch, Health, Metrics, MetricSpec, OptimizerSpec, Phase, PhaseContext, Task
+
+METRICS = ("fid", "kid", "precision", "recall", "density", "coverage", "mode_coverage", "conditional_accuracy")
+
+
+class GenerateTask(Task):
+    """Noise (+ class) -> image; see the module docstring."""
+
+    name = "generate"
+    inference = "generate"
+    metric = MetricSpec("fid", lower_is_better=True, names=METRICS)
+    tunable = ("lr_G", "lr_D")
+    mutable = ("lr_G", "lr_D", "beta1", "beta2", "n_critic")
+    ema = {"G_ema": "G"}
+    exported = {"G": "G_ema"}
+
+    def __init__(self, params: Any, manifest: dict[str, Any]) -> None:
+        from gan.models import model_kwargs  # raises ConfigError naming the key when the config cannot fit the data
+
+        super().__init__(params, manifest)
+        self.G_kwargs, self.D_kwargs = model_kwargs(params.model, manifest["channels"], manifest["image_size"], manifest["num_classes"])
+        self.loss_pair = loss_spec(params.model.loss)
+        info = params.model.infogan
+        self.c_categorical, self.c_continuous = int(info.categorical), int(info.continuous)
+        self.c_dim = self.c_categorical + self.c_continuous
+        self.info_weight = float(info.weight) if self.c_dim else 0.0
+        self.z_dim = int(self.G_kwargs["z_dim"])
+        self.conditional = bool(self.G_kwargs["num_classes"])
+
+    @property
+    def saturates(self) -> bool:  # type: ignore[override]
+        return self.loss_pair.bounded
+
+    @property
+    def channels_last(self) -> bool:  # type: ignore[override]
+        return self.params.model.arch != "mlp"
+
+    def grid(self, network: torch.nn.Module, seed: int = 0) -> tuple[torch.Tensor, int]:
+        """One row per class (a conditional G), else a square-ish grid; see :func:`gan.grid.sample_grid`."""
+        from gan.grid import sample_grid
+
+        return sample_grid(network, seed=seed)
+
+    # ---- networks and optimisers ------------------------------------------------------
+    def network_specs(self) -> dict[str, dict[str, Any]]:
+        arch = self.params.model.arch
+        return {"G": {"network": f"{arch}.G", "kwargs": self.G_kwargs}, "D": {"network": f"{arch}.D", "kwargs": self.D_kwargs}}
+
+    def optimizers(self) -> dict[str, OptimizerSpec]:
+        cfg = self.params.train
+        betas = (cfg.beta1, cfg.beta2)
+        return {"G": OptimizerSpec(("G",), cfg.lr_G, betas), "D": OptimizerSpec(("D",), cfg.lr_D, betas)}
+
+    # ---- the recipe ---------------------------------------------------------------------
+    def phases(self, step: int) -> list[Phase]:
+        cfg = self.params.train
+        d_phases = [Phase("Dmain", "D", self.d_main, fetch=True, grad_norm="grad_norm/D")]
+        if cfg.r1_gamma > 0:
+            d_phases.append(Phase("Dreg", "D", self.d_reg, every=cfg.r1_interval))
+        return d_phases * cfg.n_critic + [Phase("Gmain", "G", self.g_main, grad_norm="grad_norm/G")]
+
+    def batches(self, data_dir: Any, rank: int, world_size: int, consumed: int) -> Iterator[Batch]:
+        from gan.data import ShardedBatches
+
+        cfg = self.params.train
+        source = ShardedBatches(data_dir, "train", cfg.batch_size, rank, world_size, cfg.seed)
+        # restart at the epoch holding the position and skip what it already gave
+        source.epoch, skip = divmod(consumed, source.batches_per_epoch)
+        stream = iter(source)
+        for _ in range(skip):
+            next(stream)
+        for x, y in stream:  # [B, C, H, W], [B] | None
+            yield {"image": x, "label": y if self.conditional else None}
+
+    def health(self, metrics: Metrics) -> Health:
+        return Health(metrics["loss/D"], metrics["loss/G"], metrics["D(x)"], metrics["D(G(z))"])
+
+    def export_spec(self) -> dict[str, Any]:
+        m = self.manifest
+        return {
+            "arch": self.params.model.arch,
+            "G_kwargs": self.G_kwargs,
+            "z_dim": self.z_dim,
+            "num_classes": int(self.G_kwargs["num_classes"]),
+            "class_names": list(m.get("class_names", [])) if self.conditional else [],
+            "channels": int(m["channels"]),
+            "image_size": int(m["image_size"]),
+        }
+
+    # ---- phase losses -------------------------------------------------------------------
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """DiffAugment (Zhao et al. 2020) on real and fake alike; identity when off."""
+        policy = self.params.train.diffaugment
+        if not policy:
+            return x
+        from gan.diffaugment import diff_augment
+
+        return diff_augment(x, policy)
+
+    def d_main(self, ctx: PhaseContext, batch: Batch) -> tuple[torch.Tensor, Metrics]:
+        """D on ``real [B, C, H, W]`` against fresh fakes; G is frozen, so fakes carry no graph."""
+        G, D = ctx["G"], ctx["D"]
+        real, y = batch["image"], batch["label"]
+        z = torch.randn(real.shape[0], self.z_dim, device=ctx.device)  # [B, z_dim]
+        with ctx.autocast():
+            fake = ctx.memory_format(G(z, y))  # [B, C, H, W]
+        real_in = self.augment(real)
+        fake_in = self.augment(fake.float() if ctx.amp_dtype else fake)
+        with ctx.autocast():
+            real_logits = D(real_in, y)  # [B]
+            fake_out = D(fake_in, y, return_q=True) if self.c_dim else D(fake_in, y)
+        fake_logits, q = fake_out if self.c_dim else (fake_out, None)
+        real_logits, fake_logits = real_logits.float(), fake_logits.float()
+        loss = self.loss_pair.d(real_logits, fake_logits)
+        out: Metrics = {"loss/D": loss.detach()}  # the adversarial term; regularisers are logged on their own
+        if self.loss_pair.gradient_penalty and self.params.train.gp_weight > 0:
+            # the penalty's forward runs through D's wrapper too: its gradients are all-reduced with the rest
+            with ctx.autocast():
+                gp = gradient_penalty(D, real_in.detach(), fake_in.detach(), y)
+            loss = loss + self.params.train.gp_weight * gp.float()
+            out["loss/gp"] = gp.detach().float()
+        if self.c_dim:
+            # Q (on D's features) learns to recover the codes G was given
+            mi = infogan_mi_loss(q.float(), z[:, -self.c_dim :], self.c_categorical, self.c_continuous)
+            loss = loss + self.info_weight * mi
+        out["D(x)"] = torch.sigmoid(real_logits.detach()).mean()
+        out["D(G(z))"] = torch.sigmoid(fake_logits.detach()).mean()
+        return loss, out
+
+    def d_reg(self, ctx: PhaseContext, batch: Batch) -> tuple[torch.Tensor, Metrics]:
+        """Lazy R1 on the current real batch, weighted by the interval (Karras et al. 2020)."""
+        cfg = self.params.train
+        real_in = self.augment(batch["image"]).detach().requires_grad_(True)
+        with ctx.autocast():
+            real_logits = ctx["D"](real_in, batch["label"]).float()  # [B]
+        r1 = r1_penalty(real_logits, real_in)
+        return 0.5 * cfg.r1_gamma * cfg.r1_interval * r1, {"loss/r1": r1.detach()}
+
+    def g_main(self, ctx: PhaseContext, batch: Batch) -> tuple[torch.Tensor, Metrics]:
+        """G through a frozen D, on the labels and batch size of the last real batch."""
+        G, D = ctx["G"], ctx["D"]
+        y = batch["label"]
+        z = torch.randn(batch["image"].shape[0], self.z_dim, device=ctx.device)  # [B, z_dim]
+        with ctx.autocast():
+            fake = ctx.memory_format(G(z, y))  # [B, C, H, W]
+            out_D = D(self.augment(fake), y, return_q=True) if self.c_dim else D(self.augment(fake), y)
+        logits, q = out_D if self.c_dim else (out_D, None)
+        loss = self.loss_pair.g(logits.float())
+        out: Metrics = {"loss/G": loss.detach()}  # the adversarial term; loss/mi on its own
+        if self.c_dim:
+            mi = infogan_mi_loss(q.float(), z[:, -self.c_dim :], self.c_categorical, self.c_continuous)
+            loss = loss + self.info_weight * mi
+            out["loss/mi"] = mi.detach()
+        return loss, out
