@@ -17,10 +17,12 @@ import torch.multiprocessing as mp
 import yaml
 
 from gan.config import parse_params
+from gan.losses import loss_spec
 from gan.errors import ConfigError, DivergenceError
 from gan.training import (
     DivergenceGuard,
-    GANTrainer,
+    fit_task,
+    make_trainer,
     TrainCheckpoint,
     apply_tuned,
     fit,
@@ -54,9 +56,9 @@ def weights(module: torch.nn.Module) -> torch.Tensor:
 def test_fit_reports_metrics_checkpoints_and_samples(prepared_digits):
     params = tiny_params()
     calls: list[tuple[dict, TrainCheckpoint | None]] = []
-    trainer = GANTrainer(params, prepared_digits)
-    before = weights(trainer.parts.G_raw).clone()
-    summary = fit(params, prepared_digits, report=lambda m, c: calls.append((m, c)), log=None, trainer=trainer)
+    trainer = make_trainer(params, prepared_digits)
+    before = weights(trainer.network("G")).clone()
+    summary = fit_task(params, prepared_digits, report=lambda m, c: calls.append((m, c)), log=None, trainer=trainer)
 
     assert [int(m["step"]) for m, _ in calls] == [2, 4, 6]
     assert [c is not None for _, c in calls] == [False, True, True]  # checkpoint_every=4 and the last step
@@ -69,9 +71,9 @@ def test_fit_reports_metrics_checkpoints_and_samples(prepared_digits):
     assert sorted(final.samples) == ["step-0000004.png", "step-0000006.png"]
     assert final.samples["step-0000006.png"].startswith(b"\x89PNG")
     assert summary["step"] == 6 and summary["start_step"] == 0 and summary["throughput/img_s"] > 0
-    assert not torch.equal(before, weights(trainer.parts.G_raw))  # G was trained
+    assert not torch.equal(before, weights(trainer.network("G")))  # G was trained
     # G_ema moved towards G but is not G (the EMA ramp keeps it an average)
-    assert not torch.equal(weights(trainer.G_ema), weights(trainer.parts.G_raw))
+    assert not torch.equal(weights(trainer.G_ema), weights(trainer.network("G")))
 
 
 def test_evaluation_on_schedule_and_early_stop(prepared_digits):
@@ -84,7 +86,7 @@ def test_evaluation_on_schedule_and_early_stop(prepared_digits):
         return {"fid": 100.0 / step}
 
     reports: list[dict] = []
-    summary = fit(params, prepared_digits, log=None, eval_fn=eval_fn, report=lambda m, c: reports.append(m),
+    summary = fit_task(params, prepared_digits, log=None, eval_fn=eval_fn, report=lambda m, c: reports.append(m),
                   should_stop=lambda m: m.get("fid", 1e9) < 15.0)
     assert evaluated == [4, 8]  # every eval_every steps; stopped at 8 (fid 12.5 < 15) before the end
     assert summary["step"] == 8 and [int(m["step"]) for m in reports] == [2, 4, 6, 8]
@@ -94,36 +96,38 @@ def test_evaluation_on_schedule_and_early_stop(prepared_digits):
 def test_resume_from_saved_checkpoint_continues_exactly(prepared_digits, tmp_path):
     # batch 256 on 1437 images: 5 batches per epoch, so resuming crosses epoch boundaries
     params = tiny_params(batch_size=256, n_critic=2, steps=6, checkpoint_every=4)
-    straight = GANTrainer(params, prepared_digits)
-    fit(params, prepared_digits, log=None, trainer=straight)
+    straight = make_trainer(params, prepared_digits)
+    fit_task(params, prepared_digits, log=None, trainer=straight)
 
     saved: list[TrainCheckpoint] = []
-    first = GANTrainer(params, prepared_digits)
-    fit(with_train(params, steps=4), prepared_digits, log=None, trainer=first,
+    first = make_trainer(params, prepared_digits)
+    fit_task(with_train(params, steps=4), prepared_digits, log=None, trainer=first,
         report=lambda m, c: saved.append(c) if c is not None else None)
     save_checkpoint(saved[-1], tmp_path / "ckpt")
     del first
     torch.manual_seed(12345)  # a polluted global RNG must not matter: the checkpoint restores it
 
     start = load_checkpoint(tmp_path / "ckpt")
-    assert start.step == 4 and start.state["d_steps"] == 8
-    resumed = GANTrainer(params, prepared_digits)
-    summary = fit(params, prepared_digits, start=start, log=None, trainer=resumed)
+    assert start.step == 4 and start.state["batches_seen"] == 8 and start.state["phase_counts"] == {"Dmain": 8, "Gmain": 4}
+    resumed = make_trainer(params, prepared_digits)
+    summary = fit_task(params, prepared_digits, start=start, log=None, trainer=resumed)
 
     assert summary["start_step"] == 4 and summary["step"] == 6
-    for name in ("G_raw", "D_raw"):
-        assert torch.equal(weights(getattr(straight.parts, name)), weights(getattr(resumed.parts, name))), name
+    for name in ("G", "D"):
+        assert torch.equal(weights(straight.network(name)), weights(resumed.network(name))), name
     assert torch.equal(weights(straight.G_ema), weights(resumed.G_ema))
 
 
 def test_checkpoint_loads_with_weights_only_and_holds_everything(prepared_digits, tmp_path):
     params = tiny_params(steps=2, checkpoint_every=2)
     saved: list[TrainCheckpoint] = []
-    fit(params, prepared_digits, log=None, report=lambda m, c: saved.append(c) if c else None)
+    fit_task(params, prepared_digits, log=None, report=lambda m, c: saved.append(c) if c else None)
     save_checkpoint(saved[-1], tmp_path)
     state = torch.load(tmp_path / "state.pt", weights_only=True)  # no pickle of arbitrary objects
-    for key in ("G", "D", "G_ema", "opt_G", "opt_D", "scaler", "step", "rng", "config", "G_kwargs", "history"):
+    for key in ("task", "networks", "nets", "optimizers", "phase_counts", "batches_seen", "scaler", "step", "rng", "config", "history"):
         assert key in state, key
+    assert sorted(state["nets"]) == ["D", "G", "G_ema"] and sorted(state["optimizers"]) == ["D", "G"]
+    assert state["task"] == "generate" and state["networks"]["G"]["network"] == "mlp.G"
     assert state["config"]["train"]["steps"] == 2 and state["config"]["model"]["arch"] == "mlp"
     assert isinstance(state["rng"][0]["torch"], torch.Tensor)
     rows = list(csv.DictReader((tmp_path / "history.csv").open()))
@@ -133,18 +137,18 @@ def test_checkpoint_loads_with_weights_only_and_holds_everything(prepared_digits
 def test_set_hparams_after_restore_reaches_the_optimisers(prepared_digits):
     params = tiny_params(steps=2, checkpoint_every=2)
     saved: list[TrainCheckpoint] = []
-    fit(params, prepared_digits, log=None, report=lambda m, c: saved.append(c) if c else None)
-    trainer = GANTrainer(params, prepared_digits)
+    fit_task(params, prepared_digits, log=None, report=lambda m, c: saved.append(c) if c else None)
+    trainer = make_trainer(params, prepared_digits)
     trainer.load_state_dict(saved[-1].state)
     trainer.set_lrs(lr_G=1e-3, lr_D=5e-5)
     trainer.set_hparams(n_critic=3, beta1=0.0)
-    assert trainer.parts.opt_G.param_groups[0]["lr"] == 1e-3
-    assert trainer.parts.opt_D.param_groups[0]["lr"] == 5e-5
-    assert trainer.parts.opt_D.param_groups[0]["betas"] == (0.0, 0.999)
-    assert trainer.n_critic == 3 and trainer.state_dict()["config"]["train"]["lr_G"] == 1e-3
-    before = trainer.d_steps
+    assert trainer.optimizers["G"].param_groups[0]["lr"] == 1e-3
+    assert trainer.optimizers["D"].param_groups[0]["lr"] == 5e-5
+    assert trainer.optimizers["D"].param_groups[0]["betas"] == (0.0, 0.999)
+    assert trainer.params.train.n_critic == 3 and trainer.state_dict()["config"]["train"]["lr_G"] == 1e-3
+    before = trainer.batches_seen
     trainer.train_step()
-    assert trainer.d_steps == before + 3
+    assert trainer.batches_seen == before + 3
     with pytest.raises(ConfigError):
         trainer.set_lrs(lr_G=-1.0, lr_D=1e-4)
     with pytest.raises(ValueError):
@@ -153,9 +157,9 @@ def test_set_hparams_after_restore_reaches_the_optimisers(prepared_digits):
 
 def test_checkpoint_of_another_model_is_refused(prepared_digits):
     saved: list[TrainCheckpoint] = []
-    fit(tiny_params(steps=2, checkpoint_every=2), prepared_digits, log=None,
+    fit_task(tiny_params(steps=2, checkpoint_every=2), prepared_digits, log=None,
         report=lambda m, c: saved.append(c) if c else None)
-    other = GANTrainer(parse_params({**tiny_params().model_dump(), "model": {**tiny_params().model.model_dump(), "g_width": 8}}),
+    other = make_trainer(parse_params({**tiny_params().model_dump(), "model": {**tiny_params().model.model_dump(), "g_width": 8}}),
                        prepared_digits)
     with pytest.raises(Exception, match="different model"):
         other.load_state_dict(saved[-1].state)
@@ -179,7 +183,7 @@ def test_exploding_learning_rate_stops_with_divergence_error(prepared_digits):
     params = tiny_params(lr_D=1e30, lr_G=1e30, steps=20, log_every=1, checkpoint_every=1)
     reported: list[int] = []
     with pytest.raises(DivergenceError, match=r"NaN or infinite.*not exported"):
-        fit(params, prepared_digits, log=None, report=lambda m, c: reported.append(int(m["step"])))
+        fit_task(params, prepared_digits, log=None, report=lambda m, c: reported.append(int(m["step"])))
     assert len(reported) < 20  # stopped early; nothing after the failing step was reported
 
 
@@ -235,7 +239,7 @@ def _ddp_worker(rank: int, world: int, port: int, data: str, raws: list[dict], o
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         for i, raw in enumerate(raws):
-            summary = fit(parse_params(raw), data, rank=rank, world_size=world, log=None)
+            summary = fit_task(parse_params(raw), data, rank=rank, world_size=world, log=None)
             torch.save({"checksums": summary["replica_checksums"], "last": summary["last"]}, f"{out}/model{i}-rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -307,25 +311,28 @@ def test_outputs_and_mlflow_run_from_a_checkpoint(prepared_digits, tmp_path, mlf
     monkeypatch.chdir(tmp_path)  # a SQLite store puts artifacts under ./mlruns
 
     from gan.data import read_manifest
-    from gan.export import load_generator, sample
+    from gan.export import load_generator
+    from gan.sampling import sample
+    from gan.training import task_for
     from gan.training.outputs import final_metrics, generator_spec, write_outputs
     from gan.training.tracking import log_training_run
 
     params = tiny_params(steps=4)
     saved: list[TrainCheckpoint] = []
-    summary = fit(params, prepared_digits, log=None, report=lambda m, c: saved.append(c) if c else None)
+    summary = fit_task(params, prepared_digits, log=None, report=lambda m, c: saved.append(c) if c else None)
     ckpt, manifest = saved[-1], read_manifest(prepared_digits)
     _, used = apply_tuned(params, None)
     metrics = final_metrics(ckpt, summary, used, {"wall_time_s": 1.0})
     run_id = log_training_run(params.model_dump(mode="json"), ckpt, metrics, {"git_commit": "abc", "data_hash": manifest["hash"]}, "train-test")
-    spec = generator_spec(ckpt, manifest, used, {"mlflow_run_id": run_id})
-    write_outputs(ckpt, spec, metrics, tmp_path / "generator", tmp_path / "train")
+    task = task_for(params, prepared_digits)
+    spec = generator_spec(task, ckpt, used, {"mlflow_run_id": run_id})
+    write_outputs(task, ckpt, spec, metrics, tmp_path / "generator", tmp_path / "train")
 
     G, spec = load_generator(tmp_path / "generator")
     assert spec["num_classes"] == 10 and spec["class_names"] == manifest["class_names"] and spec["tuned"]["source"] == "params.yaml"
     x, y = next(sample(G, 4, labels=[1, 2], seed=0))
     assert x.shape == (4, 1, 8, 8) and y.tolist() == [1, 2, 1, 2]
-    assert torch.equal(G.state_dict()[next(iter(G.state_dict()))], ckpt.state["G_ema"][next(iter(G.state_dict()))])
+    assert torch.equal(G.state_dict()[next(iter(G.state_dict()))], ckpt.state["nets"]["G_ema"][next(iter(G.state_dict()))])
     written = json.loads((tmp_path / "train" / "metrics.json").read_text())
     assert written["steps"] == 4 and written["num_nodes"] == 1 and written["replica_weight_diff"] == 0.0
     assert {"loss/D", "loss/G", "throughput/img_s", "hyperparams", "resumed_from_step"} <= set(written)

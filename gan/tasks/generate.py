@@ -158,9 +158,16 @@ class GenerateTask(Task):
         cfg = self.params.train
         real_in = self.augment(batch["image"]).detach().requires_grad_(True)
         with ctx.autocast():
-            real_logits = ctx["D"](real_in, batch["label"]).float()  # [B]
-        r1 = r1_penalty(real_logits, real_in)
-        return 0.5 * cfg.r1_gamma * cfg.r1_interval * r1, {"loss/r1": r1.detach()}
+            out_D = ctx["D"](real_in, batch["label"], return_q=True) if self.c_dim else ctx["D"](real_in, batch["label"])
+        real_logits, q = out_D if self.c_dim else (out_D, None)
+        r1 = r1_penalty(real_logits.float(), real_in)
+        # DDP all-reduces every parameter of the wrapped D, but the input gradient does not
+        # depend on the last layer's bias or InfoGAN's Q head: they join with a zero weight
+        # (stylegan2-ada's Dreg does the same: `real_logits * 0 + loss_Dr1`)
+        loss = 0.5 * cfg.r1_gamma * cfg.r1_interval * r1 + 0.0 * real_logits.float().sum()
+        if q is not None:
+            loss = loss + 0.0 * q.float().sum()
+        return loss, {"loss/r1": r1.detach()}
 
     def g_main(self, ctx: PhaseContext, batch: Batch) -> tuple[torch.Tensor, Metrics]:
         """G through a frozen D, on the labels and batch size of the last real batch."""
