@@ -26,7 +26,6 @@ import torch
 from torch import nn
 
 from gan.errors import GanError
-from gan.sampling import sample
 from gan.features import FeatureNet, ImageArray
 from gan.metrics import (
     class_histogram,
@@ -40,6 +39,7 @@ from gan.metrics import (
     per_class_accuracy,
     precision_recall,
 )
+from gan.sampling import sample
 
 # KID's paper averages 100 subsets; with validation splits of a few hundred images every
 # subset holds nearly all real rows, so more subsets add time (KID dominates the cost of

@@ -416,7 +416,7 @@ def log_generator(
     from mlflow import MlflowClient
 
     from gan.export import read_spec
-    from gan.inference import inference_module
+    from gan.inference import inference_module, inference_name
     from gan.mlflow_model import GENERATOR_ARTIFACT
 
     spec = read_spec(generator_dir)
@@ -433,8 +433,8 @@ def log_generator(
                 python_model=str(MODEL_FILE),
                 artifacts={GENERATOR_ARTIFACT: str(generator_dir), **extra},
                 code_paths=[str(stage_model_code(Path(tmp)))],
-                signature=inference_module(spec["task"]).signature(spec),
-                input_example=inference_module(spec["task"]).input_example(spec),
+                signature=inference_module(inference_name(spec)).signature(spec),
+                input_example=inference_module(inference_name(spec)).input_example(spec),
                 pip_requirements=pip_requirements(),
                 registered_model_name=model_name,
                 params=str_params,

@@ -17,16 +17,15 @@ import torch.multiprocessing as mp
 import yaml
 
 from gan.config import parse_params
-from gan.losses import loss_spec
 from gan.errors import ConfigError, DivergenceError
+from gan.losses import loss_spec
 from gan.training import (
     DivergenceGuard,
-    fit_task,
-    make_trainer,
     TrainCheckpoint,
     apply_tuned,
-    fit,
+    fit_task,
     load_checkpoint,
+    make_trainer,
     run_name,
     save_checkpoint,
     with_train,

@@ -29,7 +29,11 @@ def inference_module(task: str) -> ModuleType:
         raise GanError(f"the model's task {task!r} has no inference module here (gan/inference/{task}.py); use a newer version of the code.") from None
 
 
+def inference_name(spec: dict[str, Any]) -> str:
+    """The inference module an exported spec asks for (``inference``, else its ``task``)."""
+    return str(spec.get("inference") or spec["task"])
+
+
 def runner_for(model_dir: str) -> Any:
     """The task's Runner over the exported model in ``model_dir``."""
-    spec = read_spec(model_dir)
-    return inference_module(str(spec["task"])).Runner(model_dir)
+    return inference_module(inference_name(read_spec(model_dir))).Runner(model_dir)

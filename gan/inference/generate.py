@@ -37,7 +37,14 @@ from mlflow.types.schema import Array, ColSpec, Schema, TensorSpec
 
 from gan.errors import GanError
 from gan.export import load_generator
-from gan.sampling import DEFAULT_BATCH_SIZE, check_labels, check_truncation, cycled_labels, latent_label_batches, to_uint8
+from gan.sampling import (
+    DEFAULT_BATCH_SIZE,
+    check_labels,
+    check_truncation,
+    cycled_labels,
+    latent_label_batches,
+    to_uint8,
+)
 
 # One HTTP request may not ask for more than this: the answer is held in memory as JSON.
 MAX_REQUEST_SAMPLES = 10_000

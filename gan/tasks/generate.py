@@ -24,7 +24,17 @@ from typing import Any
 import torch
 
 from gan.losses import gradient_penalty, infogan_mi_loss, loss_spec, r1_penalty
-from gan.tasks.base import Batch, Health, Metrics, MetricSpec, OptimizerSpec, Phase, PhaseContext, Task
+from gan.models import model_kwargs
+from gan.tasks.base import (
+    Batch,
+    Health,
+    Metrics,
+    MetricSpec,
+    OptimizerSpec,
+    Phase,
+    PhaseContext,
+    Task,
+)
 
 METRICS = ("fid", "kid", "precision", "recall", "density", "coverage", "mode_coverage", "conditional_accuracy")
 
@@ -41,9 +51,8 @@ class GenerateTask(Task):
     exported = {"G": "G_ema"}
 
     def __init__(self, params: Any, manifest: dict[str, Any]) -> None:
-        from gan.models import model_kwargs  # raises ConfigError naming the key when the config cannot fit the data
-
         super().__init__(params, manifest)
+        # raises ConfigError naming the key when the model section cannot fit the data
         self.G_kwargs, self.D_kwargs = model_kwargs(params.model, manifest["channels"], manifest["image_size"], manifest["num_classes"])
         self.loss_pair = loss_spec(params.model.loss)
         info = params.model.infogan

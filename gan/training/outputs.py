@@ -33,6 +33,7 @@ def generator_spec(task: Task, ckpt: TrainCheckpoint, hyperparams: dict[str, Any
     state = ckpt.state
     return {
         "task": task.name,
+        "inference": task.inference,
         "networks": exported_networks(task, ckpt),
         **task.export_spec(),
         "train": state["config"]["train"],

@@ -1,0 +1,233 @@
+"""The task contract: every registered task, and a toy task that lives only here, pass it.
+
+For each task: its networks build, one training step runs every phase it declares, a
+checkpoint round trip continues bit-exactly, and its export loads back without the
+training code and answers its inference contract through the real MLflow pyfunc
+(models-from-code, saved and loaded by MLflow), matching the task's signature.
+
+The toy task (two generators trained against one D, :class:`DualGeneratorTask`) is
+defined in this file alone: it trains, checkpoints, resumes and exports through the
+unchanged trainer, which is the point of the contract.
+
+    .venv/bin/python -m pytest tests/test_tasks.py -q
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from gan.config import parse_params
+from gan.data import read_manifest
+from gan.losses import loss_spec
+from gan.tasks import TASKS, make_task
+from gan.tasks.base import Batch, Health, Metrics, MetricSpec, OptimizerSpec, Phase, PhaseContext, Task
+from gan.tasks.generate import GenerateTask
+from gan.training import GANTrainer, TrainCheckpoint, fit, load_checkpoint, save_checkpoint
+
+# tiny configs per registered task: every phase switched on
+TASK_PARAMS: dict[str, dict[str, Any]] = {
+    "generate": {
+        "model": {"task": "generate", "arch": "dcgan", "z_dim": 8, "g_width": 8, "d_width": 8, "conditional": True,
+                  "loss": "wgan-gp", "infogan": {"categorical": 2, "continuous": 1}},
+        "train": {"r1_gamma": 1.0, "r1_interval": 2, "n_critic": 2},
+    },
+}
+
+
+def tiny(overrides: dict[str, Any]) -> Any:
+    raw: dict[str, Any] = {
+        "prepare": {"image_size": 8},
+        "train": {"batch_size": 16, "steps": 2, "log_every": 1, "checkpoint_every": 1, "sample_every": 2,
+                  "divergence_patience": 50, "seed": 5},
+    }
+    for section, values in overrides.items():
+        raw[section] = {**raw.get(section, {}), **values}
+    return parse_params(raw)
+
+
+def weights(module: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in module.parameters()] + [b.detach().float().flatten() for b in module.buffers()])
+
+
+# ---- a task that exists only in this test --------------------------------------------
+
+
+class DualGeneratorTask(Task):
+    """Two generators, one discriminator: D sees half a batch of fakes from each (a mixture of two G's).
+
+    Reuses the zoo's dcgan networks and the hinge loss; exports both generators (``G`` is
+    the first, so the generate task's inference serves it).
+    """
+
+    name = "dual"
+    inference = "generate"
+    metric = MetricSpec("fid")
+    ema = {"G1_ema": "G1", "G2_ema": "G2"}
+    exported = {"G": "G1_ema", "G2": "G2_ema"}
+
+    def __init__(self, params: Any, manifest: dict[str, Any]) -> None:
+        super().__init__(params, manifest)
+        self.base = GenerateTask(params, manifest)  # only for its model arguments and data stream
+        self.loss = loss_spec("hinge")
+
+    def network_specs(self) -> dict[str, dict[str, Any]]:
+        specs = self.base.network_specs()
+        return {"G1": specs["G"], "G2": specs["G"], "D": specs["D"]}
+
+    def optimizers(self) -> dict[str, OptimizerSpec]:
+        cfg = self.params.train
+        return {"G": OptimizerSpec(("G1", "G2"), cfg.lr_G), "D": OptimizerSpec(("D",), cfg.lr_D)}
+
+    def phases(self, step: int) -> list[Phase]:
+        return [Phase("Dmain", "D", self.d_main, fetch=True, grad_norm="grad_norm/D"),
+                Phase("Gmain", "G", self.g_main, grad_norm="grad_norm/G")]
+
+    def batches(self, data_dir: Any, rank: int, world_size: int, consumed: int):
+        return self.base.batches(data_dir, rank, world_size, consumed)
+
+    def fakes(self, ctx: PhaseContext, batch: Batch) -> torch.Tensor:
+        y = batch["label"]
+        half = batch["image"].shape[0] // 2
+        z = torch.randn(batch["image"].shape[0], self.base.z_dim, device=ctx.device)
+        return torch.cat([ctx["G1"](z[:half], None if y is None else y[:half]), ctx["G2"](z[half:], None if y is None else y[half:])])
+
+    def d_main(self, ctx: PhaseContext, batch: Batch) -> tuple[torch.Tensor, Metrics]:
+        real_logits = ctx["D"](batch["image"], batch["label"])
+        fake_logits = ctx["D"](self.fakes(ctx, batch), batch["label"])
+        loss = self.loss.d(real_logits, fake_logits)
+        return loss, {"loss/D": loss.detach(), "D(x)": torch.sigmoid(real_logits.detach()).mean(),
+                      "D(G(z))": torch.sigmoid(fake_logits.detach()).mean()}
+
+    def g_main(self, ctx: PhaseContext, batch: Batch) -> tuple[torch.Tensor, Metrics]:
+        loss = self.loss.g(ctx["D"](self.fakes(ctx, batch), batch["label"]))
+        return loss, {"loss/G": loss.detach()}
+
+    def health(self, metrics: Metrics) -> Health:
+        return Health(metrics["loss/D"], metrics["loss/G"], metrics["D(x)"], metrics["D(G(z))"])
+
+    def grid(self, network: torch.nn.Module, seed: int = 0) -> tuple[torch.Tensor, int]:
+        return self.base.grid(network, seed)
+
+    def export_spec(self) -> dict[str, Any]:
+        return self.base.export_spec()
+
+
+TaskFactory = Callable[[Any, dict[str, Any]], Task]
+CASES: list[tuple[str, TaskFactory, dict[str, Any]]] = [
+    *[(name, lambda params, manifest: make_task(params, manifest), TASK_PARAMS[name]) for name in TASKS],
+    ("dual (defined in the test)", DualGeneratorTask, {"model": {"arch": "dcgan", "z_dim": 8, "g_width": 8, "d_width": 8}}),
+]
+
+
+def test_every_registered_task_has_a_contract_case():
+    assert set(TASKS) <= set(TASK_PARAMS), "add a tiny config for the new task to TASK_PARAMS"
+
+
+@pytest.mark.parametrize(("label", "factory", "overrides"), CASES, ids=[c[0] for c in CASES])
+def test_task_contract(label, factory, overrides, prepared_digits, tmp_path):
+    params = tiny(overrides)
+    manifest = read_manifest(prepared_digits)
+    task = factory(params, manifest)
+
+    # networks, optimisers and phases are consistent with each other
+    nets = task.build_networks()
+    assert set(nets) == set(task.network_specs())
+    opts = task.optimizers()
+    assert {n for spec in opts.values() for n in spec.networks} <= set(nets)
+    assert set(task.ema.values()) <= set(nets) and set(task.exported.values()) <= set(nets) | set(task.ema)
+    phases = task.phases(0)
+    assert phases and all(p.optimizer in opts for p in phases)
+
+    # one step runs every phase it declares (lazy phases come up on their first count)
+    trainer = GANTrainer(params, prepared_digits, task=task)
+    before = {name: weights(trainer.network(name)).clone() for name in nets}
+    out = trainer.train_step()
+    assert {p.name for p in phases} == set(trainer.phase_counts)
+    assert all(torch.isfinite(v).all() for v in out.values())
+    for spec in opts.values():
+        assert any(not torch.equal(before[n], weights(trainer.network(n))) for n in spec.networks), spec
+    health = task.health(out)
+    assert all(torch.isfinite(v) for v in health)
+
+    # checkpoint round trip: a resumed trainer continues bit-exactly
+    saved = TrainCheckpoint(state=trainer.state_dict())
+    save_checkpoint(saved, tmp_path / "ckpt")
+    expected = trainer.train_step()
+    resumed = GANTrainer(params, prepared_digits, task=factory(params, manifest))
+    resumed.load_state_dict(load_checkpoint(tmp_path / "ckpt").state)
+    got = resumed.train_step()
+    for name in [*nets, *task.ema]:
+        assert torch.equal(weights(trainer.network(name)), weights(resumed.network(name))), name
+    assert {k: v.item() for k, v in expected.items()} == {k: v.item() for k, v in got.items()}
+
+    # export -> load without training code -> inference through the real MLflow pyfunc
+    _check_export_and_pyfunc(task, params, prepared_digits, tmp_path)
+
+
+def _check_export_and_pyfunc(task: Task, params: Any, data: Path, tmp_path: Path) -> None:
+    import mlflow
+
+    from gan.export import load_networks
+    from gan.inference import inference_module
+    from gan.mlflow_model import GENERATOR_ARTIFACT
+    from gan.registry import MODEL_FILE, pip_requirements, stage_model_code
+    from gan.training.outputs import export_generator, generator_spec
+
+    saved: list[TrainCheckpoint] = []
+    fit(params, data, task=task, log=None, report=lambda m, c: saved.append(c) if c else None)
+    spec = generator_spec(task, saved[-1], {"source": "params.yaml"}, {})
+    export_generator(task, saved[-1], spec, tmp_path / "model")
+    nets, loaded_spec = load_networks(tmp_path / "model")
+    assert set(nets) == set(task.exported) and loaded_spec["task"] == task.name
+    for name, src in task.exported.items():
+        assert torch.equal(weights(nets[name]), weights(_trained(saved[-1], src, task, params, data)))
+
+    module = inference_module(loaded_spec["inference"])
+    signature, example = module.signature(loaded_spec), module.input_example(loaded_spec)
+    mlflow.pyfunc.save_model(
+        str(tmp_path / "pyfunc"), python_model=str(MODEL_FILE), artifacts={GENERATOR_ARTIFACT: str(tmp_path / "model")},
+        code_paths=[str(stage_model_code(tmp_path / "code"))], signature=signature, input_example=example,
+        pip_requirements=pip_requirements(),
+    )  # fmt: skip
+    model = mlflow.pyfunc.load_model(str(tmp_path / "pyfunc"))
+    answer = model.predict(example)
+    for spec_out in signature.outputs.inputs:  # every declared output: its dtype and shape
+        value = np.asarray(answer[spec_out.name])
+        assert value.dtype == spec_out.type, spec_out.name
+        assert all(s in (-1, v) for s, v in zip(spec_out.shape, value.shape, strict=True)), spec_out.name
+
+
+def _trained(ckpt: TrainCheckpoint, name: str, task: Task, params: Any, data: Path) -> torch.nn.Module:
+    trainer = GANTrainer(params, data, task=task)
+    trainer.load_state_dict(ckpt.state)
+    return trainer.network(name)
+
+
+def test_same_seed_same_samples_everywhere(prepared_digits, tmp_path):
+    """gan.sampling.sample (evaluation, grid), the pyfunc's runner and `gan augment`'s stream agree."""
+    from gan.export import load_generator, save_generator
+    from gan.inference.generate import GenerateRunner
+    from gan.models import build_G, model_kwargs
+    from gan.sampling import sample, to_uint8
+
+    params = tiny({"model": {"arch": "dcgan", "z_dim": 8, "g_width": 8}})
+    G_kwargs, _ = model_kwargs(params.model, 1, 8, 10)
+    torch.manual_seed(0)
+    G = build_G("dcgan", **G_kwargs).eval()
+    save_generator(G, {"arch": "dcgan", "G_kwargs": G_kwargs, "z_dim": 8, "num_classes": 10, "channels": 1, "image_size": 8},
+                   tmp_path / "g")  # fmt: skip
+    G, _ = load_generator(tmp_path / "g")
+    runner = GenerateRunner(str(tmp_path / "g"))
+    for labels, truncation in ((None, None), ([3, 5], 0.5)):
+        ours = torch.cat([to_uint8(x) for x, _ in sample(G, 1500, labels=labels, seed=7, truncation=truncation, batch_size=333)])
+        served = np.concatenate([x for x, _ in runner.iter_batches(1500, labels=labels, seed=7, truncation=truncation, batch_size=500)])
+        assert np.array_equal(ours.numpy(), served)
+    # the first k samples do not depend on n
+    head = torch.cat([x for x, _ in sample(G, 10, seed=7)])
+    assert torch.equal(head, torch.cat([x for x, _ in sample(G, 1500, seed=7)])[:10])
