@@ -76,10 +76,23 @@ def imported(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and node.module.split(".")[0] == "gan":
             package = module_file(node.module)
             table = reexports(package) if package and package.name == "__init__.py" and reexport_only(package) else {}
+            if node.module == "gan.tasks" and TASK_LOADERS & {alias.name for alias in node.names}:
+                names |= task_modules()
             for alias in node.names:
                 sub = f"{node.module}.{alias.name}"
                 names.add(sub if module_file(sub) else table.get(alias.name, node.module))
     return names
+
+
+def task_modules() -> set[str]:
+    """The modules gan.tasks.make_task/task_class import by name at run time (the TASKS table)."""
+    from gan.tasks import TASKS
+
+    return {target.split(":")[0] for target in TASKS.values()}
+
+
+# names whose caller imports a task module at run time (reading TASKS alone does not)
+TASK_LOADERS = {"make_task", "task_class"}
 
 
 def used_by(script: Path) -> set[str]:

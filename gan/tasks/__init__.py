@@ -17,26 +17,26 @@ pass ``tests/test_tasks.py``'s contract test.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # kept out at run time: gan.config imports TASKS, and must stay light
-    from gan.tasks.base import Task
+# This module imports nothing from gan: gan.config reads TASKS to validate model.task,
+# and every stage (DVC deps included) sees only this table, not the task modules.
 
 TASKS: dict[str, str] = {
     "generate": "gan.tasks.generate:GenerateTask",
 }
 
 
-def task_class(name: str) -> type[Task]:
-    """The Task subclass registered as ``name``."""
+def task_class(name: str) -> type:
+    """The :class:`gan.tasks.base.Task` subclass registered as ``name``."""
     if name not in TASKS:
         raise ValueError(f"unknown task '{name}'; known: {', '.join(TASKS)}")
     module, cls = TASKS[name].split(":")
     return getattr(importlib.import_module(module), cls)
 
 
-def make_task(params: Any, manifest: dict[str, Any]) -> Task:
-    """The task of ``params.model.task`` for the prepared data described by ``manifest``."""
+def make_task(params: Any, manifest: dict[str, Any]) -> Any:
+    """The task (a :class:`gan.tasks.base.Task`) of ``params.model.task`` for the prepared data described by ``manifest``."""
     return task_class(params.model.task)(params, manifest)
 
 
