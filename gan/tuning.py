@@ -191,9 +191,8 @@ def run_trial(config: dict[str, Any], params_dict: dict[str, Any], data_dir: str
     import torch
     from ray import tune
 
-    from gan.data import load_split
-    from gan.evaluation import evaluate_generator
     from gan.features import load_feature_net
+    from gan.tasks.base import EvalSettings
     from gan.training.checkpoint import TrainCheckpoint, load_checkpoint, save_checkpoint
     from gan.training.factory import make_trainer
     from gan.training.loop import fit
@@ -209,13 +208,11 @@ def run_trial(config: dict[str, Any], params_dict: dict[str, Any], data_dir: str
             trainer.load_state_dict(load_checkpoint(d).state)
         trainer.set_hparams(**{k: config[k] for k in config if k in trainer.task.mutable})
     feature_net = load_feature_net(features_dir)
-    val_x, val_y = load_split(data_dir, "val")
-    seed = params.tune.seed
+    settings = EvalSettings(num_samples=params.tune.eval_samples, seed=params.tune.seed, batch_size=500)
     setup_s = time.perf_counter() - entered  # per-trial start-up inside the trial process
 
-    def eval_fn(G_ema, step: int) -> dict[str, float]:
-        scores = evaluate_generator(G_ema, feature_net, val_x, val_y, num_samples=params.tune.eval_samples, seed=seed, batch_size=500)
-        return {metric: float(scores[metric])}
+    def eval_fn(nets, step: int) -> dict[str, float]:
+        return {metric: trainer.task.evaluate(nets, feature_net, data_dir, settings)[metric]}
 
     def report(metrics: dict[str, float], ckpt: TrainCheckpoint | None) -> None:
         if metric not in metrics:
@@ -234,7 +231,7 @@ def run_trial(config: dict[str, Any], params_dict: dict[str, Any], data_dir: str
         # a PBT exploit at the last step restarts this trial from a finished checkpoint:
         # nothing is left to train, but Tune must see the clone's score under this trial's
         # (mutated) config, or trials.csv would pair the new config with the old score
-        report({**eval_fn(trainer.G_ema, trainer.step), "step": float(trainer.step), **trainer.hparams()}, None)
+        report({**eval_fn(trainer.exported_networks(), trainer.step), "step": float(trainer.step), **trainer.hparams()}, None)
         return
     fit(params, data_dir, trainer=trainer, report=report, eval_fn=eval_fn, log=None)
 

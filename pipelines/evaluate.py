@@ -21,12 +21,13 @@ from typing import Any
 
 from gan.atomic import atomic_write_json
 from gan.config import load_params
-from gan.data import load_split, read_manifest
+from gan.data import read_manifest
 from gan.errors import GanError, run_main
-from gan.evaluation import evaluate_generator, real_floor
-from gan.export import load_generator
+from gan.export import load_networks
 from gan.features import FeatureNet, load_feature_net
-from gan.grid import sample_grid, save_grid
+from gan.grid import save_grid
+from gan.tasks import make_task
+from gan.tasks.base import EvalSettings
 
 EXPERIMENT = "gan-evaluate"
 
@@ -43,20 +44,23 @@ def main(argv: list[str] | None = None) -> int:
     cfg, data, out = params.evaluate, Path(args.data or params.prepare.out), Path(args.out)
     start = time.perf_counter()
 
-    G, spec = load_generator(args.model)
+    nets, spec = load_networks(args.model)
     feature_net = load_feature_net(args.features)
-    read_manifest(data)  # a clear message when the prepared data is missing
-    train_x, train_y = load_split(data, "train")
-    val_x, val_y = load_split(data, "val")
-    _check_compatible(spec, feature_net, val_x.shape[1:], args.model, args.features, data)
+    manifest = read_manifest(data)  # a clear message when the prepared data is missing
+    task = make_task(params, manifest)
+    if spec["task"] != task.name:
+        raise GanError(f"{args.model} is a '{spec['task']}' model but params.yaml's model.task is '{task.name}'; re-run train (dvc repro train).")
+    image_shape = (int(manifest["channels"]), int(manifest["image_size"]), int(manifest["image_size"]))
+    _check_compatible(spec, feature_net, image_shape, args.model, args.features, data)
 
-    knobs: dict[str, Any] = {"seed": cfg.seed, "batch_size": cfg.batch_size, "nearest_k": cfg.nearest_k, "kid_subset_size": cfg.kid_subset_size}
-    metrics = evaluate_generator(G, feature_net, val_x, val_y, cfg.num_samples, **knobs)
-    floor = real_floor(feature_net, train_x, train_y, val_x, val_y, num_samples=cfg.num_samples, **knobs)
+    settings = EvalSettings(num_samples=cfg.num_samples, seed=cfg.seed, batch_size=cfg.batch_size, nearest_k=cfg.nearest_k,
+                            kid_subset_size=cfg.kid_subset_size)  # fmt: skip
+    metrics = task.evaluate(nets, feature_net, data, settings)
+    floor = task.real_floor(feature_net, data, settings)
     result = combine(metrics, floor)
     result["num_samples"] = cfg.num_samples
 
-    images, nrow = sample_grid(G, seed=cfg.seed)
+    images, nrow = task.grid(nets, seed=cfg.seed)
     save_grid(images, out / "samples.png", nrow)
     atomic_write_json(out / "metrics.json", result)
     run_id = log_to_mlflow(result, [out / "metrics.json", out / "samples.png"], cfg.model_dump(), spec)
@@ -90,7 +94,7 @@ def log_to_mlflow(metrics: dict[str, float], artifacts: list[Path], settings: di
     from gan.tracking import ensure_experiment, git_commit
 
     experiment_id = ensure_experiment(EXPERIMENT)
-    tags = {"git_commit": git_commit(), "stage": "evaluate", "generator_arch": str(spec.get("arch"))}
+    tags = {"git_commit": git_commit(), "stage": "evaluate", "task": str(spec["task"]), "generator_arch": str(spec.get("arch"))}
     with mlflow.start_run(experiment_id=experiment_id, run_name="evaluate", tags=tags) as run:
         mlflow.log_params({f"evaluate.{k}": v for k, v in settings.items()})
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()})

@@ -51,10 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
 
     # every local input is read and checked before the registry is touched
-    from gan.data import load_split, read_manifest
+    from gan.data import read_manifest
     from gan.export import read_spec
     from gan.features import load_feature_net
     from gan.registry import incompatibility, numeric_metrics, register_generator
+    from gan.tasks import make_task
 
     spec = read_spec(args.model)
     manifest = read_manifest(data)
@@ -69,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         raise GanError(f"{args.model} cannot be scored on {data}: {problem}; re-run train on the current data (dvc repro train).")
     tuned = read_optional_json(Path(args.tuned))
     feature_net = load_feature_net(args.features)
-    val_x, val_y = load_split(data, "val")
+    task = make_task(params, manifest)
+    if spec["task"] != task.name:
+        raise GanError(f"{args.model} is a '{spec['task']}' model but params.yaml's model.task is '{task.name}'; re-run train (dvc repro train).")
 
     from gan.tracking import check_reachable, ensure_experiment, git_commit, redact
 
@@ -81,11 +84,11 @@ def main(argv: list[str] | None = None) -> int:
         cfg.model_name,
         metric=cfg.metric,
         min_improvement=cfg.min_improvement,
-        score=scorer(params, feature_net, val_x, val_y),
+        score=scorer(params, task, feature_net, data),
         manifest=manifest,
         params=version_params(spec, tuned, params),
         metrics={f"eval/{k}": v for k, v in numeric_metrics(eval_metrics).items()},
-        tags={"git_commit": commit, "data_hash": data_hash, "stage": "register", "generator_arch": str(spec["arch"])},
+        tags={"git_commit": commit, "data_hash": data_hash, "stage": "register", "task": str(spec["task"]), "generator_arch": str(spec.get("arch"))},
         version_tags={f"params/{k}": json.dumps(v, sort_keys=True, default=str) for k, v in settings(spec, tuned).items()},
         artifacts={"samples": samples, "eval_metrics": eval_dir / "metrics.json"},
         experiment_id=experiment_id,
@@ -155,22 +158,21 @@ def version_params(spec: dict[str, Any], tuned: dict[str, Any], params: Params) 
     return flatten({**settings(spec, tuned), "register": params.register.model_dump()})
 
 
-def scorer(params: Params, feature_net: Any, val_x: Any, val_y: Any) -> Any:
+def scorer(params: Params, task: Any, feature_net: Any, data: Path) -> Any:
     """``score(model) -> register.metric`` of a loaded model version on the validation split.
 
-    The same function, seed and sample count for the challenger and the champion; the
-    metric's other knobs are the evaluate stage's, so the scores speak of the same FID/KID.
+    The task's own evaluation with the same seed and sample count for the challenger and
+    the champion; the metric's other knobs are the evaluate stage's, so the scores speak
+    of the same FID/KID.
     """
-    from gan.evaluation import evaluate_generator
+    from gan.tasks.base import EvalSettings
 
     cfg, ev = params.register, params.evaluate
+    settings = EvalSettings(num_samples=cfg.eval_samples, seed=cfg.seed, batch_size=ev.batch_size, nearest_k=ev.nearest_k,
+                            kid_subset_size=ev.kid_subset_size)  # fmt: skip
 
     def score(model: Any) -> float:
-        metrics = evaluate_generator(
-            model.G, feature_net, val_x, val_y, cfg.eval_samples, seed=cfg.seed,
-            batch_size=ev.batch_size, nearest_k=ev.nearest_k, kid_subset_size=ev.kid_subset_size,
-        )  # fmt: skip
-        return float(metrics[cfg.metric])
+        return float(task.evaluate(model.nets, feature_net, data, settings)[cfg.metric])
 
     return score
 

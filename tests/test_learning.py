@@ -60,12 +60,12 @@ class MixtureTask(GenerateTask):
             x, y = sample_mixture(self.params.train.batch_size, gen)
             yield {"image": x, "label": y if self.conditional else None}
 
-    def grid(self, network: torch.nn.Module, seed: int = 0) -> tuple[torch.Tensor, int]:
+    def grid(self, nets: dict[str, torch.nn.Module], seed: int = 0) -> tuple[torch.Tensor, int]:
         """A 2-D histogram of 2,000 samples as a one-tile picture (white = many samples)."""
         with torch.no_grad():
             z = torch.randn(2000, self.z_dim, generator=torch.Generator().manual_seed(seed))
             y = torch.arange(2000) % NUM_MODES if self.conditional else None
-            x = network(z, y)  # [2000, 2]
+            x = nets["G"](z, y)  # [2000, 2]
         hist = torch.histogramdd(x.clamp(-1, 1), bins=[32, 32], range=[-1.0, 1.0, -1.0, 1.0]).hist
         return (hist / hist.max().clamp(min=1) * 2 - 1)[None, None], 1  # [1, 1, 32, 32] in [-1, 1]
 

@@ -26,7 +26,16 @@ from gan.config import parse_params
 from gan.data import read_manifest
 from gan.losses import loss_spec
 from gan.tasks import TASKS, make_task
-from gan.tasks.base import Batch, Health, Metrics, MetricSpec, OptimizerSpec, Phase, PhaseContext, Task
+from gan.tasks.base import (
+    Batch,
+    Health,
+    Metrics,
+    MetricSpec,
+    OptimizerSpec,
+    Phase,
+    PhaseContext,
+    Task,
+)
 from gan.tasks.generate import GenerateTask
 from gan.training import GANTrainer, TrainCheckpoint, fit, load_checkpoint, save_checkpoint
 
@@ -111,8 +120,8 @@ class DualGeneratorTask(Task):
     def health(self, metrics: Metrics) -> Health:
         return Health(metrics["loss/D"], metrics["loss/G"], metrics["D(x)"], metrics["D(G(z))"])
 
-    def grid(self, network: torch.nn.Module, seed: int = 0) -> tuple[torch.Tensor, int]:
-        return self.base.grid(network, seed)
+    def grid(self, nets: dict[str, torch.nn.Module], seed: int = 0) -> tuple[torch.Tensor, int]:
+        return self.base.grid(nets, seed)
 
     def export_spec(self) -> dict[str, Any]:
         return self.base.export_spec()

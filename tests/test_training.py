@@ -79,8 +79,8 @@ def test_evaluation_on_schedule_and_early_stop(prepared_digits):
     params = tiny_params(steps=12, eval_every=4, log_every=2, checkpoint_every=100)
     evaluated: list[int] = []
 
-    def eval_fn(G_ema, step):
-        assert not G_ema.training
+    def eval_fn(nets, step):
+        assert list(nets) == ["G"] and not nets["G"].training
         evaluated.append(step)
         return {"fid": 100.0 / step}
 

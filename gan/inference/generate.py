@@ -56,6 +56,7 @@ class GenerateRunner:
 
     def __init__(self, model_dir: str) -> None:
         self.G, self.spec = load_generator(model_dir)
+        self.nets = {"G": self.G}  # the exported networks, as the task's evaluation takes them
         self.z_dim = int(self.spec["z_dim"])
         self.num_classes = int(self.spec["num_classes"])
         self.class_names = list(self.spec.get("class_names") or [str(i) for i in range(self.num_classes)])

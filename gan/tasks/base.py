@@ -109,6 +109,17 @@ class MetricSpec:
     names: tuple[str, ...] = field(default_factory=tuple)
 
 
+@dataclass(frozen=True)
+class EvalSettings:
+    """How an evaluation runs: sample count, seed and the metrics' knobs (params' evaluate section)."""
+
+    num_samples: int
+    seed: int = 0
+    batch_size: int = 500
+    nearest_k: int = 5
+    kid_subset_size: int = 500
+
+
 class Task:
     """Base of every task; subclasses fill in the class attributes and the methods.
 
@@ -168,8 +179,17 @@ class Task:
         """Batches one training step consumes (for images/s): the phases that fetch one."""
         return max(1, sum(1 for phase in self.phases(0) if phase.fetch))
 
-    def grid(self, network: nn.Module, seed: int = 0) -> tuple[torch.Tensor, int]:
-        """``(images [N, C, H, W] in [-1, 1], nrow)``: the task's picture of the exported network."""
+    def grid(self, nets: dict[str, nn.Module], seed: int = 0) -> tuple[torch.Tensor, int]:
+        """``(images [N, C, H, W] in [-1, 1], nrow)``: the task's picture of its exported networks."""
+        raise NotImplementedError
+
+    # ---- evaluation (stage level: training-time evaluation, tune, evaluate, register) ------
+    def evaluate(self, nets: dict[str, nn.Module], feature_net: Any, data_dir: Any, settings: EvalSettings) -> dict[str, float]:
+        """The task's metrics of its exported networks (``{export name: module}``) on the validation split."""
+        raise NotImplementedError
+
+    def real_floor(self, feature_net: Any, data_dir: Any, settings: EvalSettings) -> dict[str, float]:
+        """The same metrics for real data in the model's place (the real-vs-real floor)."""
         raise NotImplementedError
 
     # ---- state beyond networks and optimisers (image pools, ADA's p, growth) --------

@@ -27,6 +27,7 @@ from gan.losses import gradient_penalty, infogan_mi_loss, loss_spec, r1_penalty
 from gan.models import model_kwargs
 from gan.tasks.base import (
     Batch,
+    EvalSettings,
     Health,
     Metrics,
     MetricSpec,
@@ -70,11 +71,32 @@ class GenerateTask(Task):
     def channels_last(self) -> bool:  # type: ignore[override]
         return self.params.model.arch != "mlp"
 
-    def grid(self, network: torch.nn.Module, seed: int = 0) -> tuple[torch.Tensor, int]:
+    def grid(self, nets: dict[str, torch.nn.Module], seed: int = 0) -> tuple[torch.Tensor, int]:
         """One row per class (a conditional G), else a square-ish grid; see :func:`gan.grid.sample_grid`."""
         from gan.grid import sample_grid
 
-        return sample_grid(network, seed=seed)
+        return sample_grid(nets["G"], seed=seed)
+
+    def evaluate(self, nets: dict[str, torch.nn.Module], feature_net: Any, data_dir: Any, settings: EvalSettings) -> dict[str, float]:
+        """FID, KID, precision/recall, density/coverage (+ class metrics) of G against the validation split."""
+        from gan.data import load_split
+        from gan.evaluation import evaluate_generator
+
+        val_x, val_y = load_split(data_dir, "val")
+        scores = evaluate_generator(nets["G"], feature_net, val_x, val_y, settings.num_samples, seed=settings.seed,
+                                    batch_size=settings.batch_size, nearest_k=settings.nearest_k,
+                                    kid_subset_size=settings.kid_subset_size)  # fmt: skip
+        return {k: float(v) for k, v in scores.items() if isinstance(v, int | float)}
+
+    def real_floor(self, feature_net: Any, data_dir: Any, settings: EvalSettings) -> dict[str, float]:
+        """The training split in G's place, measured against the validation split the same way."""
+        from gan.data import load_split
+        from gan.evaluation import real_floor
+
+        train_x, train_y = load_split(data_dir, "train")
+        val_x, val_y = load_split(data_dir, "val")
+        return real_floor(feature_net, train_x, train_y, val_x, val_y, num_samples=settings.num_samples, seed=settings.seed,
+                          batch_size=settings.batch_size, nearest_k=settings.nearest_k, kid_subset_size=settings.kid_subset_size)  # fmt: skip
 
     # ---- networks and optimisers ------------------------------------------------------
     def network_specs(self) -> dict[str, dict[str, Any]]:

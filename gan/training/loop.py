@@ -59,7 +59,7 @@ EMA_RAMPUP = 10  # EMA decay ramps as (1 + t) / (10 + t): early G_ema forgets th
 
 Wrap = Callable[[nn.Module], nn.Module]
 Report = Callable[[dict[str, float], TrainCheckpoint | None], None]
-EvalFn = Callable[[nn.Module, int], dict[str, float]]
+EvalFn = Callable[[dict[str, nn.Module], int], dict[str, float]]  # (exported networks, step) -> metrics
 
 
 def unwrap(module: nn.Module) -> nn.Module:
@@ -153,9 +153,12 @@ class GANTrainer:
 
     @property
     def G_ema(self) -> nn.Module:
-        """The network the sample grid and evaluation use: the first exported one."""
-        name = next(iter(self.task.exported.values()))
-        return self.ema.get(name) or self.nets.raw[name]
+        """The first exported network (the generate task's G_ema)."""
+        return self.network(next(iter(self.task.exported.values())))
+
+    def exported_networks(self) -> dict[str, nn.Module]:
+        """``{export name: network}`` as the export will hold them (EMA copies where the task exports them)."""
+        return {name: self.network(src) for name, src in self.task.exported.items()}
 
     def network(self, name: str) -> nn.Module:
         """A network or EMA copy by name (raw module, never the DDP wrapper)."""
@@ -291,7 +294,7 @@ class GANTrainer:
         """PNG bytes of the task's picture of the exported network (gan.grid's layout)."""
         from gan.grid import grid_png
 
-        images, nrow = self.task.grid(self.G_ema, seed=seed)  # [N, C, H, W] in [-1, 1]
+        images, nrow = self.task.grid(self.exported_networks(), seed=seed)  # [N, C, H, W] in [-1, 1]
         return grid_png(images, nrow)
 
     def replica_checksums(self) -> list[list[float]]:
@@ -473,7 +476,8 @@ def fit(
 
     ``report(metrics, checkpoint)`` is called on every rank at every boundary with the
     same (rank-averaged) metrics; ``checkpoint`` is a :class:`TrainCheckpoint` on rank 0
-    every ``checkpoint_every`` steps and at the end, else None. ``eval_fn(G_ema, step)``
+    every ``checkpoint_every`` steps and at the end, else None. ``eval_fn(nets, step)`` (``nets``:
+    the exported networks, e.g. ``{"G": G_ema}``)
     runs on rank 0 every ``eval_every`` steps and at the end; its metrics (``fid``, ...)
     join rank 0's report. ``should_stop(metrics)`` ends training early (it must answer
     the same on every rank). Raises :class:`gan.errors.DivergenceError` on every rank
@@ -516,7 +520,7 @@ def fit(
         if chief and due(step, cfg.sample_every, cfg.steps):
             samples[f"step-{step:07d}.png"] = trainer.sample_grid(seed=cfg.seed)
         if chief and eval_fn is not None and due(step, cfg.eval_every, cfg.steps):
-            scores, wall, cpu = timed(eval_fn, trainer.G_ema, step)
+            scores, wall, cpu = timed(eval_fn, trainer.exported_networks(), step)
             metrics.update(scores)
             clock.exclude(wall, cpu)
         ckpt = None

@@ -161,8 +161,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
             save_checkpoint(ckpt, tmp)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
 
-    eval_fn = make_eval_fn(params, config["data_dir"], config.get("features_dir"), device) if chief else None
     task = task_for(params, config["data_dir"])
+    eval_fn = make_eval_fn(params, task, config["data_dir"], config.get("features_dir"), device) if chief else None
     try:
         summary = fit(
             params,
@@ -222,21 +222,18 @@ def all_gather_objects(obj: Any) -> list[Any]:
     return out
 
 
-def make_eval_fn(params: Params, data_dir: str, features_dir: str | None, device: Any) -> EvalFn | None:
-    """FID & co. of G_ema against the validation split, or None without a feature network."""
+def make_eval_fn(params: Params, task: Any, data_dir: str, features_dir: str | None, device: Any) -> EvalFn | None:
+    """The task's metrics (FID & co. for generate) of the exported networks on the validation split, or None without a feature network."""
     if not features_dir or not Path(features_dir).exists():
         return None
-    from gan.data import load_split
-    from gan.evaluation import evaluate_generator
     from gan.features import load_feature_net
+    from gan.tasks.base import EvalSettings
 
     net = load_feature_net(features_dir, device=device)
-    real_x, real_y = load_split(data_dir, "val")
-    cfg = params.train
+    settings = EvalSettings(num_samples=params.train.eval_samples, seed=params.train.seed, batch_size=250)
 
-    def evaluate(G_ema: Any, step: int) -> dict[str, float]:
-        scores = evaluate_generator(G_ema, net, real_x, real_y, num_samples=cfg.eval_samples, seed=cfg.seed, batch_size=250)
-        return {k: float(v) for k, v in scores.items() if isinstance(v, int | float)}
+    def evaluate(nets: Any, step: int) -> dict[str, float]:
+        return task.evaluate(nets, net, data_dir, settings)
 
     return evaluate
 
