@@ -133,7 +133,8 @@ def load_networks(model_dir: str | os.PathLike, device: str | torch.device = "cp
         try:
             net.load_state_dict(own, strict=True)
         except RuntimeError:
-            raise GanError(f"{weights} does not match the network {name} ({entry['network']}) in {config}; re-export the model.") from None
+            arch = entry["network"].split(".")[0]
+            raise GanError(f"{weights} does not match the architecture in {config} ({arch}) of network {name}; re-export the model.") from None
         nets[name] = net.to(device).eval()
     return nets, spec
 

@@ -60,15 +60,20 @@ def history_steps(path: Path) -> list[int]:
     return [int(line.split(",")[0]) for line in lines]
 
 
+def kill_rank1_at_step10(rank: int, step: int, resumed: bool) -> None:
+    """Rank 1's process dies hard (a real death, not an exception) at step 10 of the first attempt."""
+    if rank == 1 and step >= 10 and not resumed:
+        os._exit(1)
+
+
 def test_two_workers_stay_in_sync_and_survive_a_killed_worker(ray_cluster, prepared_digits, tmp_path, monkeypatch):
     """One 2-worker run: DDP keeps replicas identical (BatchNorm D, lazy R1, n_critic 2), and
     rank 1 dies (os._exit) at step 10: Ray restarts the group from the last checkpoint."""
-    from gan.training.ray_run import FAULT_ENV, run_training
+    from gan.training.ray_run import run_training
 
     model = {"arch": "dcgan", "g_width": 8, "d_width": 8, "spectral_norm_D": False}
     params = parse_params(tiny_raw(tmp_path, model, num_workers=2, steps=12, n_critic=2, r1_gamma=1.0, r1_interval=2))
-    monkeypatch.setenv(FAULT_ENV, "1:10")
-    outcome = run_training(params, prepared_digits, name="train-ddp-fault")
+    outcome = run_training(params, prepared_digits, name="train-ddp-fault", report_hook=kill_rank1_at_step10)
 
     s = outcome.summary
     assert s["world_size"] == 2 and s["step"] == 12 and outcome.checkpoint.step == 12

@@ -46,6 +46,16 @@ from gan.errors import GanError
 from gan.tasks.base import Batch, Task
 from gan.training.checkpoint import TrainCheckpoint
 from gan.training.guard import DivergenceGuard
+from gan.training.reporting import (
+    MetricWindow,
+    Throughput,
+    distributed,
+    due,
+    is_boundary,
+    progress_every,
+    progress_line,
+    timed,
+)
 from gan.training.settings import with_train
 from gan.training.steps import NetworkSet, run_phase
 
@@ -65,11 +75,6 @@ EvalFn = Callable[[dict[str, nn.Module], int], dict[str, float]]  # (exported ne
 def unwrap(module: nn.Module) -> nn.Module:
     """The module inside a DistributedDataParallel wrapper (or the module itself)."""
     return module.module if isinstance(module, DistributedDataParallel) else module
-
-
-def distributed() -> bool:
-    """True when a torch.distributed process group with more than one rank is running."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def ddp_wrap(device: torch.device) -> Wrap:
@@ -346,114 +351,51 @@ def _to_cpu(obj: Any) -> Any:
 # ---- the per-worker loop ------------------------------------------------------------
 
 
-class MetricWindow:
-    """Sums metric tensors on the device between reports; one all-reduce per report."""
+class Boundary:
+    """What happens at a report boundary, in order: guard, window means, sample grid,
+    evaluation, checkpoint, history and progress line, report.
 
-    def __init__(self) -> None:
-        self.sums: dict[str, torch.Tensor] = {}
-        self.counts: dict[str, int] = {}
-
-    def add(self, metrics: dict[str, torch.Tensor]) -> None:
-        for k, v in metrics.items():
-            v = v.detach().float()
-            self.sums[k] = self.sums[k] + v if k in self.sums else v
-            self.counts[k] = self.counts.get(k, 0) + 1
-
-    def mean(self) -> dict[str, float]:
-        """Means over the window and over ranks (every rank gets the same numbers)."""
-        if not self.sums:
-            return {}
-        keys = sorted(self.sums)
-        values = torch.stack([self.sums[k] / self.counts[k] for k in keys])  # [K]
-        if distributed():
-            dist.all_reduce(values)
-            values /= dist.get_world_size()
-        self.sums, self.counts = {}, {}
-        return dict(zip(keys, values.tolist(), strict=True))
-
-
-def due(step: int, every: int, total: int) -> bool:
-    """Whether something done every ``every`` steps (0 = never) and at the end is due."""
-    return step == total or bool(every and step % every == 0)
-
-
-def progress_every(cfg: Any) -> int:
-    """Steps between console progress lines: about ten per run, never finer than ``log_every``.
-
-    history.csv keeps every ``log_every`` row; the console only needs to show that the
-    run is alive and where it stands.
-    """
-    if not cfg.log_every:
-        return 0
-    tenth = cfg.steps // 10
-    return max(cfg.log_every, tenth - tenth % cfg.log_every)  # a multiple of log_every
-
-
-def is_boundary(step: int, total: int, cfg: Any) -> bool:
-    """Whether the loop reports after G step ``step``."""
-    return any(due(step, every, total) for every in (cfg.log_every, cfg.checkpoint_every, cfg.eval_every))
-
-
-class Throughput:
-    """Wall and CPU clocks over report windows; the steady state leaves out the first window.
-
-    A window runs from the end of the previous report (minus its evaluation time: the
-    figure is training throughput, boundary overhead such as reports and checkpoints
-    included) to the current boundary.
+    Holds the run's history and sample grids (rank 0's); every rank calls it at the same
+    steps, since the guard check, the metric all-reduce and ``state_dict`` are collective.
     """
 
-    def __init__(self, images_per_step: int) -> None:
-        self.images_per_step = images_per_step
-        self.started = time.perf_counter()
-        self.wall, self.cpu = self.started, time.process_time()
-        self.windows = 0
-        self.steady = {"images": 0.0, "seconds": 0.0, "cpu_seconds": 0.0}
+    def __init__(self, trainer: GANTrainer, *, chief: bool, start: TrainCheckpoint | None, world_size: int,
+                 eval_fn: EvalFn | None, report: Report | None, log: Callable[[str], None] | None) -> None:  # fmt: skip
+        self.trainer, self.cfg, self.chief = trainer, trainer.params.train, chief
+        self.eval_fn, self.report, self.log = eval_fn, report, log
+        self.history: list[dict[str, float]] = list(start.history) if start else []
+        self.samples: dict[str, bytes] = dict(start.samples) if start else {}
+        self.guard = DivergenceGuard(self.cfg.divergence_patience, saturates=trainer.task.saturates, device=trainer.device)
+        self.window = MetricWindow()
+        self.clock = Throughput(self.cfg.batch_size * trainer.task.batches_per_step() * world_size)  # real images shown per step
 
-    def window(self, steps: int) -> float:
-        """img/s of the window of ``steps`` G steps ending now."""
-        wall, cpu = time.perf_counter(), time.process_time()
-        images = self.images_per_step * steps
-        if self.windows:  # the first window (start-up, warm-up) is not steady state
-            self.steady["images"] += images
-            self.steady["seconds"] += wall - self.wall
-            self.steady["cpu_seconds"] += cpu - self.cpu
-        self.windows += 1
-        img_s = images / max(wall - self.wall, 1e-9)
-        self.wall, self.cpu = wall, cpu
-        return img_s
+    def add(self, out: dict[str, torch.Tensor]) -> None:
+        """Record one step's metric tensors (no host sync)."""
+        self.guard.update(*self.trainer.task.health(out))
+        self.window.add(out)
 
-    def exclude(self, wall_seconds: float, cpu_seconds: float) -> None:
-        """Leave time spent since the last window (an evaluation) out of the next one."""
-        self.wall += wall_seconds
-        self.cpu += cpu_seconds
-
-    def summary(self, fallback_img_s: float) -> dict[str, float | None]:
-        st = self.steady
-        return {
-            "throughput/img_s": st["images"] / st["seconds"] if st["seconds"] > 0 else fallback_img_s,
-            # per CPU second of this process: insensitive to other load on a shared machine
-            "throughput/img_per_cpu_s": st["images"] / st["cpu_seconds"] if st["cpu_seconds"] > 0 else None,
-            "wall_s": time.perf_counter() - self.started,
-        }
-
-
-def progress_line(metrics: dict[str, float], total: int) -> str:
-    """``step 50/1500 | loss/D 1.234 | loss/G 0.876 | D(x) 0.62 | D(G(z)) 0.38 | 410 img/s``."""
-    parts = [f"step {int(metrics['step'])}/{total}"]
-    for key in ("loss/D", "loss/G", "D(x)", "D(G(z))"):
-        if key in metrics:
-            parts.append(f"{key} {metrics[key]:.3f}")
-    if "fid" in metrics:
-        parts.append(f"fid {metrics['fid']:.2f}")
-    parts.append(f"{metrics.get('throughput/img_s', 0.0):.0f} img/s")
-    return " | ".join(parts)
-
-
-def timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float, float]:
-    """``fn(*args)`` with the wall and CPU seconds it took."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    out = fn(*args)
-    return out, time.perf_counter() - wall, time.process_time() - cpu
+    def __call__(self, step: int, steps_in_window: int) -> dict[str, float]:
+        cfg, trainer, chief = self.cfg, self.trainer, self.chief
+        self.guard.check(step)  # every rank raises at the same step
+        metrics = {**self.window.mean(), "step": float(step), "throughput/img_s": self.clock.window(steps_in_window), **trainer.hparams()}
+        if chief and due(step, cfg.sample_every, cfg.steps):
+            self.samples[f"step-{step:07d}.png"] = trainer.sample_grid(seed=cfg.seed)
+        if chief and self.eval_fn is not None and due(step, cfg.eval_every, cfg.steps):
+            scores, wall, cpu = timed(self.eval_fn, trainer.exported_networks(), step)
+            metrics.update(scores)
+            self.clock.exclude(wall, cpu)
+        ckpt = None
+        if due(step, cfg.checkpoint_every, cfg.steps):
+            state = trainer.state_dict()  # collective: every rank takes part
+            ckpt = TrainCheckpoint(state=state, history=[*self.history, metrics], samples=dict(self.samples)) if chief else None
+        primary = trainer.task.metric.primary
+        if chief:
+            self.history.append(metrics)
+            if self.log is not None and (due(step, progress_every(cfg), cfg.steps) or primary in metrics):
+                self.log(progress_line(metrics, cfg.steps, primary))
+        if self.report is not None:
+            self.report(metrics, ckpt)
+        return metrics
 
 
 def fit(
@@ -494,53 +436,29 @@ def fit(
         if task is None:
             raise ValueError("fit needs a task (gan.tasks.make_task) or a trainer")
         trainer = GANTrainer(params, data_dir, task=task, rank=rank, world_size=world_size, device=device, wrap=wrap)
-    history: list[dict[str, float]] = list(start.history) if start else []
-    samples: dict[str, bytes] = dict(start.samples) if start else {}
     if start is not None:
         trainer.load_state_dict(start.state)
     start_step = trainer.step
-    guard = DivergenceGuard(cfg.divergence_patience, saturates=trainer.task.saturates, device=trainer.device)
-    window = MetricWindow()
-    clock = Throughput(cfg.batch_size * trainer.task.batches_per_step() * world_size)  # real images shown per step
+    boundary = Boundary(trainer, chief=chief, start=start, world_size=world_size, eval_fn=eval_fn, report=report, log=log)
     first_step_unix, steps_in_window = None, 0
     last: dict[str, float] = {}
 
     while trainer.step < cfg.steps:
         out = trainer.train_step()  # the task's phases (batch -> D step(s) -> G step), then EMA
-        guard.update(*trainer.task.health(out))
-        window.add(out)
-        step, steps_in_window = trainer.step, steps_in_window + 1
+        boundary.add(out)
+        steps_in_window += 1
         first_step_unix = first_step_unix or time.time()
-        if not is_boundary(step, cfg.steps, cfg):
+        if not is_boundary(trainer.step, cfg.steps, cfg):
             continue
-
-        guard.check(step)  # every rank raises at the same step
-        metrics = {**window.mean(), "step": float(step), "throughput/img_s": clock.window(steps_in_window), **trainer.hparams()}
+        last = boundary(trainer.step, steps_in_window)
         steps_in_window = 0
-        if chief and due(step, cfg.sample_every, cfg.steps):
-            samples[f"step-{step:07d}.png"] = trainer.sample_grid(seed=cfg.seed)
-        if chief and eval_fn is not None and due(step, cfg.eval_every, cfg.steps):
-            scores, wall, cpu = timed(eval_fn, trainer.exported_networks(), step)
-            metrics.update(scores)
-            clock.exclude(wall, cpu)
-        ckpt = None
-        if due(step, cfg.checkpoint_every, cfg.steps):
-            state = trainer.state_dict()  # collective: every rank takes part
-            ckpt = TrainCheckpoint(state=state, history=[*history, metrics], samples=dict(samples)) if chief else None
-        if chief:
-            history.append(metrics)
-            if log is not None and (due(step, progress_every(cfg), cfg.steps) or "fid" in metrics):
-                log(progress_line(metrics, cfg.steps))
-        if report is not None:
-            report(metrics, ckpt)
-        last = metrics
-        if should_stop is not None and should_stop(metrics):
+        if should_stop is not None and should_stop(last):
             break
 
     return {
         "step": trainer.step,
         "start_step": start_step,
-        **clock.summary(fallback_img_s=last.get("throughput/img_s", 0.0)),
+        **boundary.clock.summary(fallback_img_s=last.get("throughput/img_s", 0.0)),
         "first_step_unix": first_step_unix,
         "last": last,
         "replica_checksums": trainer.replica_checksums(),

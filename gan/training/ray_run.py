@@ -10,9 +10,9 @@ Ray Train V2 reloads a run's checkpoint list when a run of the same name starts 
 so re-running an interrupted stage resumes from its last checkpoint, and a worker
 that dies restarts the group from the last checkpoint (``train.max_failures``).
 
-Fault injection for tests: ``GAN_TRAIN_FAULT=RANK:STEP`` makes that rank's process
-exit hard (``os._exit``) at the first report at or after STEP, only in an attempt that
-started without a checkpoint, so the restarted attempt runs through.
+``run_training(..., report_hook=fn)`` calls ``fn(rank=, step=, resumed=)`` on every
+worker before each report (``resumed``: the attempt started from a checkpoint); the
+fault tests use it to kill a worker at a chosen step.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,13 +32,13 @@ from gan.config import Params, TrainConfig, parse_params
 from gan.errors import DivergenceError, GanError
 from gan.training.checkpoint import TrainCheckpoint, load_checkpoint, save_checkpoint
 from gan.training.factory import task_for
-from gan.training.loop import DDP_KWARGS, EvalFn, distributed, due, fit
+from gan.training.loop import DDP_KWARGS, EvalFn, fit
+from gan.training.reporting import distributed, due
 
 if TYPE_CHECKING:  # Ray is imported lazily: the training core and its tests never need it
     from ray.train import Result, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-FAULT_ENV = "GAN_TRAIN_FAULT"
 KEEP_CHECKPOINTS = 2
 # Times Ray Train may fail to place the worker group (each wait lasts
 # RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S, 60 s by default) before the run fails. Ray's
@@ -102,17 +103,6 @@ def run_config(name: str, cfg: TrainConfig) -> RunConfig:
     )
 
 
-def parse_fault(text: str | None) -> tuple[int, int] | None:
-    """``"1:6"`` -> (rank 1, step 6); None when unset."""
-    if not text:
-        return None
-    try:
-        rank, step = (int(v) for v in text.split(":"))
-    except ValueError:
-        raise GanError(f"{FAULT_ENV}={text!r} is invalid; use RANK:STEP, e.g. 1:6.") from None
-    return rank, step
-
-
 # ---- the per-worker function ----------------------------------------------------------
 
 
@@ -139,7 +129,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     if restored is not None:
         with restored.as_directory() as directory:
             start = load_checkpoint(directory)
-    fault = parse_fault(config.get("fault")) if start is None else None
+    hook = config.get("report_hook")
 
     def wrap(module: torch.nn.Module) -> torch.nn.Module:
         return ray.train.torch.prepare_model(module, parallel_strategy_kwargs=DDP_KWARGS)
@@ -149,8 +139,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
 
     def report(metrics: dict[str, float], ckpt: TrainCheckpoint | None) -> None:
         step = int(metrics["step"])
-        if fault is not None and rank == fault[0] and step >= fault[1]:
-            os._exit(1)  # a real process death, not an exception
+        if hook is not None:
+            hook(rank=rank, step=step, resumed=start is not None)
         send, name = ray_report_due(step, cfg, evaluating, metric_only)
         if not send:
             return
@@ -263,6 +253,7 @@ def run_training(
     name: str,
     features_dir: str | os.PathLike | None = None,
     fresh: bool = False,
+    report_hook: Callable[..., None] | None = None,
 ) -> TrainOutcome:
     """Run (or resume) the Ray Train run ``name``; needs ``ray.init()`` done by the caller.
 
@@ -278,7 +269,7 @@ def run_training(
         "params": params.model_dump(mode="json"),
         "data_dir": str(Path(data_dir).resolve()),
         "features_dir": str(Path(features_dir).resolve()) if features_dir else None,
-        "fault": os.environ.get(FAULT_ENV),
+        "report_hook": report_hook,
     }
     trainer = TorchTrainer(
         train_loop_per_worker,
