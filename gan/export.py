@@ -89,7 +89,39 @@ def read_spec(model_dir: str | os.PathLike) -> dict[str, Any]:
     if missing:
         raise GanError(f"{path} lacks the keys {', '.join(missing)}; re-export the model with the train stage.")
     check_networks(spec["networks"], path)
+    check_fields(spec, path)
     return spec
+
+
+# Fields every export holds or a task's inference reads, with the type each must have:
+# config.json is read by code that trusts these types, so a wrong one is named here.
+FIELD_TYPES: dict[str, tuple[type, str]] = {
+    "task": (str, "a task name"),
+    "channels": (int, "1 or 3"),
+    "image_size": (int, "a positive whole number"),
+    "z_dim": (int, "a positive whole number"),
+    "num_classes": (int, "a whole number >= 0"),
+    "class_names": (list, "a list of class names"),
+}
+
+
+def check_fields(spec: dict[str, Any], path: Path) -> None:
+    """Raise GanError naming ``path`` and the field when a known field has the wrong type or value."""
+    for key, (kind, want) in FIELD_TYPES.items():
+        if key not in spec:
+            continue
+        value = spec[key]
+        ok = isinstance(value, kind) and not isinstance(value, bool)
+        if ok and key == "channels":
+            ok = value in (1, 3)
+        elif ok and key in ("image_size", "z_dim"):
+            ok = value > 0
+        elif ok and key == "num_classes":
+            ok = value >= 0
+        elif ok and key == "class_names":
+            ok = all(isinstance(v, str) for v in value)
+        if not ok:
+            raise GanError(f"{path}: {key} = {value!r} is invalid: it must be {want}; re-export the model with the train stage.")
 
 
 def check_networks(networks: Any, path: Path) -> None:

@@ -240,3 +240,58 @@ def test_same_seed_same_samples_everywhere(prepared_digits, tmp_path):
     # the first k samples do not depend on n
     head = torch.cat([x for x, _ in sample(G, 10, seed=7)])
     assert torch.equal(head, torch.cat([x for x, _ in sample(G, 1500, seed=7)])[:10])
+
+
+def test_an_older_single_generator_export_still_loads(tmp_path):
+    """gan-generator/1: arch + G_kwargs in config.json and unprefixed weight keys."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from gan.export import load_generator, load_networks
+    from gan.models import build_G
+
+    G_kwargs = {"z_dim": 8, "width": 8, "num_classes": 10, "channels": 1, "image_size": 8}
+    torch.manual_seed(1)
+    G = build_G("dcgan", **G_kwargs).eval()
+    (tmp_path / "old").mkdir()
+    save_file({k: v.contiguous() for k, v in G.state_dict().items()}, str(tmp_path / "old" / "model.safetensors"))
+    spec = {"format": "gan-generator/1", "arch": "dcgan", "G_kwargs": G_kwargs, "z_dim": 8, "num_classes": 10,
+            "class_names": [str(k) for k in range(10)], "channels": 1, "image_size": 8, "output_range": [-1.0, 1.0]}  # fmt: skip
+    (tmp_path / "old" / "config.json").write_text(json.dumps(spec))
+    nets, loaded = load_networks(tmp_path / "old")
+    assert list(nets) == ["G"] and loaded["task"] == "generate" and loaded["networks"]["G"]["network"] == "dcgan.G"
+    old_G, _ = load_generator(tmp_path / "old")
+    z = torch.randn(4, 8)
+    assert torch.equal(old_G(z, torch.arange(4)), G(z, torch.arange(4)))
+
+
+@pytest.mark.parametrize(("field", "value"), [("channels", "3"), ("channels", 2), ("image_size", -8), ("z_dim", 2.5),
+                                              ("num_classes", True), ("class_names", "0123"), ("task", 7)])  # fmt: skip
+def test_an_export_with_a_wrong_field_type_is_named(tmp_path, field, value):
+    import json
+
+    from gan.errors import GanError
+    from gan.export import read_spec, save_generator
+    from gan.models import build_G
+
+    G_kwargs = {"z_dim": 8, "width": 8, "num_classes": 0, "channels": 1, "image_size": 8}
+    save_generator(build_G("dcgan", **G_kwargs), {"arch": "dcgan", "G_kwargs": G_kwargs, "z_dim": 8, "num_classes": 0,
+                                                  "channels": 1, "image_size": 8}, tmp_path / "g")  # fmt: skip
+    spec = json.loads((tmp_path / "g" / "config.json").read_text())
+    spec[field] = value
+    (tmp_path / "g" / "config.json").write_text(json.dumps(spec))
+    with pytest.raises(GanError, match=rf"config.json: {field} = .* is invalid"):
+        read_spec(tmp_path / "g")
+
+
+def test_truncation_costs_the_same_for_any_threshold():
+    """Inverse-CDF sampling: every entry within the threshold, one uniform draw per entry (1e-6 as fast as 2.0)."""
+    from gan.sampling import latents
+
+    for t in (2.0, 0.5, 1e-4, 1e-6):
+        z = latents(5000, 16, seed=0, truncation=t)
+        assert z.shape == (5000, 16) and float(z.abs().max()) <= t and torch.isfinite(z).all()
+        if t >= 0.5:  # a truncated normal's spread: std ~ t / sqrt(3) for small t, < 1 always
+            assert 0.2 * t < float(z.std()) < min(1.0, t)
+    assert torch.equal(latents(10, 4, 3, 0.7), latents(2000, 4, 3, 0.7)[:10])  # prefixes agree
