@@ -1,7 +1,7 @@
 """The ``gan`` command: every pipeline stage and the downstream tools under one name.
 
     gan check                      # validate params.yaml and exit
-    gan models                     # list architectures, losses and regularisers
+    gan models                     # list tasks, architectures, losses and regularisers
     gan prepare | featurize | tune | train | evaluate | register | augment-eval
     gan augment --model models:/digits-gan@champion --num 1000 --out synth/ --format npz
     gan retrain                    # scheduled retraining: new data -> dvc repro -> gated promotion
@@ -45,7 +45,9 @@ def _check(argv: list[str]) -> int:
 
 def _models(argv: list[str]) -> int:
     from gan.models import describe
+    from gan.tasks import describe_tasks
 
+    print(describe_tasks())
     print(describe())
     return 0
 
@@ -54,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gan", description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("check", help="validate params.yaml", add_help=False)
-    sub.add_parser("models", help="list architectures, losses and regularisers", add_help=False)
+    sub.add_parser("models", help="list tasks, architectures, losses and regularisers", add_help=False)
     for name, (_, _, text) in COMMANDS.items():
         sub.add_parser(name, help=text, add_help=False)
     return parser

@@ -56,7 +56,9 @@ def test_gan_models_lists_what_the_readme_promises():
     proc = gan("models")
     assert proc.returncode == 0, proc.stderr
     text = proc.stdout.lower()
-    for name in ("mlp", "dcgan", "resnet", "infogan", "minimax", "nonsaturating", "hinge", "wgan-gp", "lsgan",
+    from gan.tasks import TASKS
+
+    for name in (*TASKS, "mlp", "dcgan", "resnet", "infogan", "minimax", "nonsaturating", "hinge", "wgan-gp", "lsgan",
                  "spectral", "r1", "ema", "diffaugment"):
         assert name in text, f"`gan models` does not mention {name}"
 

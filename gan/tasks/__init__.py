@@ -40,4 +40,13 @@ def make_task(params: Any, manifest: dict[str, Any]) -> Any:
     return task_class(params.model.task)(params, manifest)
 
 
-__all__ = ["TASKS", "make_task", "task_class"]
+def describe_tasks() -> str:
+    """``gan models``' list of tasks: each name with the first line of its class docstring."""
+    lines = ["Tasks (model.task): the kind of GAN, its phases, inference and metrics (gan/tasks/)"]
+    for name in TASKS:
+        doc = (task_class(name).__doc__ or "").strip().splitlines()
+        lines.append(f"  {name:<10} {doc[0] if doc else ''}")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["TASKS", "describe_tasks", "make_task", "task_class"]

@@ -41,7 +41,7 @@ METRICS = ("fid", "kid", "precision", "recall", "density", "coverage", "mode_cov
 
 
 class GenerateTask(Task):
-    """Noise (+ class) -> image; see the module docstring."""
+    """noise (+ class) -> image: G vs D, G_ema exported; `gan augment` downstream; primary metric FID."""
 
     name = "generate"
     inference = "generate"
