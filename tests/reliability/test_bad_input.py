@@ -258,13 +258,13 @@ def test_exported_weights_of_another_architecture_fail_the_evaluate_stage(tmp_pa
 
 def tiny_checkpoint(prepared: Path, arch: str) -> tuple:
     from gan.config import parse_params
-    from gan.training import GANTrainer
+    from gan.training import make_trainer
     from gan.training.checkpoint import TrainCheckpoint
 
     from ..test_train_ray import tiny_raw
 
     params = parse_params(tiny_raw(Path("/nonexistent"), {"arch": arch, "g_width": 8, "d_width": 8}, steps=2))
-    trainer = GANTrainer(params, prepared)
+    trainer = make_trainer(params, prepared)
     return params, TrainCheckpoint(state=trainer.state_dict(), history=[{"step": 0.0}])
 
 
@@ -294,10 +294,10 @@ def test_tampered_training_checkpoint_is_refused(tmp_path, prepared_digits, wher
 
 
 def test_training_checkpoint_of_another_architecture_is_refused(prepared_digits):
-    from gan.training import fit
+    from gan.training import fit_task
 
     _, mlp_ckpt = tiny_checkpoint(prepared_digits, "mlp")
     dcgan_params, _ = tiny_checkpoint(prepared_digits, "dcgan")
     with pytest.raises(GanError, match="the checkpoint was made for a different model"):
-        fit(dcgan_params, prepared_digits, start=mlp_ckpt, log=None)
+        fit_task(dcgan_params, prepared_digits, start=mlp_ckpt, log=None)
 
