@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from gan.config import PrepareConfig
     from gan.data import prepare_dataset
-    from pipelines.train import init_ray
+    from gan.stages.train import init_ray
 
     with tempfile.TemporaryDirectory() as tmp:
         base = bench_params(args.steps, args.warmup, 1, f"{tmp}/ray")

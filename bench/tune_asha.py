@@ -31,7 +31,7 @@ RESULTS = Path(__file__).parent / "results" / "tune_asha.json"
 def setup_data(root: Path) -> tuple[Path, Path, str]:
     from gan.config import load_params
     from gan.data import prepare_dataset
-    from pipelines import featurize
+    from gan.stages import featurize
 
     params = load_params(Path(__file__).parents[1] / "params.yaml")
     manifest = prepare_dataset(params.prepare, root / "prepared")

@@ -7,7 +7,8 @@
     gan retrain                    # scheduled retraining: new data -> dvc repro -> gated promotion
 
 Each stage subcommand runs the same ``main()`` that ``dvc repro`` runs
-(``pipelines/<stage>.py``), so flags after the subcommand are that script's flags.
+(:mod:`gan.stages`, behind the thin ``pipelines/<stage>.py`` scripts), so flags after the
+subcommand are that stage's flags.
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ from gan.errors import run_main
 
 # subcommand -> (module, function, help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "prepare": ("pipelines.prepare", "main", "raw data -> data/prepared/"),
-    "featurize": ("pipelines.featurize", "main", "train the feature network used by FID/KID"),
-    "tune": ("pipelines.tune", "main", "Ray Tune search of the lr_G / lr_D balance"),
-    "train": ("pipelines.train", "main", "Ray Train adversarial training -> models/generator/"),
-    "evaluate": ("pipelines.evaluate", "main", "FID, KID, precision/recall, mode coverage"),
-    "register": ("pipelines.register", "main", "MLflow model version, challenger/champion"),
-    "augment-eval": ("pipelines.augment_eval", "main", "classification accuracy with synthetic data"),
+    "prepare": ("gan.stages.prepare", "main", "raw data -> data/prepared/"),
+    "featurize": ("gan.stages.featurize", "main", "train the feature network used by FID/KID"),
+    "tune": ("gan.stages.tune", "main", "Ray Tune search of the lr_G / lr_D balance"),
+    "train": ("gan.stages.train", "main", "Ray Train adversarial training -> models/generator/"),
+    "evaluate": ("gan.stages.evaluate", "main", "FID, KID, precision/recall, mode coverage"),
+    "register": ("gan.stages.register", "main", "MLflow model version, challenger/champion"),
+    "augment-eval": ("gan.stages.augment_eval", "main", "classification accuracy with synthetic data"),
     "augment": ("gan.augment", "cli_main", "generate labelled synthetic data from a registered model"),
     "retrain": ("gan.retrain", "cli_main", "scheduled retraining with gated promotion"),
 }

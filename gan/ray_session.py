@@ -15,24 +15,35 @@ import os
 from gan.console import quiet_console
 
 
-def init_ray(num_cpus: int | None = None) -> str:
-    """Connect to ``RAY_ADDRESS`` (or start a local cluster) once; return where we are."""
+def init_ray(num_cpus: int | None = None, *, stream_worker_output: bool = False) -> bool:
+    """Connect to ``RAY_ADDRESS`` (or start a local Ray) once; return whether this call connected.
+
+    ``stream_worker_output``: worker output reaches the driver's console (the train stage's
+    rank 0 prints one progress line per report); otherwise it stays in Ray's log files.
+    Ray's own console logs start at ERROR (``GAN_RAY_LOG_LEVEL`` changes that); full logs
+    stay in /tmp/ray/session_latest/logs. ``num_cpus`` applies to a local Ray only.
+    """
     quiet_console()
     import ray
 
     if ray.is_initialized():
-        return "already connected"
+        return False
     address = os.environ.get("RAY_ADDRESS") or None
+    if not address:
+        # a local Ray inherits this environment; one machine is never preempted, and the
+        # watcher would only add a polling actor and an error line at every start
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     ray.init(
         # "local": a new local instance, even when a `ray start` (or ray.cluster_utils) on
-        # this machine wrote /tmp/ray/ray_current_cluster, which address=None would join
+        # this machine wrote /tmp/ray/ray_current_cluster, which address=None would join;
+        # RAY_ADDRESS=auto joins that one on purpose
         address=address or "local",
         num_cpus=None if address else num_cpus,
         include_dashboard=False,
-        log_to_driver=False,
+        log_to_driver=stream_worker_output,
         logging_level=logging.WARNING,
-        configure_logging=True,
+        logging_config=ray.LoggingConfig(encoding="TEXT", log_level=os.environ.get("GAN_RAY_LOG_LEVEL", "ERROR")),
     )
     for name in ("ray", "ray.tune", "ray.train", "ray.data"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    return address or "local"
+    return True

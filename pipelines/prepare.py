@@ -1,34 +1,12 @@
 """The prepare stage: raw data -> data/prepared/ (shards + manifest.json).
 
-    python pipelines/prepare.py                 # reads the prepare: section of params.yaml
-    dvc repro prepare
+    python pipelines/prepare.py             # what dvc.yaml runs; flags: python pipelines/prepare.py --help
+
+The stage's code is :mod:`gan.stages.prepare` (also `gan prepare`); this script only runs it.
 """
 
-from __future__ import annotations
-
-import argparse
-
-from gan.config import load_params
-from gan.data import prepare_dataset
 from gan.errors import run_main
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    parser.add_argument("--out", default=None, help="output directory (default: prepare.out)")
-    args = parser.parse_args(argv)
-    cfg = load_params(args.params).prepare
-    out = args.out or cfg.out
-    m = prepare_dataset(cfg, out)
-    counts = m["counts"]
-    print(
-        f"prepare: {counts['train']['total']} train + {counts['val']['total']} val images "
-        f"({m['channels']}x{m['image_size']}x{m['image_size']}, {m['num_classes']} classes, "
-        f"{len(m['skipped'])} skipped) -> {out} in {m['seconds']:.1f}s"
-    )
-    return 0
-
+from gan.stages.prepare import main
 
 if __name__ == "__main__":
     run_main(main)

@@ -82,7 +82,7 @@ def write_params(path: Path, **sections) -> Path:
 @pytest.fixture(scope="session")
 def featurized_digits(prepared_digits, tmp_path_factory) -> Path:
     """A feature network trained (2 epochs) on ``prepared_digits``; returns models/features."""
-    from pipelines import featurize
+    from gan.stages import featurize
 
     root = tmp_path_factory.mktemp("features")
     params = write_params(root / "params.yaml")

@@ -168,7 +168,7 @@ def test_gan_cli_exits_non_zero_with_one_line(registry, tmp_path):
 def test_augment_eval_stage_end_to_end(registry, tmp_path):
     from mlflow import MlflowClient
 
-    from pipelines import augment_eval
+    from gan.stages import augment_eval
 
     params = write_params(tmp_path / "params.yaml", register={"model_name": MODEL},
                           augment_eval={"real_per_class": 5, "synthetic_per_class": 20, "epochs": 8, "batch_size": 32})  # fmt: skip
@@ -191,7 +191,7 @@ def test_augment_eval_stage_end_to_end(registry, tmp_path):
 
 
 def test_augment_eval_refuses_an_unconditional_champion(registry, tmp_path):
-    from pipelines import augment_eval
+    from gan.stages import augment_eval
 
     params = write_params(tmp_path / "params.yaml", register={"model_name": UNCOND})
     out = tmp_path / "augment" / "metrics.json"

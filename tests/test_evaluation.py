@@ -22,8 +22,8 @@ from gan.evaluation import evaluate_generator, real_floor
 from gan.export import save_generator
 from gan.features import load_feature_net
 from gan.models import build_G, model_kwargs
-from pipelines import evaluate as evaluate_stage
-from pipelines import featurize as featurize_stage
+from gan.stages import evaluate as evaluate_stage
+from gan.stages import featurize as featurize_stage
 
 torch.set_num_threads(1)
 

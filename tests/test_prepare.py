@@ -12,7 +12,7 @@ from gan.config import PrepareConfig
 from gan.data import ShardedBatches, load_split, prepare_dataset, read_manifest
 from gan.data.split import split_mask
 from gan.errors import ConfigError, DataError
-from pipelines import prepare as prepare_stage
+from gan.stages import prepare as prepare_stage
 
 
 def _folder(root, classes=("cat", "dog"), per_class=6, size=(20, 14), mode="RGB"):

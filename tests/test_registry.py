@@ -150,7 +150,7 @@ def make_generator(prepared: Path, fit_steps: int, arch: str = "mlp", seed: int 
 def export_and_evaluate(root: Path, name: str, G, spec, prepared: Path, features: Path, params: Path) -> tuple[Path, Path]:
     """models/<name>/ via save_generator and eval/<name>/ via the real evaluate stage."""
     from gan.export import save_generator
-    from pipelines import evaluate
+    from gan.stages import evaluate
 
     model_dir, eval_dir = root / "models" / name, root / "eval" / name
     save_generator(G, spec, model_dir)
@@ -161,7 +161,7 @@ def export_and_evaluate(root: Path, name: str, G, spec, prepared: Path, features
 
 def register(params: Path, model_dir: Path, eval_dir: Path, prepared: Path, features: Path, out: Path) -> dict:
     """Run the register stage and return registry/decision.json."""
-    from pipelines import register as register_stage
+    from gan.stages import register as register_stage
 
     argv = ["--params", str(params), "--data", str(prepared), "--model", str(model_dir), "--features", str(features),
             "--eval", str(eval_dir), "--tuned", str(out.parent / "absent.json"), "--out", str(out)]  # fmt: skip
@@ -384,7 +384,7 @@ def test_unknown_model_name_or_alias(world):
 def test_diverged_generator_is_not_registered(world, tmp_path):
     from mlflow import MlflowClient
 
-    from pipelines import register as register_stage
+    from gan.stages import register as register_stage
 
     eval_dir = tmp_path / "eval"
     eval_dir.mkdir()
@@ -401,7 +401,7 @@ def test_diverged_generator_is_not_registered(world, tmp_path):
 
 
 def test_unreachable_tracking_server_fails_fast_and_writes_nothing(world, tmp_path):
-    from pipelines import register as register_stage
+    from gan.stages import register as register_stage
 
     out = tmp_path / "registry" / "decision.json"
     dead = f"http://127.0.0.1:{free_port()}"

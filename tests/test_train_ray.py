@@ -117,7 +117,7 @@ def test_killed_stage_resumes_from_last_checkpoint_end_to_end(ray_cluster, prepa
     monkeypatch.chdir(tmp_path)  # a SQLite store puts artifacts under ./mlruns
 
     from gan.export import load_generator
-    from pipelines.train import main
+    from gan.stages.train import main
 
     raw = tiny_raw(tmp_path, steps=200, log_every=20, checkpoint_every=20, sample_every=100)
     args = stage_args(tmp_path, prepared_digits, raw)

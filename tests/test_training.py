@@ -363,7 +363,7 @@ def _write_params(tmp_path: Path, **train) -> Path:
     ({"placement_strategy": "RANDOM"}, r"train.placement_strategy"),
 ])
 def test_stage_rejects_bad_params_before_ray_starts(prepared_digits, tmp_path, mlflow_sqlite, monkeypatch, train, match):
-    import pipelines.train as stage
+    import gan.stages.train as stage
 
     calls = []
     # another test may have started the shared Ray already, so watch the stage's own call

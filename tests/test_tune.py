@@ -11,6 +11,7 @@ import mlflow
 import pytest
 
 from gan.config import load_params
+from gan.stages import tune as tune_stage
 from gan.tuning import (
     best_row,
     grid_points,
@@ -20,7 +21,6 @@ from gan.tuning import (
     search_space,
     trial_params,
 )
-from pipelines import tune as tune_stage
 
 from .conftest import write_params
 

@@ -25,7 +25,7 @@ def test_two_registers_at_once_leave_one_consistent_champion(tmp_path, small_reg
     other is compared with it, and both versions are recorded."""
     from mlflow import MlflowClient
 
-    from pipelines import evaluate
+    from gan.stages import evaluate
 
     params = write_params(tmp_path / "params.yaml", register={"model_name": "race-gan", "eval_samples": 300})
     for name in ("good", "bad"):

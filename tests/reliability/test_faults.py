@@ -94,7 +94,7 @@ def test_worker_sigkilled_mid_run_resumes_from_the_last_checkpoint(ray_cluster, 
 def test_tune_driver_sigkilled_mid_search_resumes_on_rerun(ray_cluster, prepared_digits, featurized_digits, tmp_path, mlflow_sqlite, capsys):
     """SIGKILL the tune stage (driver and all) after a trial checkpointed; the re-run restores
     the search (Tuner.restore) and its trials continue rather than start over."""
-    from pipelines import tune as tune_stage
+    from gan.stages import tune as tune_stage
 
     storage = tmp_path / "tune_storage"
     params = write_params(tmp_path / "params.yaml", tune={

@@ -51,8 +51,8 @@ def no_secret(*texts: str) -> None:
 def test_server_down_during_training_loses_nothing(ray_cluster, prepared_digits, featurized_digits, tmp_path, monkeypatch, capsys):
     import mlflow
 
-    from pipelines import evaluate, register
-    from pipelines import train as train_stage
+    from gan.stages import evaluate, register
+    from gan.stages import train as train_stage
 
     port, store = free_port(), tmp_path / "server"
     uri = f"http://alice:{SECRET}@127.0.0.1:{port}"

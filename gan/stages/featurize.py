@@ -1,0 +1,68 @@
+"""The featurize stage: data/prepared/ -> models/features/ + featurize/metrics.json.
+
+    python pipelines/featurize.py              # reads the featurize: section of params.yaml
+    dvc repro featurize
+
+Trains the small domain network that defines the metrics' feature space (a
+classifier when the prepared data has labels, an autoencoder otherwise) on the
+training split and reports its validation accuracy/loss. With
+``featurize.inception_weights`` set, Inception-v3 features from those weights on disk
+are recorded too (checked here so a bad file fails now, not at evaluation).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gan.atomic import atomic_write_json
+from gan.config import load_params
+from gan.data import load_split, read_manifest
+from gan.features import (
+    file_sha256,
+    load_inception,
+    resolve_inception_weights,
+    save_feature_net,
+    train_feature_net,
+)
+from gan.stages import stage_parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage_parser(__doc__)
+    parser.add_argument("--out", default="models/features", help="feature network directory (default: models/features)")
+    parser.add_argument("--metrics", default="featurize/metrics.json", help="validation metrics file (default: featurize/metrics.json)")
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    cfg, data = params.featurize, Path(args.data or params.prepare.out)
+
+    manifest = read_manifest(data)
+    inception = _inception_spec(cfg.inception_weights)  # before training: fail fast on a bad file
+    train_x, train_y = load_split(data, "train")
+    val_x, val_y = load_split(data, "val")
+    num_classes = int(manifest.get("num_classes", 0)) if train_y is not None else 0
+    net, metrics = train_feature_net(train_x, train_y, val_x, val_y, num_classes, cfg)
+
+    spec = {
+        "class_names": list(manifest.get("class_names") or []),
+        "data_hash": manifest.get("hash"),
+        "settings": cfg.model_dump(),
+        "metrics": metrics,
+        "inception": inception,
+    }
+    save_feature_net(net, args.out, spec)
+    atomic_write_json(args.metrics, metrics)
+    summary = f"val_accuracy {metrics['val_accuracy']:.4f}" if "val_accuracy" in metrics else f"val_loss {metrics['val_loss']:.4f}"
+    kind = "classifier" if num_classes else "autoencoder"
+    extra = " + Inception-v3 features" if inception else ""
+    print(f"featurize: {kind}{extra}, {summary} -> {args.out} in {metrics['seconds']:.1f}s")
+    return 0
+
+
+def _inception_spec(value: str | None) -> dict[str, str] | None:
+    """``{"path", "sha256"}`` of usable Inception-v3 weights, or None when the key is unset."""
+    if not value:
+        return None
+    path = resolve_inception_weights(value)
+    load_inception(path)  # raises GanError naming the key and the file
+    return {"path": str(path.resolve()), "sha256": file_sha256(path)}
+

@@ -1,0 +1,157 @@
+"""The tune stage: Ray Tune searches lr_G / lr_D (and friends) -> tune/best.json.
+
+    python pipelines/tune.py            # reads the tune: section (and model:, train:) of params.yaml
+    dvc repro tune
+    dvc exp run -S tune.scheduler=pbt -S tune.num_samples=8
+
+Outputs: tune/best.json (best config and its score; train reads it), tune/trials.csv
+(every trial's config, status and score), tune/metrics.json (DVC metrics) and
+tune/search.png (score over lr_G x lr_D). Re-running after an interruption resumes the
+same search (``Tuner.restore``) unless its params, data or feature network changed.
+With ``tune.enabled: false`` the search is skipped and train uses train.* as they are.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+from gan.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from gan.config import Params, load_params
+from gan.errors import GanError
+from gan.stages import stage_parser
+
+CSV_FIELDS = ("trial_id", "lr_G", "lr_D", "beta1", "n_critic", "final_lr_G", "final_lr_D", "status", "score", "last_score", "steps", "error")
+
+
+def trials_csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: row.get(k, "") for k in CSV_FIELDS})
+    return buf.getvalue()
+
+
+def search_plot(rows: list[dict[str, Any]], metric: str, title: str) -> bytes:
+    """PNG: each trial at (lr_G, lr_D), coloured by its score; failed trials as crosses."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.5), dpi=100)
+    ok = [r for r in rows if r["status"] == "completed" and math.isfinite(r["score"])]
+    bad = [r for r in rows if r not in ok]
+    if ok:
+        pts = ax.scatter([r["lr_G"] for r in ok], [r["lr_D"] for r in ok], c=[r["score"] for r in ok], cmap="viridis_r", s=60, edgecolors="k")
+        fig.colorbar(pts, ax=ax, label=f"{metric} (lower is better)")
+        best = min(ok, key=lambda r: r["score"])
+        ax.scatter([best["lr_G"]], [best["lr_D"]], marker="*", s=300, c="red", label="best")
+    if bad:
+        ax.scatter([r["lr_G"] for r in bad], [r["lr_D"] for r in bad], marker="x", c="gray", s=60, label="failed")
+    lims = [min([r["lr_G"] for r in rows] + [r["lr_D"] for r in rows] or [1e-5]), max([r["lr_G"] for r in rows] + [r["lr_D"] for r in rows] or [1e-3])]
+    ax.plot(lims, lims, ":", c="gray", lw=1, label="lr_D = lr_G")
+    ax.set(xscale="log", yscale="log", xlabel="lr_G", ylabel="lr_D", title=title)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def best_config(row: dict[str, Any], scheduler: str) -> dict[str, Any]:
+    """The values train should use; PBT/PB2 trials end with their mutated learning rates."""
+    config = {k: row[k] for k in ("lr_G", "lr_D", "beta1", "n_critic") if k in row and row[k] not in ("", None)}
+    if scheduler in ("pbt", "pb2") and "final_lr_G" in row:
+        config.update(lr_G=row["final_lr_G"], lr_D=row["final_lr_D"])
+    if "n_critic" in config:
+        config["n_critic"] = int(config["n_critic"])
+    return config
+
+
+def log_to_mlflow(params: Params, result: dict[str, Any], best: dict[str, Any] | None) -> None:
+    """One parent run for the search, one nested child run per trial, from the driver."""
+    import mlflow
+
+    from gan.tracking import ensure_experiment, git_commit
+
+    exp = ensure_experiment("gan-tune")
+    with mlflow.start_run(experiment_id=exp, run_name=result["name"], tags={"git_commit": git_commit(), "stage": "tune"}):
+        mlflow.log_params({f"tune.{k}": v for k, v in params.tune.model_dump().items()})
+        if best:
+            mlflow.log_metric(f"best/{params.tune.metric}", best["score"])
+        mlflow.log_metric("trials/failed", sum(r["status"] == "failed" for r in result["rows"]))
+        for row in result["rows"]:
+            with mlflow.start_run(experiment_id=exp, run_name=row["trial_id"] or "trial", nested=True):
+                mlflow.log_params({k: row[k] for k in ("lr_G", "lr_D", "beta1", "n_critic") if k in row})
+                mlflow.set_tag("status", row["status"])
+                for point in row["curve"]:
+                    mlflow.log_metric(params.tune.metric, point[params.tune.metric], step=int(point["step"]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage_parser(__doc__)
+    parser.add_argument("--features", default="models/features")
+    parser.add_argument("--out", default="tune", help="output directory (default: tune)")
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    out = Path(args.out)
+    cfg = params.tune
+    if not cfg.enabled:
+        write_outputs(out, params, {"rows": [], "name": "disabled", "resumed": False, "wall_s": 0.0}, None)
+        print("tune: disabled (tune.enabled: false); train uses train.* from params.yaml")
+        return 0
+
+    from gan.data import read_manifest
+    from gan.ray_session import init_ray
+    from gan.tracking import ensure_experiment
+    from gan.tuning import best_row, num_trials, run_search
+
+    data_dir = args.data or params.prepare.out
+    manifest = read_manifest(data_dir)
+    if not (Path(args.features) / "config.json").exists():
+        raise GanError(f"{args.features} holds no feature network; run the featurize stage first (dvc repro featurize).")
+    ensure_experiment("gan-tune")  # once, before any trial starts (SQLite breaks under parallel creation)
+    init_ray()
+    print(f"tune: {num_trials(cfg)} trials x {cfg.max_steps} steps, {cfg.search_alg} search, {cfg.scheduler} scheduler ...", flush=True)
+    result = run_search(params, data_dir, args.features, manifest["hash"])
+    best = best_row(result["rows"])
+    if best is None:
+        errors = [r["error"] for r in result["rows"] if r["error"]]
+        raise GanError(f"every tuning trial failed or diverged (first error: {errors[0] if errors else 'no score reported'}); narrow tune.lr_G / tune.lr_D and run again.")
+    write_outputs(out, params, result, best)
+    log_to_mlflow(params, result, best)
+    failed = sum(r["status"] == "failed" for r in result["rows"])
+    print(f"tune: best {cfg.metric} {best['score']:.3f} with lr_G {best['lr_G']:.2e}, lr_D {best['lr_D']:.2e} "
+          f"({len(result['rows'])} trials, {failed} failed, {result['wall_s']:.0f}s{', resumed' if result['resumed'] else ''})")
+    return 0
+
+
+def write_outputs(out: Path, params: Params, result: dict[str, Any], best: dict[str, Any] | None) -> None:
+    cfg = params.tune
+    rows = result["rows"]
+    if best is None:
+        best_json: dict[str, Any] = {"enabled": False, "config": {}, "metric": cfg.metric, "score": None}
+    else:
+        best_json = {"enabled": True, "config": best_config(best, cfg.scheduler), "metric": cfg.metric, "score": best["score"],
+                     "trial_id": best["trial_id"], "steps": best["steps"], "search": result["name"]}
+    metrics = {
+        "enabled": cfg.enabled,
+        "trials": len(rows),
+        "failed": sum(r["status"] == "failed" for r in rows),
+        "stopped_early": sum(r["status"] == "completed" and r["steps"] < cfg.max_steps for r in rows),
+        "trial_steps": sum(r["steps"] for r in rows),
+        "wall_s": round(result["wall_s"], 1),
+        f"best_{cfg.metric}": None if best is None else best["score"],
+    }
+    title = f"{cfg.search_alg} + {cfg.scheduler}: {len(rows)} trials" if cfg.enabled else "search disabled"
+    atomic_write_text(out / "trials.csv", trials_csv(rows))
+    atomic_write_bytes(out / "search.png", search_plot(rows, cfg.metric, title))
+    atomic_write_json(out / "metrics.json", metrics)
+    atomic_write_json(out / "best.json", best_json)  # last: train depends on it
+
