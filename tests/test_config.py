@@ -71,3 +71,21 @@ def test_cli_check_exits_nonzero_with_one_line(tmp_path):
     assert proc.stderr.strip().count("\n") == 0
     assert "train.lr_D = -1 is invalid" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_config_choices_are_the_tables_names():
+    """model.task, model.arch and model.loss accept exactly what the task, network and loss tables hold."""
+    import typing
+
+    from gan.config import ModelConfig
+    from gan.losses import LOSSES
+    from gan.models import DISCRIMINATORS, GENERATORS
+    from gan.tasks import TASKS
+
+    fields = ModelConfig.model_fields
+    assert set(typing.get_args(fields["arch"].annotation)) == set(GENERATORS) == set(DISCRIMINATORS)
+    assert set(typing.get_args(fields["loss"].annotation)) == set(LOSSES)
+    for name in TASKS:
+        assert ModelConfig(task=name).task == name
+    with pytest.raises(ValueError, match="unknown task"):
+        ModelConfig(task="no-such-task")
