@@ -19,7 +19,7 @@ authors' code assigns samples to modes the same way).
 Models are this project's fully connected G and D (``gan.models`` mlp, tanh output,
 so data are divided by ``scale`` to lie inside (-1, 1) and generated points are
 multiplied back), the non-saturating loss (``gan.losses``), Adam, trained by the
-project's own trainer through a task defined here (:class:`PackedMixtureTask`). PacGAN
+project's own trainer through the PacGAN task of ``bench/pacgan.py``. PacGAN
 "packs" m samples into one D input: D sees ``[2 m]`` vectors of m real or m generated points.
 The paper trained 400 epochs of 100,000 points (400k steps) with a 4x400 BatchNorm G
 and a 3x200 maxout D; our budget is far smaller (``--steps``), see docs/benchmarks.md.
@@ -37,10 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from gan.config import parse_params
-from gan.tasks.generate import GenerateTask
-from gan.training import GANTrainer, fit
+from pacgan import train_packed
 
 RESULTS = Path(__file__).parent / "results" / "quality_mixtures.json"
 NUM_EVAL_SAMPLES = 2500
@@ -91,67 +88,18 @@ def mode_statistics(points: np.ndarray, means: np.ndarray, sigma: float, thresho
     return {"modes": int((counts > 0).sum()), "high_quality_pct": 100.0 * float(good.mean()), "reverse_kl": reverse_kl}
 
 
-class PackedMixtureTask(GenerateTask):
-    """The generate task's phases on 2-D points, with PacGAN's packing: D sees ``[2 m]`` vectors.
-
-    Runs in the project's trainer (:class:`gan.training.GANTrainer`): only the data, the
-    networks' shapes, the packing in the two losses and the linear learning-rate decay
-    (``lr_scale``) are this benchmark's.
-    """
-
-    def __init__(self, params, manifest, *, means: np.ndarray, sigma: float, pack: int, scale: float, width: int) -> None:
-        super().__init__(params, manifest)
-        self.means, self.sigma, self.pack, self.scale, self.width = means, sigma, pack, scale, width
-
-    def network_specs(self):
-        return {"G": {"network": "mlp.G", "kwargs": {"z_dim": 2, "out_shape": [2], "width": self.width, "depth": 3}},
-                "D": {"network": "mlp.D", "kwargs": {"in_shape": [2 * self.pack], "width": self.width, "depth": 3}}}
-
-    def lr_scale(self, step: int) -> dict[str, float]:
-        # the learning rate falls linearly to 0: with a short budget the last steps sharpen the
-        # modes (the "high-quality" test asks for points within 3 sigma = 0.03 of a ring mode)
-        factor = 1.0 - step / self.params.train.steps
-        return {"G": factor, "D": factor}
-
-    def batches(self, data_dir, rank, world_size, consumed):
-        rng = np.random.default_rng(self.params.train.seed + consumed)
-        batch = self.params.train.batch_size
-        while True:  # each D input is a pack of m independent points: [batch, 2 m]
-            points = sample_mixture(self.means, self.sigma, batch * self.pack, rng) / self.scale
-            yield {"image": torch.from_numpy(points).float().view(batch, 2 * self.pack), "label": None}
-
-    def fakes(self, ctx, batch: int) -> torch.Tensor:
-        return ctx["G"](torch.randn(batch * self.pack, 2), None).view(batch, 2 * self.pack)
-
-    def d_main(self, ctx, batch):
-        real_logits = ctx["D"](batch["image"], None)
-        fake_logits = ctx["D"](self.fakes(ctx, batch["image"].shape[0]), None)
-        loss = self.loss_pair.d(real_logits, fake_logits)
-        return loss, {"loss/D": loss.detach(), "D(x)": torch.sigmoid(real_logits.detach()).mean(),
-                      "D(G(z))": torch.sigmoid(fake_logits.detach()).mean()}
-
-    def g_main(self, ctx, batch):
-        loss = self.loss_pair.g(ctx["D"](self.fakes(ctx, batch["image"].shape[0]), None))
-        return loss, {"loss/G": loss.detach()}
-
-    def grid(self, nets, seed: int = 0):
-        return torch.zeros(1, 1, 8, 8), 1  # no picture: the statistics below are the result
-
-
 def train(means: np.ndarray, sigma: float, pack: int, steps: int, seed: int, batch: int = 100, lr: float = 1e-3,
           width: int = 64, scale: float = 5.0) -> torch.nn.Module:
-    """Train G (and a D that sees ``pack`` samples at once) on the mixture with the project's trainer; return G."""
-    params = parse_params({
-        "prepare": {"image_size": 8},
-        "model": {"arch": "mlp", "conditional": False, "z_dim": 2, "loss": "nonsaturating", "spectral_norm_D": False},
-        "train": {"batch_size": batch, "steps": steps, "lr_G": lr, "lr_D": lr, "beta1": 0.5, "beta2": 0.999, "seed": seed,
-                  "log_every": steps, "checkpoint_every": steps, "sample_every": steps, "divergence_patience": steps},
-    })  # fmt: skip
-    manifest = {"channels": 1, "image_size": 8, "num_classes": 0, "class_names": []}
-    task = PackedMixtureTask(params, manifest, means=means, sigma=sigma, pack=pack, scale=scale, width=width)
-    trainer = GANTrainer(params, None, task=task)
-    fit(params, None, trainer=trainer, log=None)
-    return trainer.network("G").eval()
+    """Train G (and a D that sees ``pack`` points at once) on the mixture with the project's trainer; return G."""
+
+    def sample_real(n: int, rng: np.random.Generator) -> torch.Tensor:
+        return torch.from_numpy(sample_mixture(means, sigma, n, rng) / scale).float()  # [n, 2]
+
+    G_spec = {"network": "mlp.G", "kwargs": {"z_dim": 2, "out_shape": [2], "width": width, "depth": 3}}
+    D_spec = {"network": "mlp.D", "kwargs": {"in_shape": [2 * pack], "width": width, "depth": 3}}
+    # the learning rate falls linearly to 0: the "high-quality" test asks for points within
+    # 3 sigma = 0.03 of a ring mode, which the last, small steps sharpen
+    return train_packed(G_spec, D_spec, sample_real, pack=pack, steps=steps, seed=seed, batch=batch, lr=lr, decay=True)
 
 
 @torch.no_grad()

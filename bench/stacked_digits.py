@@ -14,8 +14,8 @@ DCGAN 99 modes / KL 3.40; PacDCGAN 1,000 modes / KL 0.06.
 Here the digits are the ones bundled with scikit-learn (1,797 images, prepared by
 ``gan.data`` at ``--image-size``), the classifier is the pipeline's own domain
 classifier (``gan.features``), G and D are ``gan.models`` dcgan with the non-saturating
-loss (``gan.losses``), and PacDCGAN packs m images into one D input along the
-channels. The same statistics are reported for 26,000 real stacked images (the
+loss (``gan.losses``), trained by the project's own trainer (the PacGAN task of
+``bench/pacgan.py``), and PacDCGAN packs m images into one D input along the channels. The same statistics are reported for 26,000 real stacked images (the
 real floor: classifier errors and finite sampling keep it above 0). The budget is
 ``--steps`` updates per run on a 2-core CPU, much less than the papers' (tens of
 epochs of 128,000 images on a GPU); see docs/benchmarks.md.
@@ -33,13 +33,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pacgan import train_packed
 
 from gan.config import FeaturizeConfig, PrepareConfig
 from gan.data import load_split, prepare_dataset
 from gan.features import DomainNet, train_feature_net
-from gan.losses import loss_pair
 from gan.metrics import class_kl, modes_covered
-from gan.models import build_D, build_G
 
 RESULTS = Path(__file__).parent / "results" / "stacked_digits.json"
 NUM_MODES = 1000
@@ -74,35 +73,22 @@ def scores(modes: np.ndarray) -> dict[str, float]:
 
 def train(x: np.ndarray, y: np.ndarray, pack: int, steps: int, seed: int, batch: int = 64, z_dim: int = 64,
           width: int = 32, lr: float = 2e-4) -> torch.nn.Module:
-    """DCGAN on stacked digits; D sees ``pack`` images concatenated along the channels. Returns G (eval)."""
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
+    """DCGAN on stacked digits with the project's trainer; D sees ``pack`` images joined along the channels. Returns G."""
     size = int(x.shape[-1])
-    G = build_G("dcgan", z_dim=z_dim, channels=3, image_size=size, width=width)
-    D = build_D("dcgan", channels=3 * pack, image_size=size, width=width)
-    d_loss_fn, g_loss_fn = loss_pair("nonsaturating")
-    opt_G = torch.optim.Adam(G.parameters(), lr=lr, betas=(0.5, 0.999))
-    opt_D = torch.optim.Adam(D.parameters(), lr=lr, betas=(0.5, 0.999))
-    for _ in range(steps):
-        real, _ = stack(x, y, batch * pack, rng)
-        real = real.view(batch, 3 * pack, size, size)  # [B, 3 m, S, S]: m real images per D input
-        fake = G(torch.randn(batch * pack, z_dim)).view(batch, 3 * pack, size, size)
-        loss_D = d_loss_fn(D(real), D(fake.detach()))
-        opt_D.zero_grad(set_to_none=True)
-        loss_D.backward()
-        opt_D.step()
-        loss_G = g_loss_fn(D(fake))
-        opt_G.zero_grad(set_to_none=True)
-        loss_G.backward()
-        opt_G.step()
-    return G.eval()
+
+    def sample_real(n: int, rng: np.random.Generator) -> torch.Tensor:
+        return stack(x, y, n, rng)[0]  # [n, 3, S, S]
+
+    G_spec = {"network": "dcgan.G", "kwargs": {"z_dim": z_dim, "channels": 3, "image_size": size, "width": width}}
+    D_spec = {"network": "dcgan.D", "kwargs": {"channels": 3 * pack, "image_size": size, "width": width}}
+    return train_packed(G_spec, D_spec, sample_real, pack=pack, steps=steps, seed=seed, batch=batch, lr=lr)
 
 
 @torch.no_grad()
 def generate(G: torch.nn.Module, n: int, seed: int, batch: int = 2000) -> torch.Tensor:
     gen = torch.Generator().manual_seed(10_000 + seed)
     z = torch.randn(n, G.z_dim, generator=gen)
-    return torch.cat([G(z[s : s + batch]) for s in range(0, n, batch)])
+    return torch.cat([G(z[s : s + batch], None) for s in range(0, n, batch)])
 
 
 def main(argv: list[str] | None = None) -> int:
