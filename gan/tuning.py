@@ -32,19 +32,32 @@ from typing import Any
 import numpy as np
 
 from gan.config import Params, TuneConfig, parse_params
+from gan.errors import ConfigError
+from gan.tasks import task_class
 
 # keys of the search space and the train.* key each sets
 SEARCHED = ("lr_G", "lr_D", "beta1", "n_critic")
 
 
-def search_space(cfg: TuneConfig) -> dict[str, Any]:
-    """Ray Tune domains: lr_G/lr_D log-uniform (both directions of their ratio), optional beta1/n_critic."""
+def learning_rate_ranges(cfg: TuneConfig, tunable: tuple[str, ...] = ("lr_G", "lr_D")) -> dict[str, tuple[float, float]]:
+    """``{train key: (low, high)}`` for each learning rate the task lets tune search (``Task.tunable``).
+
+    Each needs a ``[low, high]`` range of the same name in the tune section.
+    """
+    missing = [key for key in tunable if getattr(cfg, key, None) is None]
+    if missing:
+        raise ConfigError(f"params.yaml: the task searches {missing[0]} but the tune section has no tune.{missing[0]} range; add one as [low, high].")
+    return {key: tuple(getattr(cfg, key)) for key in tunable}
+
+
+def search_space(cfg: TuneConfig, tunable: tuple[str, ...] = ("lr_G", "lr_D")) -> dict[str, Any]:
+    """Ray Tune domains: the task's learning rates log-uniform (both directions of their ratios), optional beta1/n_critic."""
     from ray import tune
 
     if cfg.search_alg == "grid":
         # the axes as domains; the points themselves come from make_searcher, every one once
-        return {key: tune.choice(values) for key, values in grid_axes(cfg).items()}
-    space: dict[str, Any] = {"lr_G": tune.loguniform(*cfg.lr_G), "lr_D": tune.loguniform(*cfg.lr_D)}
+        return {key: tune.choice(values) for key, values in grid_axes(cfg, tunable).items()}
+    space: dict[str, Any] = {key: tune.loguniform(*bounds) for key, bounds in learning_rate_ranges(cfg, tunable).items()}
     if cfg.beta1 is not None:
         space["beta1"] = tune.uniform(*cfg.beta1)
     if cfg.n_critic:
@@ -52,10 +65,11 @@ def search_space(cfg: TuneConfig) -> dict[str, Any]:
     return space
 
 
-def grid_axes(cfg: TuneConfig) -> dict[str, list[Any]]:
-    """The grid's values per key: about sqrt(num_samples) log-spaced learning rates each."""
-    k = max(2, round(math.sqrt(cfg.num_samples)))
-    axes: dict[str, list[Any]] = {"lr_G": log_grid(*cfg.lr_G, k), "lr_D": log_grid(*cfg.lr_D, k)}
+def grid_axes(cfg: TuneConfig, tunable: tuple[str, ...] = ("lr_G", "lr_D")) -> dict[str, list[Any]]:
+    """The grid's values per key: about num_samples^(1/len(tunable)) log-spaced values per learning rate."""
+    ranges = learning_rate_ranges(cfg, tunable)
+    k = max(2, round(cfg.num_samples ** (1 / len(ranges))))
+    axes: dict[str, list[Any]] = {key: log_grid(*bounds, k) for key, bounds in ranges.items()}
     if cfg.beta1 is not None:
         axes["beta1"] = list(cfg.beta1)
     if cfg.n_critic:
@@ -63,7 +77,7 @@ def grid_axes(cfg: TuneConfig) -> dict[str, list[Any]]:
     return axes
 
 
-def grid_points(cfg: TuneConfig) -> list[dict[str, Any]]:
+def grid_points(cfg: TuneConfig, tunable: tuple[str, ...] = ("lr_G", "lr_D")) -> list[dict[str, Any]]:
     """Every point of a log grid with about ``num_samples`` points over lr_G x lr_D (and the
     optional beta1 / n_critic choices), in an order shuffled by ``tune.seed``.
 
@@ -72,7 +86,7 @@ def grid_points(cfg: TuneConfig) -> list[dict[str, Any]]:
     lowest learning rates. Tune's own ``grid_search`` keeps the nested order, so the grid
     is handed to the variant generator as ``points_to_evaluate`` instead.
     """
-    axes = grid_axes(cfg)
+    axes = grid_axes(cfg, tunable)
     points = [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
     random.Random(cfg.seed).shuffle(points)
     return points
@@ -84,7 +98,7 @@ def log_grid(low: float, high: float, k: int) -> list[float]:
     return [float(f"{10 ** (a + (b - a) * i / (k - 1)):.3g}") for i in range(k)]
 
 
-def make_searcher(cfg: TuneConfig, max_concurrent: int):
+def make_searcher(cfg: TuneConfig, max_concurrent: int, tunable: tuple[str, ...] = ("lr_G", "lr_D")):
     """Tune's variant generator for random (seeded by ``tune.seed``) and grid (the shuffled
     :func:`grid_points`); Optuna's TPE otherwise; each running at most ``max_concurrent``
     trials at once (TuneConfig's ``max_concurrent_trials`` is ignored for a variant
@@ -97,13 +111,13 @@ def make_searcher(cfg: TuneConfig, max_concurrent: int):
 
         return ConcurrencyLimiter(OptunaSearch(seed=cfg.seed), max_concurrent=max_concurrent)
     if cfg.search_alg == "grid":
-        return BasicVariantGenerator(points_to_evaluate=grid_points(cfg), random_state=cfg.seed, max_concurrent=max_concurrent)
+        return BasicVariantGenerator(points_to_evaluate=grid_points(cfg, tunable), random_state=cfg.seed, max_concurrent=max_concurrent)
     return BasicVariantGenerator(random_state=cfg.seed, max_concurrent=max_concurrent)
 
 
-def num_trials(cfg: TuneConfig) -> int:
+def num_trials(cfg: TuneConfig, tunable: tuple[str, ...] = ("lr_G", "lr_D")) -> int:
     """Trials the search runs: every grid point, or ``num_samples``."""
-    return len(grid_points(cfg)) if cfg.search_alg == "grid" else cfg.num_samples
+    return len(grid_points(cfg, tunable)) if cfg.search_alg == "grid" else cfg.num_samples
 
 
 def make_scheduler(cfg: TuneConfig):
@@ -144,7 +158,7 @@ def trial_params(params: Params, config: dict[str, Any]) -> Params:
     """The params one trial trains with: the sampled values, tune's step budget and eval cadence."""
     cfg = params.tune
     raw = params.model_dump()
-    raw["train"].update({k: config[k] for k in SEARCHED if k in config})
+    raw["train"].update({k: v for k, v in config.items() if k in SEARCHED or k.startswith("lr_")})
     raw["train"].update(
         steps=cfg.max_steps,
         eval_every=cfg.eval_every,
@@ -273,6 +287,7 @@ def run_search(params: Params, data_dir: str, features_dir: str, data_hash: str)
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     cfg = params.tune
+    tunable = task_class(params.model.task).tunable  # the learning rates this kind of GAN has
     name = search_fingerprint(params, data_hash, tree_hash(features_dir))
     storage = str(Path(cfg.storage_path).resolve()) if "://" not in cfg.storage_path else cfg.storage_path
     path = f"{storage.rstrip('/')}/{name}"
@@ -292,13 +307,13 @@ def run_search(params: Params, data_dir: str, features_dir: str, data_hash: str)
     else:
         tuner = tune.Tuner(
             trainable,
-            param_space=search_space(cfg),
+            param_space=search_space(cfg, tunable),
             tune_config=tune.TuneConfig(
                 metric=cfg.metric,
                 mode="min",
-                search_alg=make_searcher(cfg, bounded_concurrency(cfg)),
+                search_alg=make_searcher(cfg, bounded_concurrency(cfg), tunable),
                 scheduler=make_scheduler(cfg),
-                num_samples=num_trials(cfg),
+                num_samples=num_trials(cfg, tunable),
                 reuse_actors=False,
             ),
             run_config=tune.RunConfig(
@@ -322,7 +337,7 @@ def trial_rows(grid, metric: str) -> list[dict[str, Any]]:
     rows = []
     for result in grid:
         # a trial that failed before its first report has no config
-        config = {k: v for k, v in (result.config or {}).items() if k in SEARCHED}
+        config = {k: v for k, v in (result.config or {}).items() if k in SEARCHED or k.startswith("lr_")}
         df = result.metrics_dataframe
         curve = [] if df is None or metric not in df else df[["step", metric]].dropna().to_dict("records")
         scores = [r[metric] for r in curve if math.isfinite(r[metric])]

@@ -94,3 +94,18 @@ def test_pbt_applies_mutated_lrs_to_the_optimisers(tmp_path, ray_cluster, prepar
     assert any(len(s) > 1 for s in lrs), f"no trial's optimiser lr_G changed: {lrs}"
     for r in result["rows"]:  # and the final optimiser lr is the trial's final (mutated) config
         assert r["final_lr_G"] == pytest.approx(r["lr_G"])
+
+
+def test_the_search_space_holds_the_tasks_learning_rates():
+    """Tune searches the learning rates a task declares (Task.tunable), each needing a range in the tune section."""
+    from gan.config import parse_params
+    from gan.errors import ConfigError
+    from gan.tasks import task_class
+    from gan.tuning import grid_points, learning_rate_ranges
+
+    cfg = parse_params({"tune": {"lr_G": [1e-4, 1e-3], "lr_D": [2e-4, 2e-3], "search_alg": "grid", "num_samples": 9}}).tune
+    assert set(search_space(cfg, task_class("generate").tunable)) == {"lr_G", "lr_D"}
+    assert learning_rate_ranges(cfg, ("lr_D",)) == {"lr_D": (2e-4, 2e-3)}
+    assert len(grid_points(cfg, ("lr_G", "lr_D"))) == 9 and len(grid_points(cfg, ("lr_D",))) == 9  # 3 x 3, or 9 on one axis
+    with pytest.raises(ConfigError, match=r"tune.lr_E range"):
+        learning_rate_ranges(cfg, ("lr_G", "lr_E"))

@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from gan.data import read_manifest
     from gan.ray_session import init_ray
+    from gan.tasks import task_class
     from gan.tracking import ensure_experiment
     from gan.tuning import best_row, num_trials, run_search
 
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         raise GanError(f"{args.features} holds no feature network; run the featurize stage first (dvc repro featurize).")
     ensure_experiment("gan-tune")  # once, before any trial starts (SQLite breaks under parallel creation)
     init_ray()
-    print(f"tune: {num_trials(cfg)} trials x {cfg.max_steps} steps, {cfg.search_alg} search, {cfg.scheduler} scheduler ...", flush=True)
+    print(f"tune: {num_trials(cfg, task_class(params.model.task).tunable)} trials x {cfg.max_steps} steps, {cfg.search_alg} search, {cfg.scheduler} scheduler ...", flush=True)
     result = run_search(params, data_dir, args.features, manifest["hash"])
     best = best_row(result["rows"])
     if best is None:
