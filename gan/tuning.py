@@ -315,7 +315,18 @@ def run_search(params: Params, data_dir: str, features_dir: str, data_hash: str)
         )
     grid = tuner.fit()
     wall = time.perf_counter() - t0
-    return {"rows": trial_rows(grid, cfg.metric), "name": name, "path": path, "resumed": resumed, "wall_s": wall}
+    return {"rows": trial_rows(grid, cfg.metric), "name": name, "path": path, "resumed": resumed, "wall_s": wall,
+            "finished": search_finished(len(grid), grid.num_terminated, grid.num_errors, num_trials(cfg))}
+
+
+def search_finished(trials: int, terminated: int, errored: int, planned: int) -> bool:
+    """Whether every planned trial ran to its end (completed, stopped early or failed).
+
+    Tune's Ctrl-C handler (and SIGUSR1) stops the search gracefully and ``fit()`` returns
+    normally, with trials still running or paused and others not yet created: such a
+    result must not be reported as the search's outcome.
+    """
+    return trials >= planned and terminated + errored == trials
 
 
 def trial_rows(grid, metric: str) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gan import signals
 from gan.config import Params, load_params
 from gan.errors import ConfigError, GanError, run_main
 
@@ -86,6 +87,7 @@ def init_ray() -> bool:
         logging_config=ray.LoggingConfig(encoding="TEXT", log_level=os.environ.get("GAN_RAY_LOG_LEVEL", "ERROR")),
         log_to_driver=True,
     )
+    signals.reinstall()  # ray.init replaced the SIGTERM handler with sys.exit(15)
     return True
 
 

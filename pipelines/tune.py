@@ -17,12 +17,14 @@ import argparse
 import csv
 import io
 import math
+import signal
 from pathlib import Path
 from typing import Any
 
 from gan.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from gan.config import Params, load_params
-from gan.errors import GanError, run_main
+from gan import signals
+from gan.errors import GanError, Interrupted, run_main
 
 CSV_FIELDS = ("trial_id", "lr_G", "lr_D", "beta1", "n_critic", "final_lr_G", "final_lr_D", "status", "score", "last_score", "steps", "error")
 
@@ -122,6 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     init_ray()
     print(f"tune: {num_trials(cfg)} trials x {cfg.max_steps} steps, {cfg.search_alg} search, {cfg.scheduler} scheduler ...", flush=True)
     result = run_search(params, data_dir, args.features, manifest["hash"])
+    if not result["finished"]:
+        raise Interrupted(
+            f"tune was interrupted ({signals.name(signals.received() or signal.SIGINT)}) with {len(result['rows'])} of {num_trials(cfg)} trials "
+            f"started; {out} was left as it was, and running the same command again resumes the search saved in {result['path']}.",
+            signals.received() or signal.SIGINT,
+        )
     best = best_row(result["rows"])
     if best is None:
         errors = [r["error"] for r in result["rows"] if r["error"]]
