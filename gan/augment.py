@@ -145,6 +145,14 @@ def check_count(n: int) -> None:
         raise GanError(f"n = {n!r} is invalid; ask for at least one sample (a positive whole number).")
 
 
+def check_seed(seed: int | None) -> None:
+    """Raise GanError for a seed outside 0..2**32-1 (the range params.yaml seeds have too)."""
+    from gan.config import SEED_MAX
+
+    if seed is not None and not 0 <= seed <= SEED_MAX:
+        raise GanError(f"--seed {seed} is invalid; use a whole number from 0 to {SEED_MAX}, or omit it for a random one.")
+
+
 def label_ids(labels: Sequence[int | str], class_names: Sequence[str], num_classes: int) -> list[int]:
     """Class names or indices -> indices; GanError for a name the generator does not know."""
     if num_classes == 0:
@@ -264,7 +272,10 @@ def write_dataset(stream: SyntheticStream, out: str | os.PathLike, fmt: str, pro
 
     if fmt not in FORMATS:
         raise GanError(f"format {fmt!r} is unknown; use one of {', '.join(FORMATS)}.")
-    with atomic_dir(out) as tmp:
+    # under the output's lock: a job writing the same --out excludes this one, and one that
+    # finished since the command's first check has made the output non-empty
+    with atomic_dir(out, check=check_output_dir) as tmp:
+        check_fits(Path(out), estimate_bytes(stream.n, stream.image_shape, fmt, len(stream.class_names)), stream.n, fmt)
         if fmt == "npz":
             writer: Any = NpzWriter(tmp, stream.n, stream.image_shape)
         else:
@@ -272,6 +283,52 @@ def write_dataset(stream: SyntheticStream, out: str | os.PathLike, fmt: str, pro
         write_stream(iter(stream), writer, stream.n, progress)
         (tmp / METADATA).write_text(json.dumps({**stream.metadata(), "format": fmt}, indent=2, sort_keys=True) + "\n")
     return Path(out)
+
+
+# What an image_folder sample costs beyond its pixels: PNG signature and chunks (IHDR, IDAT,
+# IEND), deflate's stored-block overhead, a filter byte per row; and the filesystem block it
+# takes whatever its size (4 KiB on ext4, xfs and tmpfs). Deliberately a bound, not a guess:
+# running out of space after hours is worse than asking for a smaller --num.
+PNG_OVERHEAD = 128
+BLOCK = 4096
+
+
+def estimate_bytes(n: int, image_shape: Sequence[int], fmt: str, num_classes: int = 0) -> int:
+    """An upper estimate of the bytes ``n`` samples of ``image_shape`` take on disk in ``fmt``."""
+    c, h, w = (int(v) for v in image_shape)
+    pixels = c * h * w
+    if fmt == "npz":
+        # x uint8, y int64 in the zip plus y's raw side file while writing, headers
+        return n * (pixels + 16) + 64 * 1024
+    per_file = pixels + h + PNG_OVERHEAD
+    return n * (-(-per_file // BLOCK) * BLOCK) + (num_classes + 2) * BLOCK
+
+
+def free_space(path: Path) -> tuple[int, int | None]:
+    """(bytes, inodes) free to this user on the filesystem that would hold ``path``."""
+    probe = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    st = os.statvfs(probe)
+    return st.f_bavail * st.f_frsize, (st.f_favail if st.f_files else None)  # f_files 0: no inode limit (btrfs)
+
+
+def check_fits(out: Path, need: int, n: int, fmt: str) -> None:
+    """Refuse, before writing, a data set the filesystem of ``out`` cannot hold."""
+    have, inodes = free_space(out)
+    if need > have:
+        raise GanError(
+            f"{n} samples as {fmt} need about {_size(need)} but only {_size(have)} are free where --out {out} would be written; "
+            "ask for fewer samples (--num), use --format npz, or choose another --out."
+        )
+    if fmt == "image_folder" and inodes is not None and n > inodes:
+        raise GanError(f"{n} samples as image_folder need {n} files but the filesystem of --out {out} has room for {inodes} more; ask for fewer samples or use --format npz.")
+
+
+def _size(nbytes: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if nbytes < 1000 or unit == "TB":
+            return f"{nbytes:.1f} {unit}" if unit != "B" else f"{int(nbytes)} B"
+        nbytes /= 1000
+    return f"{nbytes:.1f} PB"
 
 
 def check_output_dir(out: str | os.PathLike) -> None:
@@ -382,6 +439,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     """``gan augment``: every check that needs no server runs before the model is loaded."""
     args = build_parser().parse_args(argv)
     check_count(args.num)
+    check_seed(args.seed)
     check_output_dir(args.out)
     if args.truncation is not None and not args.truncation > 0:
         raise GanError(f"--truncation {args.truncation} is invalid; use a positive threshold such as 1.0, or omit it.")

@@ -27,6 +27,8 @@ from gan.evaluation import evaluate_generator, real_floor
 from gan.export import load_generator
 from gan.features import FeatureNet, load_feature_net
 from gan.grid import sample_grid, save_grid
+from gan.paths import check_outputs
+from gan.tracking import store_file
 
 EXPERIMENT = "gan-evaluate"
 
@@ -41,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     params = load_params(args.params)
     cfg, data, out = params.evaluate, Path(args.data or params.prepare.out), Path(args.out)
+    check_outputs({"--out": out}, {"--data": data, "--model": args.model, "--features": args.features, "--params": args.params,
+                                   "the MLflow store": store_file()})
     start = time.perf_counter()
 
     G, spec = load_generator(args.model)

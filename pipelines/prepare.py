@@ -11,6 +11,7 @@ import argparse
 from gan.config import load_params
 from gan.data import prepare_dataset
 from gan.errors import run_main
+from gan.paths import check_outputs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,12 +21,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = load_params(args.params).prepare
     out = args.out or cfg.out
+    check_outputs({"--out" if args.out else "prepare.out": out}, {"prepare.path": cfg.path, "--params": args.params})
     m = prepare_dataset(cfg, out)
     counts = m["counts"]
     print(
         f"prepare: {counts['train']['total']} train + {counts['val']['total']} val images "
         f"({m['channels']}x{m['image_size']}x{m['image_size']}, {m['num_classes']} classes, "
-        f"{len(m['skipped'])} skipped) -> {out} in {m['seconds']:.1f}s"
+        f"{len(m['skipped'])} skipped, {len(m['ignored'])} ignored{' (listed in manifest.json)' if m['skipped'] or m['ignored'] else ''}) "
+        f"-> {out} in {m['seconds']:.1f}s"
     )
     return 0
 

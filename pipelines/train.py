@@ -24,6 +24,8 @@ from typing import Any
 from gan import signals
 from gan.config import Params, load_params
 from gan.errors import ConfigError, GanError, run_main
+from gan.paths import check_outputs
+from gan.tracking import store_file
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -116,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     params = load_params(args.params)
     data_dir = args.data or params.prepare.out
+    check_outputs({"--model-out": args.model_out, "--out": args.out},
+                  {"--data": data_dir, "--features": args.features, "--tuned": args.tuned, "--params": args.params,
+                   "train.storage_path": params.train.storage_path, "the MLflow store": store_file()})
 
     from gan.data import read_manifest
     from gan.tracking import ensure_experiment, git_commit

@@ -21,10 +21,12 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from gan import signals
 from gan.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from gan.config import Params, load_params
-from gan import signals
 from gan.errors import GanError, Interrupted, run_main
+from gan.paths import check_outputs
+from gan.tracking import store_file
 
 CSV_FIELDS = ("trial_id", "lr_G", "lr_D", "beta1", "n_critic", "final_lr_G", "final_lr_D", "status", "score", "last_score", "steps", "error")
 
@@ -106,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     params = load_params(args.params)
     out = Path(args.out)
     cfg = params.tune
+    check_outputs({"--out": out}, {"--data": args.data or params.prepare.out, "--features": args.features, "--params": args.params,
+                                   "tune.storage_path": cfg.storage_path, "the MLflow store": store_file()})
     if not cfg.enabled:
         write_outputs(out, params, {"rows": [], "name": "disabled", "resumed": False, "wall_s": 0.0}, None)
         print("tune: disabled (tune.enabled: false); train uses train.* from params.yaml")
