@@ -315,12 +315,16 @@ def check_fits(out: Path, need: int, n: int, fmt: str) -> None:
     """Refuse, before writing, a data set the filesystem of ``out`` cannot hold."""
     have, inodes = free_space(out)
     if need > have:
+        smaller = ", use --format npz (smaller)" if fmt == "image_folder" else ""
         raise GanError(
-            f"{n} samples as {fmt} need about {_size(need)} but only {_size(have)} are free where --out {out} would be written; "
-            "ask for fewer samples (--num), use --format npz, or choose another --out."
+            f"cannot write {out}: {n} samples as {fmt} need about {_size(need)} but only {_size(have)} are free there; "
+            f"ask for fewer samples (--num){smaller} or choose another --out (nothing was written)."
         )
-    if fmt == "image_folder" and inodes is not None and n > inodes:
-        raise GanError(f"{n} samples as image_folder need {n} files but the filesystem of --out {out} has room for {inodes} more; ask for fewer samples or use --format npz.")
+    if fmt == "image_folder" and inodes is not None and n + 2 > inodes:
+        raise GanError(
+            f"cannot write {out}: {n} samples as image_folder need {n} files but its filesystem has room for {inodes} more; "
+            "ask for fewer samples (--num) or use --format npz (one file) (nothing was written)."
+        )
 
 
 def _size(nbytes: float) -> str:
