@@ -18,9 +18,11 @@ wraps a foreign handler so that the signal is still recorded, and the caller dec
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
@@ -68,6 +70,32 @@ def record_around(signum: int) -> None:
         foreign(sig, frame)
 
     signal.signal(signum, recording)
+
+
+@contextlib.contextmanager
+def sigint_as(stop_signal: int) -> Iterator[None]:
+    """Within the block, the first SIGINT is recorded and sent on as ``stop_signal`` (a library's
+    graceful stop, e.g. Ray Tune's SIGUSR1); a second one raises KeyboardInterrupt at once.
+
+    Ray Tune's own Ctrl-C handler stops the search gracefully but records nothing, and
+    ``fit()`` then returns as if the search had ended: the stage could not tell.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        _received.append(signum)
+        if _received.count(signal.SIGINT) > 1:
+            raise KeyboardInterrupt()
+        os.kill(os.getpid(), stop_signal)
+
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def received() -> int | None:

@@ -24,6 +24,7 @@ import json
 import math
 import os
 import random
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from gan import signals
 from gan.config import Params, TuneConfig, parse_params
 
 # keys of the search space and the train.* key each sets
@@ -313,10 +315,14 @@ def run_search(params: Params, data_dir: str, features_dir: str, data_hash: str)
                 verbose=0,
             ),
         )
-    grid = tuner.fit()
+    # Ctrl-C: recorded, then Tune's graceful stop (SIGUSR1: the experiment state is saved one
+    # last time for Tuner.restore) instead of Tune's SIGINT handler, which records nothing
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    with signals.sigint_as(signal.SIGUSR1):
+        grid = tuner.fit()
     wall = time.perf_counter() - t0
     return {"rows": trial_rows(grid, cfg.metric), "name": name, "path": path, "resumed": resumed, "wall_s": wall,
-            "finished": search_finished(len(grid), grid.num_terminated, grid.num_errors, num_trials(cfg))}
+            "finished": not signals.received() and search_finished(len(grid), grid.num_terminated, grid.num_errors, num_trials(cfg))}
 
 
 def search_finished(trials: int, terminated: int, errored: int, planned: int) -> bool:
