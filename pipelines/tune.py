@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     if not result["finished"]:
         raise Interrupted(
             f"tune was interrupted ({signals.name(signals.received() or signal.SIGINT)}) with {len(result['rows'])} of {num_trials(cfg)} trials "
-            f"started; {out} was left as it was, and running the same command again resumes the search saved in {result['path']}.",
+            f"started; the outputs in {out} were left as they were, and running the same command again resumes the search saved in {result['path']}.",
             signals.received() or signal.SIGINT,
         )
     best = best_row(result["rows"])

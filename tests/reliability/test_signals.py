@@ -109,7 +109,7 @@ def test_ctrl_c_during_tune_exits_130_and_keeps_the_previous_outputs(tmp_path, p
     os.killpg(job.pid, signal.SIGINT)
     proc = finish(job)
     assert proc.returncode == 130, proc.stderr[-3000:]
-    line = assert_one_line_error(proc, "tune was interrupted (SIGINT)", f"{out} was left as it was", "running the same command again resumes", ray_logs=True)
+    line = assert_one_line_error(proc, "tune was interrupted (SIGINT)", f"the outputs in {out} were left as they were", "running the same command again resumes", ray_logs=True)
     assert tree(out) == before
     from ray.tune import Tuner
 
