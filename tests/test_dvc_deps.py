@@ -30,6 +30,8 @@ PLUMBING = {
     "gan/ray_session.py",
     "gan/training/tracking.py",
     "gan/cli.py",
+    "gan/paths.py",
+    "gan/signals.py",
 }
 
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
