@@ -254,6 +254,10 @@ def cross_key_problem(p: Params) -> str | None:
     if tune.max_steps < tune.eval_every:
         return (f"tune.max_steps: {tune.max_steps} is smaller than tune.eval_every = {tune.eval_every}, so no trial would ever "
                 "be scored; raise tune.max_steps or lower tune.eval_every")
+    if tune.beta1 is not None and tune.beta1[1] >= 1.0:
+        return f"tune.beta1: the range {list(tune.beta1)} reaches {tune.beta1[1]}, but train.beta1 must be below 1 (Adam); use a high end below 1 such as 0.9"
+    if tune.n_critic and min(tune.n_critic) < 1:
+        return f"tune.n_critic: {list(tune.n_critic)} holds {min(tune.n_critic)}, but train.n_critic must be at least 1 (D steps per G step); list positive counts"
     evaluations = tune.max_steps // tune.eval_every
     if tune.scheduler == "asha" and tune.grace_period > evaluations:
         return (f"tune.grace_period: {tune.grace_period} evaluations is more than the {evaluations} a trial makes "

@@ -176,6 +176,8 @@ CROSS_KEY = {
     "asha_grace_beyond_evaluations": ("tune: {grace_period: 4, max_steps: 300, eval_every: 100}\n", "tune.grace_period: 4 evaluations is more than the 3 a trial makes"),
     "max_steps_below_eval_every": ("tune: {max_steps: 50, eval_every: 100}\n", "tune.max_steps: 50 is smaller than tune.eval_every = 100"),
     "pbt_never_perturbs": ("tune: {scheduler: pbt, perturbation_interval: 3, max_steps: 300, eval_every: 100}\n", "tune.perturbation_interval: 3 evaluations is not less than the 3"),
+    "searched_beta1_reaching_1": ("tune: {beta1: [0.5, 1.0]}\n", "tune.beta1: the range [0.5, 1.0] reaches 1.0, but train.beta1 must be below 1"),
+    "searched_n_critic_of_0": ("tune: {n_critic: [0, 2]}\n", "tune.n_critic: [0, 2] holds 0, but train.n_critic must be at least 1"),
     "nearest_k_beyond_samples": ("evaluate: {nearest_k: 50}\nregister: {eval_samples: 40}\n", "evaluate.nearest_k: 50 needs more than that many samples but register.eval_samples = 40"),
     "too_few_eval_samples_in_training": ("train: {eval_samples: 4}\n", "train.eval_samples: 4 samples are too few"),
     "prepare_out_is_path": ("prepare: {source: image_folder, path: raw, out: raw}\n", "prepare.out: raw is prepare.path = raw"),
