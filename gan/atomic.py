@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import glob
 import hashlib
 import json
 import os
@@ -130,10 +131,11 @@ def clean_leftovers(target: Path) -> list[Path]:
     leaves ``.NAME.old-*`` and no ``target``: the previous output is put back first.
     Returns the paths removed.
     """
-    olds = sorted(target.parent.glob(f".{target.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    name = glob.escape(target.name)
+    olds = sorted(target.parent.glob(f".{name}.old-*"), key=lambda p: p.stat().st_mtime)
     if olds and not os.path.lexists(target):
         os.rename(olds.pop(), target)
-    removed = [*target.parent.glob(f".{target.name}.tmp-*"), *olds]
+    removed = [*target.parent.glob(f".{name}.tmp-*"), *olds]
     for path in removed:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
@@ -211,7 +213,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 def _clean_dead_writers(path: Path) -> None:
     """Remove ``.NAME.tmp-<pid>-*`` files of ``path`` whose writer process no longer exists."""
-    for leftover in path.parent.glob(f".{path.name}.tmp-*-*"):
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.tmp-*-*"):
         pid = leftover.name.removeprefix(f".{path.name}.tmp-").split("-", 1)[0]
         if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)) and leftover.is_file():
             with contextlib.suppress(FileNotFoundError):

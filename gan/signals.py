@@ -86,8 +86,8 @@ def sigint_as(stop_signal: int) -> Iterator[None]:
 
     def handler(signum: int, frame: FrameType | None) -> None:
         _received.append(signum)
-        if _received.count(signal.SIGINT) > 1:
-            raise KeyboardInterrupt()
+        if _received.count(signal.SIGINT) > 1 or not callable(signal.getsignal(stop_signal)):
+            raise KeyboardInterrupt()  # a second Ctrl-C, or the library's handler is not (yet) there
         os.kill(os.getpid(), stop_signal)
 
     previous = signal.getsignal(signal.SIGINT)

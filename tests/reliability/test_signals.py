@@ -129,3 +129,21 @@ def test_ctrl_c_during_train_exits_130_with_its_own_line(tmp_path, prepared_digi
     assert proc.returncode == 130, proc.stderr[-3000:]
     assert_one_line_error(proc, "training was interrupted (SIGINT)", "no output was written", "resumes from the last one", ray_logs=True)
     assert not model_out.exists() and not (tmp_path / "train").exists()
+
+
+def test_a_run_killed_between_its_two_renames_gets_the_previous_output_back(tmp_path):
+    """A writer killed after moving the previous output aside (``.NAME.old-<pid>``) and before
+    moving its own in leaves no output at all: the next writer puts the previous one back
+    before anything else, so even a failing next run leaves it in place."""
+    import pytest
+
+    from gan.atomic import atomic_dir
+
+    out = tmp_path / "prepared"
+    with atomic_dir(out) as tmp:
+        (tmp / "manifest.json").write_text("previous")
+    os.rename(out, tmp_path / ".prepared.old-4194304")  # the state such a kill leaves (a PID no process has)
+    (tmp_path / ".prepared.tmp-4194304-abcd1234").mkdir()
+    with pytest.raises(RuntimeError), atomic_dir(out):
+        raise RuntimeError("the next run fails too")
+    assert (out / "manifest.json").read_text() == "previous" and leftovers(tmp_path) == []
