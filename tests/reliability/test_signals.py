@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from ..conftest import write_params
 from .conftest import STAGES, assert_one_line_error, child_env, leftovers, run_stage, tree
@@ -135,8 +136,6 @@ def test_a_run_killed_between_its_two_renames_gets_the_previous_output_back(tmp_
     """A writer killed after moving the previous output aside (``.NAME.old-<pid>``) and before
     moving its own in leaves no output at all: the next writer puts the previous one back
     before anything else, so even a failing next run leaves it in place."""
-    import pytest
-
     from gan.atomic import atomic_dir
 
     out = tmp_path / "prepared"
