@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from gan import signals
+from gan.atomic import output_lock
 from gan.config import Params, load_params
 from gan.errors import ConfigError, GanError, run_main
 from gan.paths import check_outputs
@@ -121,7 +122,14 @@ def main(argv: list[str] | None = None) -> int:
     check_outputs({"--model-out": args.model_out, "--out": args.out},
                   {"--data": data_dir, "--features": args.features, "--tuned": args.tuned, "--params": args.params,
                    "train.storage_path": params.train.storage_path, "the MLflow store": store_file()})
+    # one train stage per output at a time: a second one would resume the same Ray run
+    # from the same checkpoints and race the first to the outputs
+    with output_lock(args.out):
+        return train(args, params, data_dir, t0)
 
+
+def train(args: argparse.Namespace, params: Params, data_dir: str, t0: float) -> int:
+    """The stage's work once its outputs are known to be its own."""
     from gan.data import read_manifest
     from gan.tracking import ensure_experiment, git_commit
     from gan.training.outputs import final_metrics, generator_spec, write_outputs

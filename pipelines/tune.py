@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from gan import signals
-from gan.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from gan.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text, output_lock
 from gan.config import Params, load_params
 from gan.errors import GanError, Interrupted, run_main
 from gan.paths import check_outputs
@@ -110,6 +110,14 @@ def main(argv: list[str] | None = None) -> int:
     cfg = params.tune
     check_outputs({"--out": out}, {"--data": args.data or params.prepare.out, "--features": args.features, "--params": args.params,
                                    "tune.storage_path": cfg.storage_path, "the MLflow store": store_file()})
+    # one tune stage per output at a time: a second one would restore the same search
+    with output_lock(out):
+        return tune(args, params, out)
+
+
+def tune(args: argparse.Namespace, params: Params, out: Path) -> int:
+    """The stage's work once its output is known to be its own."""
+    cfg = params.tune
     if not cfg.enabled:
         write_outputs(out, params, {"rows": [], "name": "disabled", "resumed": False, "wall_s": 0.0}, None)
         print("tune: disabled (tune.enabled: false); train uses train.* from params.yaml")

@@ -137,3 +137,20 @@ def test_two_augment_jobs_writing_one_output_exclude_each_other(tmp_path, small_
     assert json.loads((out / "metadata.json").read_text())["seed"] == winner  # the winner's output, whole
     assert len(list(out.rglob("*.png"))) == n and leftovers(tmp_path) == []
     print(f"\nFIGURE augment race: seed {winner} won; the other said: {line[:80]}")
+
+
+@pytest.mark.parametrize("stage", ["train", "tune"])
+def test_a_second_train_or_tune_stage_on_one_output_stops_at_once(tmp_path, stage):
+    """A second train (or tune) stage on the same outputs would resume the same Ray run (or
+    search) from the same checkpoints and race the first to the outputs: it stops before
+    reading anything, while the first holds its output."""
+    import importlib
+
+    from gan.atomic import output_lock
+    from gan.errors import GanError
+
+    params = write_params(tmp_path / "params.yaml")
+    out = tmp_path / stage
+    with output_lock(out), pytest.raises(GanError, match=rf"^{out} is being written by another process right now"):
+        importlib.import_module(f"pipelines.{stage}").main(["--params", str(params), "--data", str(tmp_path / "absent"), "--out", str(out)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
