@@ -3,6 +3,14 @@
 A failed or interrupted stage therefore leaves either the previous output or
 nothing, never a half-written file or directory.
 
+Writers of one output directory exclude each other: ``atomic_dir`` holds an ``flock`` on
+``.NAME.lock`` beside it for the whole write, and a second writer fails at once with one
+sentence instead of silently replacing the first one's result. Under that lock, the
+temporary ``.NAME.tmp-*`` / ``.NAME.old-*`` entries that a killed run (SIGKILL cannot be
+handled) left behind are removed, or the previous output put back when a run died
+between its two renames. Temporary files of ``atomic_write_bytes`` carry their
+writer's PID, and those of dead writers are removed by the next write.
+
     with atomic_dir("data/prepared") as tmp:
         write_everything_into(tmp)
     # data/prepared now holds the complete result
@@ -12,12 +20,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
+import glob
 import hashlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,24 +83,97 @@ def _output_errors(target: Path, any_error: bool = False) -> Iterator[None]:
         raise
 
 
+def lock_file(target: Path) -> Path:
+    """Where the lock of output ``target`` lives: beside it, hidden."""
+    return target.parent / f".{target.name}.lock"
+
+
 @contextlib.contextmanager
-def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
+def output_lock(target: str | os.PathLike) -> Iterator[Path]:
+    """Hold the exclusive lock on writing ``target``; GanError at once when another process holds it.
+
+    ``flock`` is released by the kernel when its holder dies, so a killed writer never
+    leaves the output locked. The lock file is removed on release; a writer that opened
+    it just before that removal notices (the path no longer names its file) and retries.
+    """
+    target = Path(target)
+    path = lock_file(target)
+    while True:
+        with _output_errors(target, any_error=True):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise GanError(
+                f"{target} is being written by another process right now (it holds {path}); wait for it to finish or choose another output."
+            ) from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the previous holder removed the file we locked: lock the new one
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        os.close(fd)
+
+
+def clean_leftovers(target: Path) -> list[Path]:
+    """Remove what killed writers of ``target`` left beside it; call only under :func:`output_lock`.
+
+    A run killed between moving the previous output aside and moving the new one in
+    leaves ``.NAME.old-*`` and no ``target``: the previous output is put back first.
+    Returns the paths removed.
+    """
+    name = glob.escape(target.name)
+    olds = sorted(target.parent.glob(f".{name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if olds and not os.path.lexists(target):
+        os.rename(olds.pop(), target)
+    removed = [*target.parent.glob(f".{name}.tmp-*"), *olds]
+    for path in removed:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+    return removed
+
+
+@contextlib.contextmanager
+def atomic_dir(target: str | os.PathLike, check: Callable[[Path], None] | None = None) -> Iterator[Path]:
     """Yield an empty temporary directory beside ``target``; on success replace ``target`` with it.
 
     The temporary directory lives in the same parent so the final ``rename`` is atomic
-    on one filesystem. On any exception it is removed and ``target`` is untouched.
+    on one filesystem. On any exception (SIGINT and SIGTERM included, see gan.signals)
+    it is removed and ``target`` is untouched. The write holds :func:`output_lock`;
+    ``check(target)`` runs under it before anything is written (e.g. "must be empty":
+    checked earlier, another writer could have finished in between).
     """
     target = Path(target)
-    with _output_errors(target, any_error=True):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-        os.chmod(tmp, 0o755)  # mkdtemp makes 0700; outputs are shared artefacts
-    try:
-        with _output_errors(target):
-            yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with output_lock(target):
+        if check is not None:
+            check(target)
+        with _output_errors(target, any_error=True):
+            clean_leftovers(target)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
+            os.chmod(tmp, 0o755)  # mkdtemp makes 0700; outputs are shared artefacts
+        try:
+            with _output_errors(target):
+                yield tmp
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _replace(tmp, target)
+
+
+def _replace(tmp: Path, target: Path) -> None:
+    """Move the finished ``tmp`` into ``target``'s place, the previous output aside and then away."""
     old = None
     try:
         if target.exists():
@@ -111,7 +194,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path = Path(path)
     with _output_errors(path, any_error=True):
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+        _clean_dead_writers(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent)
     os.fchmod(fd, 0o644)  # mkstemp makes 0600; outputs are shared artefacts
     try:
         with _output_errors(path), os.fdopen(fd, "wb") as fh:
@@ -125,6 +209,25 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def _clean_dead_writers(path: Path) -> None:
+    """Remove ``.NAME.tmp-<pid>-*`` files of ``path`` whose writer process no longer exists."""
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.tmp-*-*"):
+        pid = leftover.name.removeprefix(f".{path.name}.tmp-").split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)) and leftover.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

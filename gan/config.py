@@ -29,6 +29,14 @@ LOSSES = ("minimax", "nonsaturating", "hinge", "wgan-gp", "lsgan")
 SOURCES = ("digits", "image_folder", "npz", "torchvision")
 DIFFAUGMENT_POLICIES = ("color", "translation", "cutout")
 METRICS = ("fid", "kid", "precision", "recall", "density", "coverage")
+# Seeds feed numpy (np.random.seed takes 0..2**32-1) as well as torch: one range for all.
+SEED_MAX = 2**32 - 1
+# The k of k-nearest-neighbour metrics used inside train and tune (gan.evaluation's default).
+TRAINING_NEAREST_K = 5
+# A registered model name is part of models:/<name>@<alias> and models:/<name>/<version>
+# URIs: MLflow forbids '/' and ':', '@' would be read as an alias, and spaces or other
+# punctuation break shell commands and URLs; the SQL store keeps at most 256 characters.
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,255}$"
 # The smallest resolution each architecture can produce (its first feature map is 4x4,
 # doubled by each upsampling block) and the largest we support.
 MIN_RESOLUTION = {"mlp": 8, "dcgan": 8, "resnet": 8}
@@ -48,7 +56,7 @@ class PrepareConfig(_Section):
     image_size: int = Field(16, description="power of two from 8 to 128")
     channels: Literal[1, 3] = 1
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=SEED_MAX)
     shard_size: int = Field(4096, gt=0)
     on_bad_file: Literal["fail", "skip"] = "fail"
     out: str = "data/prepared"
@@ -123,7 +131,7 @@ class TrainConfig(_Section):
     max_failures: int = Field(2, ge=0)
     divergence_patience: int = Field(200, gt=0)
     storage_path: str = ".ray_storage"
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=SEED_MAX)
 
     @field_validator("diffaugment")
     @classmethod
@@ -142,7 +150,7 @@ class FeaturizeConfig(_Section):
     width: int = Field(32, gt=0)
     feature_dim: int = Field(128, gt=0)
     inception_weights: str | None = None
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=SEED_MAX)
 
 
 class EvaluateConfig(_Section):
@@ -150,7 +158,7 @@ class EvaluateConfig(_Section):
     batch_size: int = Field(500, gt=0)
     nearest_k: int = Field(5, gt=0)
     kid_subset_size: int = Field(500, gt=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=SEED_MAX)
 
 
 class TuneConfig(_Section):
@@ -174,7 +182,7 @@ class TuneConfig(_Section):
     workers_per_trial: int = Field(1, gt=0)
     max_concurrent_trials: int = Field(2, gt=0)
     storage_path: str = ".ray_storage"
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=SEED_MAX)
 
     @field_validator("lr_G", "lr_D", "beta1")
     @classmethod
@@ -193,10 +201,22 @@ class TuneConfig(_Section):
 
 class RegisterConfig(_Section):
     model_name: str = Field("digits-gan", min_length=1)
+
+    @field_validator("model_name")
+    @classmethod
+    def _registry_name(cls, v: str) -> str:
+        import re
+
+        if not re.fullmatch(MODEL_NAME_PATTERN, v):
+            raise ValueError(
+                "must start with a letter or digit and hold only letters, digits, '.', '_' and '-', at most 256 of them "
+                "(MLflow forbids '/' and ':', and '@' would be read as an alias in models:/ URIs)"
+            )
+        return v
     metric: Literal["fid", "kid"] = "fid"
     min_improvement: float = Field(0.0, ge=0.0, description="relative: challenger must be lower by this fraction")
     eval_samples: int = Field(1000, gt=0)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=SEED_MAX)
 
 
 class AugmentEvalConfig(_Section):
@@ -205,7 +225,7 @@ class AugmentEvalConfig(_Section):
     epochs: int = Field(30, gt=0)
     batch_size: int = Field(64, gt=0)
     lr: float = Field(1e-3, gt=0)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=SEED_MAX)
 
 
 with warnings.catch_warnings():
@@ -228,7 +248,46 @@ with warnings.catch_warnings():
             arch, size = self.model.arch, self.prepare.image_size
             if size < MIN_RESOLUTION[arch]:
                 raise ValueError(f"prepare.image_size: model '{arch}' cannot produce {size}x{size}; use at least {MIN_RESOLUTION[arch]}")
+            problem = cross_key_problem(self)
+            if problem:
+                raise ValueError(problem)
             return self
+
+
+def cross_key_problem(p: Params) -> str | None:
+    """The first constraint between keys that a stage relies on and ``p`` breaks, as
+    ``key: what is wrong; what to do`` (the key first, as every config message), or None."""
+    from gan.paths import relation
+
+    tune, ev = p.tune, p.evaluate
+    if tune.max_steps < tune.eval_every:
+        return (f"tune.max_steps: {tune.max_steps} is smaller than tune.eval_every = {tune.eval_every}, so no trial would ever "
+                "be scored; raise tune.max_steps or lower tune.eval_every")
+    if tune.beta1 is not None and tune.beta1[1] >= 1.0:
+        return f"tune.beta1: the range {list(tune.beta1)} reaches {tune.beta1[1]}, but train.beta1 must be below 1 (Adam); use a high end below 1 such as 0.9"
+    if tune.n_critic and min(tune.n_critic) < 1:
+        return f"tune.n_critic: {list(tune.n_critic)} holds {min(tune.n_critic)}, but train.n_critic must be at least 1 (D steps per G step); list positive counts"
+    evaluations = tune.max_steps // tune.eval_every
+    if tune.scheduler == "asha" and tune.grace_period > evaluations:
+        return (f"tune.grace_period: {tune.grace_period} evaluations is more than the {evaluations} a trial makes "
+                f"(tune.max_steps {tune.max_steps} / tune.eval_every {tune.eval_every}); lower it to at most {evaluations}")
+    if tune.scheduler in ("pbt", "pb2") and tune.perturbation_interval >= evaluations:
+        return (f"tune.perturbation_interval: {tune.perturbation_interval} evaluations is not less than the {evaluations} a trial makes, "
+                f"so {tune.scheduler} would never perturb a trial; lower it or raise tune.max_steps")
+    for key, samples in (("evaluate.num_samples", ev.num_samples), ("register.eval_samples", p.register.eval_samples)):
+        if samples <= ev.nearest_k:
+            return f"evaluate.nearest_k: {ev.nearest_k} needs more than that many samples but {key} = {samples}; raise {key} or lower evaluate.nearest_k"
+    for key, samples in (("train.eval_samples", p.train.eval_samples), ("tune.eval_samples", tune.eval_samples)):
+        if samples <= TRAINING_NEAREST_K:
+            return f"{key}: {samples} samples are too few for the metrics' {TRAINING_NEAREST_K} nearest neighbours; use more than {TRAINING_NEAREST_K}"
+    if p.prepare.path and (rel := relation(p.prepare.out, p.prepare.path)):
+        return (f"prepare.out: {p.prepare.out} {rel} prepare.path = {p.prepare.path}, and preparing would "
+                f"{'change' if rel == 'lies inside' else 'delete'} the raw data; choose an output outside {p.prepare.path}")
+    for key in ("train.storage_path", "tune.storage_path"):
+        storage = getattr(p, key.split(".")[0]).storage_path
+        if "://" not in storage and (rel := relation(p.prepare.out, storage)):
+            return f"prepare.out: {p.prepare.out} {rel} {key} = {storage}, and preparing would delete Ray's checkpoints; keep them apart"
+    return None
 
 
 def load_params(path: str | os.PathLike = "params.yaml", overrides: dict[str, Any] | None = None) -> Params:

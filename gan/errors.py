@@ -8,6 +8,7 @@ sentence to stderr without a traceback and exits non-zero.
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Callable
 
@@ -32,23 +33,52 @@ class DivergenceError(GanError):
     exit_code = 3
 
 
+class Interrupted(GanError):
+    """A run stopped by a signal before it finished (its outputs left as they were).
+
+    ``signum`` sets the exit status, 128 + the signal's number as a shell reports it.
+    """
+
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)
+
+
+def interrupted_message(signum: int) -> str:
+    """The one sentence for a run ended by ``signum``."""
+    what = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+    return f"{what}; outputs were left as they were before this run, and running the same command again starts over or resumes."
+
+
 def run_main(main: Callable[[], int | None]) -> None:
     """Run ``main`` and exit: 0 on success, the error's code with one line on GanError.
+
+    SIGINT and SIGTERM (``gan.signals``) end the run with one sentence and 130 / 143,
+    whatever error they caused on the way out (a library may turn them into its own
+    exception or ``sys.exit``).
 
     Usage at the bottom of a stage script::
 
         if __name__ == "__main__":
             run_main(main)
     """
+    from gan import signals
     from gan.console import quiet_console
 
     quiet_console()
+    signals.install()
     try:
         code = main()
-    except GanError as err:
+    except Interrupted as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
-    except KeyboardInterrupt:
-        print("error: interrupted; outputs were left as they were before this run.", file=sys.stderr)
-        sys.exit(130)
+    except BaseException as err:
+        signum = signals.received() or (getattr(err, "signum", signal.SIGINT) if isinstance(err, KeyboardInterrupt) else None)
+        if signum is not None:
+            print(f"error: {interrupted_message(signum)}", file=sys.stderr)
+            sys.exit(signals.exit_status(signum))
+        if isinstance(err, GanError):
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(err.exit_code)
+        raise
     sys.exit(code or 0)

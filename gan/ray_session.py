@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 
+from gan import signals
 from gan.console import quiet_console
 
 
@@ -46,4 +47,5 @@ def init_ray(num_cpus: int | None = None, *, stream_worker_output: bool = False)
     )
     for name in ("ray", "ray.tune", "ray.train", "ray.data"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    signals.reinstall()  # ray.init replaced the SIGTERM handler with sys.exit(15)
     return True

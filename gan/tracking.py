@@ -35,6 +35,14 @@ def tracking_uri() -> str:
     return f"sqlite:///{repo_root() / DEFAULT_DB}"
 
 
+def store_file(uri: str | None = None) -> Path | None:
+    """The database file of a ``sqlite:///`` tracking store (an input no output may overwrite), else None."""
+    uri = uri or tracking_uri()
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+
+
 def configure() -> str:
     """Point mlflow at :func:`tracking_uri` (registry too) and return the URI."""
     import mlflow

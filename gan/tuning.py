@@ -24,6 +24,7 @@ import json
 import math
 import os
 import random
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from gan import signals
 from gan.config import Params, TuneConfig, parse_params
 from gan.errors import ConfigError
 from gan.tasks import task_class
@@ -327,9 +329,24 @@ def run_search(params: Params, data_dir: str, features_dir: str, data_hash: str)
                 verbose=0,
             ),
         )
-    grid = tuner.fit()
+    # Ctrl-C: recorded, then Tune's graceful stop (SIGUSR1: the experiment state is saved one
+    # last time for Tuner.restore) instead of Tune's SIGINT handler, which records nothing
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    with signals.sigint_as(signal.SIGUSR1):
+        grid = tuner.fit()
     wall = time.perf_counter() - t0
-    return {"rows": trial_rows(grid, cfg.metric), "name": name, "path": path, "resumed": resumed, "wall_s": wall}
+    return {"rows": trial_rows(grid, cfg.metric), "name": name, "path": path, "resumed": resumed, "wall_s": wall,
+            "finished": not signals.received() and search_finished(len(grid), grid.num_terminated, grid.num_errors, num_trials(cfg))}
+
+
+def search_finished(trials: int, terminated: int, errored: int, planned: int) -> bool:
+    """Whether every planned trial ran to its end (completed, stopped early or failed).
+
+    Tune's Ctrl-C handler (and SIGUSR1) stops the search gracefully and ``fit()`` returns
+    normally, with trials still running or paused and others not yet created: such a
+    result must not be reported as the search's outcome.
+    """
+    return trials >= planned and terminated + errored == trials
 
 
 def trial_rows(grid, metric: str) -> list[dict[str, Any]]:

@@ -31,6 +31,8 @@ PLUMBING = {
     "gan/training/tracking.py",
     "gan/cli.py",
     "gan/stages/__init__.py",
+    "gan/paths.py",
+    "gan/signals.py",
 }
 
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from gan.augment.stream import DEFAULT_BATCH_SIZE, generate
+from gan.augment.stream import DEFAULT_BATCH_SIZE, check_seed, generate
 from gan.augment.writers import FORMATS, check_output_dir, write_dataset
 from gan.errors import GanError
 from gan.sampling import check_count
@@ -34,6 +34,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     """``gan augment``: every check that needs no server runs before the model is loaded."""
     args = build_parser().parse_args(argv)
     check_count(args.num)
+    check_seed(args.seed)
     check_output_dir(args.out)
     if args.truncation is not None and not args.truncation > 0:
         raise GanError(f"--truncation {args.truncation} is invalid; use a positive threshold such as 1.0, or omit it.")

@@ -117,6 +117,14 @@ def generate(
     return SyntheticStream(model=ref, n=int(n), labels=ids, seed=seed, truncation=truncation, batch_size=batch_size, generator=model)
 
 
+def check_seed(seed: int | None) -> None:
+    """Raise GanError for a seed outside 0..2**32-1 (the range params.yaml seeds have too)."""
+    from gan.config import SEED_MAX
+
+    if seed is not None and not 0 <= seed <= SEED_MAX:
+        raise GanError(f"--seed {seed} is invalid; use a whole number from 0 to {SEED_MAX}, or omit it for a random one.")
+
+
 def label_ids(labels: Sequence[int | str], class_names: Sequence[str], num_classes: int) -> list[int]:
     """Class names or indices -> indices; GanError for a name the generator does not know."""
     if num_classes == 0:

@@ -130,7 +130,10 @@ def write_dataset(stream: SyntheticStream, out: str | os.PathLike, fmt: str, pro
 
     if fmt not in FORMATS:
         raise GanError(f"format {fmt!r} is unknown; use one of {', '.join(FORMATS)}.")
-    with atomic_dir(out) as tmp:
+    # under the output's lock: a job writing the same --out excludes this one, and one that
+    # finished since the command's first check has made the output non-empty
+    with atomic_dir(out, check=check_output_dir) as tmp:
+        check_fits(Path(out), estimate_bytes(stream.n, stream.image_shape, fmt, len(stream.class_names)), stream.n, fmt)
         if fmt == "npz":
             writer: Any = NpzWriter(tmp, stream.n, stream.image_shape)
         else:
@@ -138,6 +141,56 @@ def write_dataset(stream: SyntheticStream, out: str | os.PathLike, fmt: str, pro
         write_stream(iter(stream), writer, stream.n, progress)
         (tmp / METADATA).write_text(json.dumps({**stream.metadata(), "format": fmt}, indent=2, sort_keys=True) + "\n")
     return Path(out)
+
+
+# What an image_folder sample costs beyond its pixels: PNG signature and chunks (IHDR, IDAT,
+# IEND), deflate's stored-block overhead, a filter byte per row; and the filesystem block it
+# takes whatever its size (4 KiB on ext4, xfs and tmpfs). Deliberately a bound, not a guess:
+# running out of space after hours is worse than asking for a smaller --num.
+PNG_OVERHEAD = 128
+BLOCK = 4096
+
+
+def estimate_bytes(n: int, image_shape: Sequence[int], fmt: str, num_classes: int = 0) -> int:
+    """An upper estimate of the bytes ``n`` samples of ``image_shape`` take on disk in ``fmt``."""
+    c, h, w = (int(v) for v in image_shape)
+    pixels = c * h * w
+    if fmt == "npz":
+        # x uint8, y int64 in the zip plus y's raw side file while writing, headers
+        return n * (pixels + 16) + 64 * 1024
+    per_file = pixels + h + PNG_OVERHEAD
+    return n * (-(-per_file // BLOCK) * BLOCK) + (num_classes + 2) * BLOCK
+
+
+def free_space(path: Path) -> tuple[int, int | None]:
+    """(bytes, inodes) free to this user on the filesystem that would hold ``path``."""
+    probe = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    st = os.statvfs(probe)
+    return st.f_bavail * st.f_frsize, (st.f_favail if st.f_files else None)  # f_files 0: no inode limit (btrfs)
+
+
+def check_fits(out: Path, need: int, n: int, fmt: str) -> None:
+    """Refuse, before writing, a data set the filesystem of ``out`` cannot hold."""
+    have, inodes = free_space(out)
+    if need > have:
+        smaller = ", use --format npz (smaller)" if fmt == "image_folder" else ""
+        raise GanError(
+            f"cannot write {out}: {n} samples as {fmt} need about {_size(need)} but only {_size(have)} are free there; "
+            f"ask for fewer samples (--num){smaller} or choose another --out (nothing was written)."
+        )
+    if fmt == "image_folder" and inodes is not None and n + 2 > inodes:
+        raise GanError(
+            f"cannot write {out}: {n} samples as image_folder need {n} files but its filesystem has room for {inodes} more; "
+            "ask for fewer samples (--num) or use --format npz (one file) (nothing was written)."
+        )
+
+
+def _size(nbytes: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if nbytes < 1000 or unit == "TB":
+            return f"{nbytes:.1f} {unit}" if unit != "B" else f"{int(nbytes)} B"
+        nbytes /= 1000
+    return f"{nbytes:.1f} PB"
 
 
 def check_output_dir(out: str | os.PathLike) -> None:

@@ -31,7 +31,8 @@ FORMAT = "gan-prepared/1"
 def prepare_dataset(cfg: PrepareConfig, out_dir: str | os.PathLike, progress: bool = False) -> dict[str, Any]:
     """Write ``out_dir`` (train/, val/, manifest.json) from ``cfg``; return the manifest."""
     start = time.perf_counter()
-    items, class_names = list_source(cfg)
+    ignored: list[dict[str, str]] = []
+    items, class_names = list_source(cfg, ignored)
     labelled = _labelled(items)
     is_val = split_mask([it.label for it in items], cfg.val_fraction, cfg.seed)
     skipped: list[dict[str, str]] = []
@@ -74,6 +75,7 @@ def prepare_dataset(cfg: PrepareConfig, out_dir: str | os.PathLike, progress: bo
             "std": stats.std(),
             "hash": digest.hexdigest(),
             "skipped": skipped,
+            "ignored": ignored,
             "seconds": round(time.perf_counter() - start, 3),
         }
         atomic_write_json(tmp / MANIFEST, manifest)
@@ -98,12 +100,20 @@ def _decode(item: Item, cfg: PrepareConfig, skipped: list[dict[str, str]]) -> np
 
 
 def _check_nonempty(writers: dict[str, ShardWriter], class_names: list[str], counts: dict, labelled: bool) -> None:
+    """Both splits must hold every class: featurize, evaluate and register read the validation split."""
     if writers["train"].count == 0:
         raise DataError("no image could be prepared (every file was skipped as unreadable); check prepare.path and manifest reasons.")
     if labelled:
-        empty = [class_names[c] for c, n in enumerate(counts["train"]) if n == 0]
-        if empty:
-            raise DataError(f"class '{empty[0]}' has no readable images in the training split; add images or remove the class.")
+        for c, name in enumerate(class_names):
+            have = counts["train"][c] + counts["val"][c]
+            if counts["train"][c] == 0 or counts["val"][c] == 0:
+                raise DataError(
+                    f"class '{name}' has {have} readable image{'s' if have != 1 else ''} but needs at least 2, one for the training "
+                    "and one for the validation split; add images to that class or remove it from the data."
+                )
+    elif writers["val"].count == 0:
+        have = writers["train"].count
+        raise DataError(f"the data has {have} readable image{'s' if have != 1 else ''} but needs at least 2, one for the training and one for the validation split; add images.")
 
 
 class _ChannelStats:

@@ -6,6 +6,14 @@ labels alone and then decode images in bounded chunks, so memory does not grow
 with the data set.
 
     items, class_names = list_source(cfg)      # cfg: gan.config.PrepareConfig
+    items, class_names = list_source(cfg, ignored)   # files left out are appended to `ignored`
+
+The image-folder layout rule: each non-hidden sub-folder of ``prepare.path`` is a class
+and holds that class's images at any depth (sub-folders of a class folder belong to
+it); without sub-folders the images directly in ``prepare.path`` are one unlabelled
+set. Files beside class folders (at the root of a labelled layout) and hidden files or
+folders are not images of any class: they are left out, counted and listed in the
+manifest's ``ignored`` with the reason, never dropped silently.
 """
 
 from __future__ import annotations
@@ -32,9 +40,15 @@ class Item:
     load: Callable[[], Image.Image | np.ndarray]
 
 
-def list_source(cfg: PrepareConfig) -> tuple[list[Item], list[str]]:
-    """Return the items of ``cfg.source`` and its class names ([] when unlabelled)."""
-    listers = {"digits": _digits, "image_folder": _image_folder, "npz": _npz, "torchvision": _torchvision}
+def list_source(cfg: PrepareConfig, ignored: list[dict[str, str]] | None = None) -> tuple[list[Item], list[str]]:
+    """Return the items of ``cfg.source`` and its class names ([] when unlabelled).
+
+    Files of the source that are not used (image folders only) are appended to
+    ``ignored`` as ``{"file", "reason"}``.
+    """
+    if cfg.source == "image_folder":
+        return _image_folder(cfg, ignored if ignored is not None else [])
+    listers = {"digits": _digits, "npz": _npz, "torchvision": _torchvision}
     return listers[cfg.source](cfg)
 
 
@@ -48,29 +62,51 @@ def _digits(cfg: PrepareConfig) -> tuple[list[Item], list[str]]:
     return items, [str(c) for c in bunch.target_names]
 
 
-def _image_folder(cfg: PrepareConfig) -> tuple[list[Item], list[str]]:
-    """``root/<class>/*.png`` (labelled) or ``root/*.png`` (unlabelled)."""
+def _image_folder(cfg: PrepareConfig, ignored: list[dict[str, str]]) -> tuple[list[Item], list[str]]:
+    """``root/<class>/**/*.png`` (labelled) or ``root/*.png`` (unlabelled); see the layout rule above."""
     root = Path(cfg.path)
     if not root.is_dir():
         raise DataError(f"prepare.path: {root} is not a directory; point it at a folder of images (one sub-folder per class, or flat).")
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    entries = sorted(root.iterdir())
+    class_dirs = [p for p in entries if p.is_dir() and not p.name.startswith(".")]
     if class_dirs:
+        for p in entries:
+            if p not in class_dirs:
+                ignored.append({"file": str(p), "reason": _why_ignored(p, "beside the class folders, so in no class")})
         items: list[Item] = []
         for label, folder in enumerate(class_dirs):
-            files = _files_in(folder)
+            files = _files_below(folder, ignored)
             if not files:
                 raise DataError(f"class folder {folder} has no images; add PNG/JPEG/WebP files or remove the folder.")
             items += [Item(str(f), label, _opener(f)) for f in files]
         return items, [d.name for d in class_dirs]
-    files = _files_in(root)
+    files = _files_below(root, ignored)
     if not files:
         raise DataError(f"prepare.path: {root} contains no PNG/JPEG/WebP images; add images or fix the path.")
     return [Item(str(f), None, _opener(f)) for f in files], []
 
 
-def _files_in(folder: Path) -> list[Path]:
-    """Every non-hidden regular file: non-images are kept so the decoder reports them by name."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+def _files_below(folder: Path, ignored: list[dict[str, str]]) -> list[Path]:
+    """Every non-hidden regular file at any depth below ``folder``, sorted by path.
+
+    Non-images are kept so the decoder reports them by name; hidden entries (``.DS_Store``,
+    ``.ipynb_checkpoints``) and what is not a regular file are recorded in ``ignored``.
+    """
+    files: list[Path] = []
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith("."):
+            ignored.append({"file": str(p), "reason": _why_ignored(p, "hidden")})
+        elif p.is_dir():
+            files += _files_below(p, ignored)
+        elif p.is_file():
+            files.append(p)
+        else:
+            ignored.append({"file": str(p), "reason": "not a regular file"})
+    return files
+
+
+def _why_ignored(path: Path, why: str) -> str:
+    return f"{'folder' if path.is_dir() else 'file'} {why}"
 
 
 def _npz(cfg: PrepareConfig) -> tuple[list[Item], list[str]]:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from gan.errors import GanError
 from gan.registry.code import MODEL_ARTIFACT_NAME, MODEL_FILE, stage_model_code
 from gan.registry.promotion import (
     Decision,
@@ -81,6 +82,7 @@ def log_generator(
     artifacts: Mapping[str, str | Path] | None = None,
     experiment_id: str | None = None,
     run_name: str = "register",
+    created: dict[str, str] | None = None,
 ) -> Any:
     """Log ``generator_dir`` as a pyfunc model in a new run, register it; return the ModelVersion.
 
@@ -88,6 +90,8 @@ def log_generator(
     the version's tags, ``tags`` to the run and the version, ``version_tags`` (long values
     such as whole configs as JSON) to the version only, ``artifacts`` (e.g. the sample
     grid) to the run and into the model itself, so they travel with the version.
+    ``created`` receives ``run_id`` and ``model_id`` as soon as they exist, so that a
+    caller can remove them when a later step fails (:func:`roll_back`).
     """
 
     import mlflow
@@ -101,6 +105,8 @@ def log_generator(
     extra = {k: str(v) for k, v in (artifacts or {}).items()}
     str_params = {k: _param_value(v) for k, v in params.items()}
     with tempfile.TemporaryDirectory(prefix="gan-model-code-") as tmp, mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+        if created is not None:
+            created["run_id"] = run.info.run_id
         mlflow.set_tags(dict(tags))
         _log_params(str_params)
         for path in extra.values():
@@ -118,6 +124,8 @@ def log_generator(
                 params=str_params,
                 tags=dict(tags),
             )
+        if created is not None:
+            created["model_id"] = info.model_id
         if metrics:
             mlflow.log_metrics(dict(metrics), model_id=info.model_id)
         run_id = run.info.run_id
@@ -173,9 +181,98 @@ def register_generator(
     from mlflow import MlflowClient
 
     client = MlflowClient()
-    version = log_generator(
-        generator_dir, model_name, params=params, metrics=metrics, tags=tags, version_tags=version_tags, artifacts=artifacts, experiment_id=experiment_id
-    )
+    aliases_before = alias_snapshot(client, model_name)
+    created: dict[str, str] = {}
+    try:
+        return _register_and_decide(client, generator_dir, model_name, metric, min_improvement, score, manifest, created,
+                                    params=params, metrics=metrics, tags=tags, version_tags=version_tags, artifacts=artifacts,
+                                    experiment_id=experiment_id)  # fmt: skip
+    except BaseException as err:
+        # a half-made version must not stay behind: consumers of the registry would find a
+        # version without its decision, or an alias pointing at it
+        try:
+            undone = roll_back(client, model_name, aliases_before, created)
+        except Exception as again:
+            if not isinstance(err, Exception):
+                raise
+            raise GanError(
+                f"registering {model_name} failed half-way ({_reason(err)}) and putting the registry back failed too ({_reason(again)}); "
+                f"delete what run {created.get('run_id', '?')} registered under {model_name} by hand."
+            ) from None
+        if not isinstance(err, Exception):  # SIGINT / SIGTERM: rolled back, the stage says it was interrupted
+            raise
+        what = f" ({', '.join(undone)} removed)" if undone else ""
+        raise GanError(f"registering {model_name} failed half-way ({_reason(err)}); the registry was put back as it was{what}.") from None
+
+
+def _reason(err: BaseException) -> str:
+    """An error as a short clause: a GanError's own sentence, else its type and first line."""
+    text = str(err).strip()
+    if isinstance(err, GanError):
+        return text.rstrip(".")
+    first = text.splitlines()[0][:200] if text else "no detail"
+    return f"{type(err).__name__}: {first}"
+
+
+def alias_snapshot(client: Any, name: str) -> dict[str, str] | None:
+    """The aliases of registered model ``name`` (alias -> version), or None when it does not exist yet."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return {alias: str(version) for alias, version in client.get_registered_model(name).aliases.items()}
+    except MlflowException:
+        return None
+
+
+def roll_back(client: Any, name: str, aliases_before: dict[str, str] | None, created: Mapping[str, str]) -> list[str]:
+    """Remove what one register call created (versions of its run, the run, its logged model,
+    the registered model when the call created it) and put back aliases the call moved.
+
+    Returns what was removed, for the message. Aliases that another register moved in the
+    meantime are left alone: only aliases that pointed at a removed version are restored.
+    """
+    from mlflow.exceptions import MlflowException
+
+    undone: list[str] = []
+    run_id = created.get("run_id")
+    if run_id:
+        for mv in client.search_model_versions(f"run_id = '{run_id}'"):
+            if mv.name == name:
+                client.delete_model_version(name, mv.version)
+                undone.append(f"version {mv.version}")
+    if aliases_before is None:
+        if not client.search_model_versions(f"name = '{name}'"):
+            with contextlib.suppress(MlflowException):
+                client.delete_registered_model(name)
+                undone.append(f"registered model {name}")
+    else:
+        now = alias_snapshot(client, name) or {}
+        for alias, version in aliases_before.items():
+            if alias not in now:  # it pointed at a version this call removed
+                with contextlib.suppress(MlflowException):
+                    client.set_registered_model_alias(name, alias, version)
+    if created.get("model_id"):
+        with contextlib.suppress(MlflowException):
+            client.delete_logged_model(created["model_id"])
+    if run_id:
+        client.delete_run(run_id)
+        undone.append(f"run {run_id}")
+    return undone
+
+
+def _register_and_decide(
+    client: Any,
+    generator_dir: str | Path,
+    model_name: str,
+    metric: str,
+    min_improvement: float,
+    score: Callable[[Any], float],
+    manifest: Mapping[str, Any],
+    created: dict[str, str],
+    **log_kwargs: Any,
+) -> tuple[Decision, Any]:
+    """The steps of :func:`register_generator` that write to the registry, in order."""
+    version = log_generator(generator_dir, model_name, created=created, **log_kwargs)
     challenger = ModelRef(name=model_name, version=str(version.version), requested=f"models:/{model_name}/{version.version}", run_id=version.run_id)
     challenger_score = float(score(load_model(challenger)))
     # The champion is read, scored and replaced under the lock: a register running at the

@@ -29,7 +29,9 @@ import numpy as np
 from gan.atomic import atomic_write_json
 from gan.config import load_params
 from gan.errors import GanError
+from gan.paths import check_outputs
 from gan.stages import stage_parser
+from gan.tracking import store_file
 
 EXPERIMENT = "gan-augment-eval"
 
@@ -48,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     params = load_params(args.params)
     cfg, data = params.augment_eval, Path(args.data or params.prepare.out)
     model_uri = args.model or f"models:/{params.register.model_name}@champion"
+    check_outputs({"--out": args.out}, {"--data": data, "--params": args.params, "the MLflow store": store_file()})
     start = time.perf_counter()
 
     from gan.augment import classification_accuracy, generate, real_slice, to_model_range

@@ -25,9 +25,11 @@ from gan.errors import GanError
 from gan.export import load_networks
 from gan.features import FeatureNet, load_feature_net
 from gan.grid import save_grid
+from gan.paths import check_outputs
 from gan.stages import stage_parser
 from gan.tasks import make_task
 from gan.tasks.base import EvalSettings
+from gan.tracking import store_file
 
 EXPERIMENT = "gan-evaluate"
 
@@ -40,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     params = load_params(args.params)
     cfg, data, out = params.evaluate, Path(args.data or params.prepare.out), Path(args.out)
+    check_outputs({"--out": out}, {"--data": data, "--model": args.model, "--features": args.features, "--params": args.params,
+                                   "the MLflow store": store_file()})
     start = time.perf_counter()
 
     nets, spec = load_networks(args.model)

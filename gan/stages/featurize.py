@@ -24,6 +24,7 @@ from gan.features import (
     save_feature_net,
     train_feature_net,
 )
+from gan.paths import check_outputs
 from gan.stages import stage_parser
 
 
@@ -34,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     params = load_params(args.params)
     cfg, data = params.featurize, Path(args.data or params.prepare.out)
+    check_outputs({"--out": args.out, "--metrics": args.metrics},
+                  {"--data": data, "featurize.inception_weights": cfg.inception_weights, "--params": args.params})
 
     manifest = read_manifest(data)
     inception = _inception_spec(cfg.inception_weights)  # before training: fail fast on a bad file

@@ -28,7 +28,9 @@ from typing import Any
 from gan.atomic import atomic_write_json
 from gan.config import Params, load_params
 from gan.errors import GanError
+from gan.paths import check_outputs
 from gan.stages import stage_parser
+from gan.tracking import store_file
 
 EXPERIMENT = "gan-register"
 
@@ -47,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     params = load_params(args.params)
     cfg, data = params.register, Path(args.data or params.prepare.out)
+    check_outputs({"--out": args.out}, {"--data": data, "--model": args.model, "--features": args.features, "--eval": args.eval,
+                                        "--tuned": args.tuned, "--params": args.params, "the MLflow store": store_file()})
     start = time.perf_counter()
 
     # every local input is read and checked before the registry is touched
@@ -57,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     from gan.tasks import make_task
 
     spec = read_spec(args.model)
+    check_generator_runs(args.model, spec)
     manifest = read_manifest(data)
     eval_dir = Path(args.eval)
     eval_metrics = read_eval_metrics(eval_dir / "metrics.json", cfg.metric)
@@ -111,6 +116,35 @@ def main(argv: list[str] | None = None) -> int:
         f"{record['alias']} ({decision.reason}); {args.out} in {time.perf_counter() - start:.1f}s"
     )
     return 0
+
+
+def check_generator_runs(model_dir: str | Path, spec: dict[str, Any]) -> None:
+    """Build the exported generator and run one forward pass, before anything is registered.
+
+    A version is only worth registering when it loads: MLflow would happily store a
+    config.json naming an unknown architecture, and every consumer of that version
+    (the champion comparison, ``gan augment``) would then crash on it.
+    """
+    import torch
+
+    from gan.export import load_generator, sample
+
+    config = Path(model_dir) / "config.json"
+    try:
+        G, _ = load_generator(model_dir)
+        x, _ = next(sample(G, 2, seed=0, batch_size=2))
+    except GanError:
+        raise
+    except Exception as err:  # whatever building or running the described network raises
+        detail = str(err).strip().splitlines()[0][:160] if str(err).strip() else "no detail"
+        raise GanError(
+            f"the generator in {model_dir} cannot be built and run from {config} ({type(err).__name__}: {detail}); "
+            "re-export it with the train stage (dvc repro train), nothing was registered."
+        ) from None
+    want = (2, int(spec["channels"]), int(spec["image_size"]), int(spec["image_size"]))
+    if tuple(x.shape) != want or not bool(torch.isfinite(x).all()):
+        got = "non-finite values" if tuple(x.shape) == want else f"images of shape {tuple(x.shape)[1:]}"
+        raise GanError(f"the generator in {model_dir} produces {got} instead of {want[1:]} images as {config} says; re-export it with the train stage, nothing was registered.")
 
 
 def read_eval_metrics(path: Path, metric: str) -> dict[str, Any]:

@@ -20,9 +20,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gan.atomic import output_lock
 from gan.config import Params, load_params
 from gan.errors import ConfigError, GanError
+from gan.paths import check_outputs
 from gan.stages import stage_parser
+from gan.tracking import store_file
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -86,7 +89,17 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     params = load_params(args.params)
     data_dir = args.data or params.prepare.out
+    check_outputs({"--model-out": args.model_out, "--out": args.out},
+                  {"--data": data_dir, "--features": args.features, "--tuned": args.tuned, "--params": args.params,
+                   "train.storage_path": params.train.storage_path, "the MLflow store": store_file()})
+    # one train stage per output at a time: a second one would resume the same Ray run
+    # from the same checkpoints and race the first to the outputs
+    with output_lock(args.out):
+        return train(args, params, data_dir, t0)
 
+
+def train(args: argparse.Namespace, params: Params, data_dir: str, t0: float) -> int:
+    """The stage's work once its outputs are known to be its own."""
     from gan.data import read_manifest
     from gan.tracking import ensure_experiment, git_commit
     from gan.training.outputs import final_metrics, generator_spec, write_outputs

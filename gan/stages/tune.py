@@ -13,16 +13,21 @@ With ``tune.enabled: false`` the search is skipped and train uses train.* as the
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import math
+import signal
 from pathlib import Path
 from typing import Any
 
-from gan.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from gan import signals
+from gan.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text, output_lock
 from gan.config import Params, load_params
-from gan.errors import GanError
+from gan.errors import GanError, Interrupted
+from gan.paths import check_outputs
 from gan.stages import stage_parser
+from gan.tracking import store_file
 
 CSV_FIELDS = ("trial_id", "lr_G", "lr_D", "beta1", "n_critic", "final_lr_G", "final_lr_D", "status", "score", "last_score", "steps", "error")
 
@@ -102,6 +107,16 @@ def main(argv: list[str] | None = None) -> int:
     params = load_params(args.params)
     out = Path(args.out)
     cfg = params.tune
+    check_outputs({"--out": out}, {"--data": args.data or params.prepare.out, "--features": args.features, "--params": args.params,
+                                   "tune.storage_path": cfg.storage_path, "the MLflow store": store_file()})
+    # one tune stage per output at a time: a second one would restore the same search
+    with output_lock(out):
+        return tune(args, params, out)
+
+
+def tune(args: argparse.Namespace, params: Params, out: Path) -> int:
+    """The stage's work once its output is known to be its own."""
+    cfg = params.tune
     if not cfg.enabled:
         write_outputs(out, params, {"rows": [], "name": "disabled", "resumed": False, "wall_s": 0.0}, None)
         print("tune: disabled (tune.enabled: false); train uses train.* from params.yaml")
@@ -121,6 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     init_ray()
     print(f"tune: {num_trials(cfg, task_class(params.model.task).tunable)} trials x {cfg.max_steps} steps, {cfg.search_alg} search, {cfg.scheduler} scheduler ...", flush=True)
     result = run_search(params, data_dir, args.features, manifest["hash"])
+    if not result["finished"]:
+        raise Interrupted(
+            f"tune was interrupted ({signals.name(signals.received() or signal.SIGINT)}) with {len(result['rows'])} of {num_trials(cfg)} trials "
+            f"started; the outputs in {out} were left as they were, and running the same command again resumes the search saved in {result['path']}.",
+            signals.received() or signal.SIGINT,
+        )
     best = best_row(result["rows"])
     if best is None:
         errors = [r["error"] for r in result["rows"] if r["error"]]

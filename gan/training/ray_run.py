@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -28,8 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gan import signals
 from gan.config import Params, TrainConfig, parse_params
-from gan.errors import DivergenceError, GanError
+from gan.errors import DivergenceError, GanError, Interrupted
 from gan.training.checkpoint import TrainCheckpoint, load_checkpoint, save_checkpoint
 from gan.training.factory import task_for
 from gan.training.loop import DDP_KWARGS, EvalFn, fit
@@ -303,9 +305,16 @@ def _fit(trainer: TorchTrainer, name: str, cfg: TrainConfig) -> Result:
     """``trainer.fit()`` with Ray's failure turned into one sentence (a worker's GanError as is)."""
     from ray.train import TrainingFailedError
 
+    # Ray Train's own Ctrl-C handler aborts the run and then lets fit() return or exit 0/1
+    # without a word; recording the signal around it lets the stage say it was interrupted
+    register = getattr(trainer, "_register_sigint_handler", None)
+    if register is not None:
+        trainer._register_sigint_handler = signals.wrap_handler_registration(register)
     try:
-        return trainer.fit()
+        result = trainer.fit()
     except TrainingFailedError as err:
+        if signals.received():
+            raise _interrupted(name, cfg) from None
         cause = _gan_error_in(err)
         if cause is not None:
             raise cause from None
@@ -322,6 +331,23 @@ def _fit(trainer: TorchTrainer, name: str, cfg: TrainConfig) -> Result:
         raise GanError(
             f"training failed after {cfg.max_failures} restart(s) (train.max_failures): {detail}; worker logs are under /tmp/ray/session_latest/logs and checkpoints under {where}."
         ) from None
+    except BaseException:  # Ray Train's handler may end fit() with sys.exit, ours with KeyboardInterrupt
+        if signals.received():
+            raise _interrupted(name, cfg) from None
+        raise
+    if signals.received():
+        raise _interrupted(name, cfg)
+    return result
+
+
+def _interrupted(name: str, cfg: TrainConfig) -> Interrupted:
+    """The sentence for a run stopped by SIGINT/SIGTERM: nothing exported, checkpoints kept."""
+    signum = signals.received() or signal.SIGINT
+    return Interrupted(
+        f"training was interrupted ({signals.name(signum)}); no output was written, the checkpoints under "
+        f"{storage_uri(cfg.storage_path)}/{name} are kept and running the same command again resumes from the last one.",
+        signum,
+    )
 
 
 def _placement_failed(err: BaseException) -> bool:

@@ -164,6 +164,92 @@ def test_invalid_param_kind_fails_gan_check(tmp_path, kind):
     assert proc.returncode == 2
 
 
+# Values that passed `gan check` and then crashed a stage (numpy refusing a negative seed,
+# `train.seed: -1` after 80 s of Ray retries, ASHA's "grace_period must be <= max_t!"), or
+# that would make a stage fail or do nothing useful: every constraint a stage relies on is
+# checked by the config, named by key.
+CROSS_KEY = {
+    "negative_prepare_seed": ("prepare: {seed: -1}\n", "prepare.seed = -1 is invalid: must be greater than or equal to 0"),
+    "negative_evaluate_seed": ("evaluate: {seed: -3}\n", "evaluate.seed = -3 is invalid"),
+    "negative_train_seed": ("train: {seed: -1}\n", "train.seed = -1 is invalid"),
+    "seed_beyond_numpy": ("tune: {seed: 4294967296}\n", "tune.seed = 4294967296 is invalid: must be less than or equal to 4294967295"),
+    "asha_grace_beyond_evaluations": ("tune: {grace_period: 4, max_steps: 300, eval_every: 100}\n", "tune.grace_period: 4 evaluations is more than the 3 a trial makes"),
+    "max_steps_below_eval_every": ("tune: {max_steps: 50, eval_every: 100}\n", "tune.max_steps: 50 is smaller than tune.eval_every = 100"),
+    "pbt_never_perturbs": ("tune: {scheduler: pbt, perturbation_interval: 3, max_steps: 300, eval_every: 100}\n", "tune.perturbation_interval: 3 evaluations is not less than the 3"),
+    "searched_beta1_reaching_1": ("tune: {beta1: [0.5, 1.0]}\n", "tune.beta1: the range [0.5, 1.0] reaches 1.0, but train.beta1 must be below 1"),
+    "searched_n_critic_of_0": ("tune: {n_critic: [0, 2]}\n", "tune.n_critic: [0, 2] holds 0, but train.n_critic must be at least 1"),
+    "nearest_k_beyond_samples": ("evaluate: {nearest_k: 50}\nregister: {eval_samples: 40}\n", "evaluate.nearest_k: 50 needs more than that many samples but register.eval_samples = 40"),
+    "too_few_eval_samples_in_training": ("train: {eval_samples: 4}\n", "train.eval_samples: 4 samples are too few"),
+    "prepare_out_is_path": ("prepare: {source: image_folder, path: raw, out: raw}\n", "prepare.out: raw is prepare.path = raw"),
+    "prepare_out_holds_ray_storage": ("prepare: {out: data}\ntrain: {storage_path: data/ray}\n", "prepare.out: data contains train.storage_path = data/ray"),
+    "model_name_with_alias_sign": ("register: {model_name: gan@x}\n", "register.model_name = 'gan@x' is invalid: must start with a letter or digit"),
+    "model_name_with_slash_and_space": ("register: {model_name: a/b c}\n", "register.model_name = 'a/b c' is invalid"),
+}
+
+
+@pytest.mark.parametrize("kind", list(CROSS_KEY))
+def test_constraint_a_stage_relies_on_fails_gan_check(tmp_path, kind):
+    text, message = CROSS_KEY[kind]
+    (tmp_path / "params.yaml").write_text(text)
+    proc = run_stage(["-m", "gan.cli", "check"], "--params", str(tmp_path / "params.yaml"), cwd=tmp_path)
+    assert_one_line_error(proc, message)
+    assert proc.returncode == 2
+
+
+def test_data_too_small_to_split_fails_prepare_saying_what_it_needs(tmp_path, previous_prepare):
+    """Before: a class of one image passed prepare with no validation example of it, and
+    featurize then advised re-running prepare, which could not help."""
+    out, before = previous_prepare
+    raw = image_folder(tmp_path / "raw", per_class=3)
+    for extra in ("1.png", "2.png"):
+        (raw / "dog" / extra).unlink()
+    labelled = write_params(tmp_path / "labelled.yaml", prepare={"source": "image_folder", "path": str(raw), "image_size": 8})
+    proc = run_stage("prepare", "--params", str(labelled), "--out", str(out))
+    assert_one_line_error(proc, "class 'dog' has 1 readable image but needs at least 2", "add images to that class or remove it")
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    shutil.copy(raw / "cat" / "0.png", flat / "only.png")
+    unlabelled = write_params(tmp_path / "flat.yaml", prepare={"source": "image_folder", "path": str(flat), "image_size": 8})
+    proc = run_stage("prepare", "--params", str(unlabelled), "--out", str(out))
+    assert_one_line_error(proc, "the data has 1 readable image but needs at least 2")
+    assert tree(out) == before and leftovers(tmp_path) == []
+
+
+def test_image_folder_layout_rule_counts_and_lists_what_is_left_out(tmp_path):
+    """Before: images in sub-folders of a class folder and loose images beside the class
+    folders were dropped silently (20 of 23 in the probe). The rule now: a class folder's
+    images count at any depth; files beside class folders and hidden entries are left out,
+    counted on the console and listed in the manifest."""
+    raw = image_folder(tmp_path / "raw", per_class=2)
+    (raw / "cat" / "indoor" / "2020").mkdir(parents=True)
+    for i in range(3):
+        shutil.copy(raw / "cat" / "0.png", raw / "cat" / "indoor" / "2020" / f"n{i}.png")
+    shutil.copy(raw / "dog" / "0.png", raw / "loose.png")
+    (raw / "README.txt").write_text("about these images")
+    (raw / "dog" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    params = write_params(tmp_path / "params.yaml", prepare={"source": "image_folder", "path": str(raw), "image_size": 8})
+    proc = run_stage("prepare", "--params", str(params), "--out", str(tmp_path / "prepared"))
+    assert proc.returncode == 0, proc.stderr
+    assert "3 ignored (listed in manifest.json)" in proc.stdout
+    manifest = json.loads((tmp_path / "prepared" / "manifest.json").read_text())
+    assert manifest["counts"]["train"]["total"] + manifest["counts"]["val"]["total"] == 7  # 5 cats (2 + 3 nested), 2 dogs
+    assert manifest["class_names"] == ["cat", "dog"]
+    assert {Path(e["file"]).name: e["reason"] for e in manifest["ignored"]} == {
+        "loose.png": "file beside the class folders, so in no class",
+        "README.txt": "file beside the class folders, so in no class",
+        ".DS_Store": "file hidden",
+    }
+
+
+def test_augment_seed_outside_the_params_range_is_refused():
+    """`gan augment --seed` takes the same range as the params' seeds (torch overflowed beyond 2**64)."""
+    from gan.augment import cli_main
+
+    for seed in ("-1", str(2**64)):
+        with pytest.raises(GanError, match=rf"--seed {seed} is invalid; use a whole number from 0 to 4294967295"):
+            cli_main(["--model", "models:/x@champion", "--num", "1", "--out", "unused", "--seed", seed])
+
+
 NOT_YAML = {
     "unclosed": ("train: [unclosed\n", "is not valid YAML at line"),
     "tab_indent": ("train:\n\tsteps: 5\n", "is not valid YAML at line 2"),

@@ -14,7 +14,7 @@ from PIL import Image
 
 from ..conftest import write_params
 from ..test_registry import mlflow_server, tracking
-from .conftest import STAGES, child_env
+from .conftest import STAGES, assert_one_line_error, child_env, leftovers
 
 pytestmark = pytest.mark.slow
 
@@ -110,3 +110,47 @@ def test_augment_jobs_keep_their_version_while_the_champion_moves(tmp_path, smal
             assert not np.array_equal(v1[0][k], v2[0][k])
     assert json.loads((tmp_path / "after" / "metadata.json").read_text())["model_version"] == "2"
     print(f"\nFIGURE augment: jobs still running at the promotion: {running_at_promotion}")
+
+
+def test_two_augment_jobs_writing_one_output_exclude_each_other(tmp_path, small_registry):
+    """Before: both reported success and the first one's output was silently replaced. Now the
+    output's lock (or, when the first has finished, its non-empty folder) stops the second."""
+    from gan.atomic import output_lock
+
+    out, n = tmp_path / "synth", 300
+    cmd = [sys.executable, "-m", "gan.cli", "augment", "--model", "models:/rel-gan@champion", "--num", str(n), "--format", "image_folder",
+           "--no-progress", "--out", str(out)]  # fmt: skip
+    env = child_env(MLFLOW_TRACKING_URI=small_registry["uri"])
+    with output_lock(out):  # a writer of the output is at work: a job started now must not write
+        held = subprocess.run([*cmd, "--seed", "0"], env=env, capture_output=True, text=True, timeout=300)
+    assert_one_line_error(held, f"{out} is being written by another process", "choose another output")
+    assert not out.exists()
+
+    jobs = {seed: subprocess.Popen([*cmd, "--seed", str(seed)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for seed in (1, 2)}  # fmt: skip
+    done = {seed: subprocess.CompletedProcess(j.args, j.wait(timeout=300), *j.communicate()) for seed, j in jobs.items()}
+    assert sorted(p.returncode for p in done.values()) == [0, 2], {s: p.stderr[-2000:] for s, p in done.items()}
+    winner = next(s for s, p in done.items() if p.returncode == 0)
+    loser = next(p for p in done.values() if p.returncode != 0)
+    line = assert_one_line_error(loser, str(out))
+    assert "is being written by another process" in line or "exists and is not empty" in line
+    assert json.loads((out / "metadata.json").read_text())["seed"] == winner  # the winner's output, whole
+    assert len(list(out.rglob("*.png"))) == n and leftovers(tmp_path) == []
+    print(f"\nFIGURE augment race: seed {winner} won; the other said: {line[:80]}")
+
+
+@pytest.mark.parametrize("stage", ["train", "tune"])
+def test_a_second_train_or_tune_stage_on_one_output_stops_at_once(tmp_path, stage):
+    """A second train (or tune) stage on the same outputs would resume the same Ray run (or
+    search) from the same checkpoints and race the first to the outputs: it stops before
+    reading anything, while the first holds its output."""
+    import importlib
+
+    from gan.atomic import output_lock
+    from gan.errors import GanError
+
+    params = write_params(tmp_path / "params.yaml")
+    out = tmp_path / stage
+    with output_lock(out), pytest.raises(GanError, match=rf"^{out} is being written by another process right now"):
+        importlib.import_module(f"pipelines.{stage}").main(["--params", str(params), "--data", str(tmp_path / "absent"), "--out", str(out)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]

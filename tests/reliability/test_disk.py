@@ -59,7 +59,8 @@ def test_prepare_over_the_file_size_limit_keeps_the_previous_output(tmp_path):
 def test_augment_on_a_full_disk_writes_nothing(tmp_path, small_registry, fmt):
     with small_tmpfs(tmp_path / "disk", "128k") as disk:
         proc = augment(small_registry["uri"], disk / "synth", fmt)
-        assert_one_line_error(proc, f"cannot write {disk / 'synth'}", "no space left on device")
+        # refused up front from the size estimate (before this estimate: ENOSPC mid-write)
+        assert_one_line_error(proc, f"cannot write {disk / 'synth'}", "are free there", "--num")
         assert list(disk.iterdir()) == []
 
 
@@ -78,3 +79,18 @@ def test_unwritable_output_directory(tmp_path, small_registry):
         proc = augment(small_registry["uri"], ro / "synth", num="10")
         assert_one_line_error(proc, f"cannot write {ro / 'synth'}", "read-only file system")
         assert list(ro.iterdir()) == []
+
+
+def test_augment_asking_for_more_than_the_disk_holds_is_refused_up_front(tmp_path, small_registry):
+    """Before: `--num 1000000000` started writing ~256 GB to a disk with 65 GB free and
+    failed 14 hours later. The output's size is estimated before the first sample."""
+    from gan.augment import estimate_bytes, free_space
+
+    have, _ = free_space(tmp_path)
+    for fmt in ("npz", "image_folder"):
+        per_sample = estimate_bytes(2, (1, 8, 8), fmt) - estimate_bytes(1, (1, 8, 8), fmt)
+        num = str(have // per_sample * 2)  # twice what this disk can take
+        proc = augment(small_registry["uri"], tmp_path / "synth", fmt, num=num)
+        line = assert_one_line_error(proc, f"cannot write {tmp_path / 'synth'}: {num} samples as {fmt} need about", "are free there", "--num")
+        print(f"\nFIGURE {line}")
+    assert list(tmp_path.iterdir()) == []
