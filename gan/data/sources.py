@@ -30,11 +30,17 @@ class Item:
     name: str
     label: int | None
     load: Callable[[], Image.Image | np.ndarray]
+    # domain sources only: the digit class and the same content under every domain
+    content: int | None = None
+    oracle: Callable[[], np.ndarray] | None = None
 
 
 def list_source(cfg: PrepareConfig) -> tuple[list[Item], list[str]]:
     """Return the items of ``cfg.source`` and its class names ([] when unlabelled)."""
-    listers = {"digits": _digits, "image_folder": _image_folder, "npz": _npz, "torchvision": _torchvision}
+    from gan.data.domains import digits_domains, domain_folders
+
+    listers = {"digits": _digits, "image_folder": _image_folder, "npz": _npz, "torchvision": _torchvision,
+               "digits_domains": digits_domains, "domains": domain_folders}  # fmt: skip
     return listers[cfg.source](cfg)
 
 

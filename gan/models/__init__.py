@@ -21,6 +21,13 @@ from gan.errors import ConfigError
 from gan.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from gan.models.mlp import MLPDiscriminator, MLPGenerator
 from gan.models.resnet import ResNetDiscriminator, ResNetGenerator
+from gan.models.translate import (
+    CycleGANGenerator,
+    PatchGANDiscriminator,
+    StarGANDiscriminator,
+    StarGANGenerator,
+    UNetGenerator,
+)
 
 if TYPE_CHECKING:
     from gan.config import ModelConfig
@@ -41,6 +48,12 @@ DISCRIMINATORS: dict[str, type[nn.Module]] = {
 NETWORKS: dict[str, type[nn.Module]] = {
     **{f"{arch}.G": cls for arch, cls in GENERATORS.items()},
     **{f"{arch}.D": cls for arch, cls in DISCRIMINATORS.items()},
+    # the translate task's networks (gan/models/translate.py)
+    "cyclegan.G": CycleGANGenerator,
+    "patchgan.D": PatchGANDiscriminator,
+    "unet.G": UNetGenerator,
+    "stargan.G": StarGANGenerator,
+    "stargan.D": StarGANDiscriminator,
 }
 # Architectures whose D is always spectral-normalised (SNGAN's design).
 ALWAYS_SPECTRAL_D = ("resnet",)
