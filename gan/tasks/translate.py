@@ -39,11 +39,17 @@ import torch
 
 from gan.errors import ConfigError, DataError
 from gan.losses import (
+    cycle_consistency_loss,
     d_loss_least_squares,
     d_loss_minimax,
     d_loss_wasserstein,
+    domain_classification_loss,
+    g_loss_least_squares_cyclegan,
     g_loss_nonsaturating,
     g_loss_wasserstein,
+    gradient_penalty_on,
+    identity_loss,
+    l1_reconstruction_loss,
 )
 from gan.tasks.base import (
     Batch,
@@ -55,14 +61,6 @@ from gan.tasks.base import (
     Phase,
     PhaseContext,
     Task,
-)
-from gan.translation_losses import (
-    cycle_consistency_loss,
-    domain_classification_loss,
-    g_loss_least_squares_cyclegan,
-    gradient_penalty_on,
-    identity_loss,
-    l1_reconstruction_loss,
 )
 
 METRICS = ("target_accuracy", "content_accuracy", "cycle_l1", "fid", "psnr", "ssim")
