@@ -31,6 +31,10 @@ SOURCES = ("digits", "image_folder", "npz", "torchvision", "digits_domains", "do
 DIGIT_DOMAINS = ("plain", "inverted", "dilated", "dilated_inverted")
 DIFFAUGMENT_POLICIES = ("color", "translation", "cutout")
 METRICS = ("fid", "kid", "precision", "recall", "density", "coverage")
+# what tune and register may optimise, per task (the task's MetricSpec gives each one's direction)
+TASK_METRICS = {"generate": ("fid", "kid"),
+                "translate": ("target_accuracy", "content_accuracy", "cycle_l1", "fid", "psnr", "ssim")}  # fmt: skip
+SCORED = Literal["fid", "kid", "target_accuracy", "content_accuracy", "cycle_l1", "psnr", "ssim"]
 # The smallest resolution each architecture can produce (its first feature map is 4x4,
 # doubled by each upsampling block) and the largest we support.
 MIN_RESOLUTION = {"mlp": 8, "dcgan": 8, "resnet": 8}
@@ -197,7 +201,7 @@ class TuneConfig(_Section):
     max_steps: int = Field(600, gt=0)
     eval_every: int = Field(100, gt=0)
     eval_samples: int = Field(500, gt=0)
-    metric: Literal["fid", "kid"] = "fid"
+    metric: SCORED = "fid"
     grace_period: int = Field(1, gt=0, description="evaluations before ASHA may stop a trial")
     reduction_factor: int = Field(3, gt=1)
     perturbation_interval: int = Field(2, gt=0, description="evaluations between PBT/PB2 perturbations")
@@ -225,7 +229,7 @@ class TuneConfig(_Section):
 
 class RegisterConfig(_Section):
     model_name: str = Field("digits-gan", min_length=1)
-    metric: Literal["fid", "kid"] = "fid"
+    metric: SCORED = "fid"
     min_improvement: float = Field(0.0, ge=0.0, description="relative: challenger must be lower by this fraction")
     eval_samples: int = Field(1000, gt=0)
     seed: int = 0
@@ -260,6 +264,11 @@ with warnings.catch_warnings():
             arch, size = self.model.arch, self.prepare.image_size
             if size < MIN_RESOLUTION[arch]:
                 raise ValueError(f"prepare.image_size: model '{arch}' cannot produce {size}x{size}; use at least {MIN_RESOLUTION[arch]}")
+            allowed = TASK_METRICS.get(self.model.task)
+            for section in ("tune", "register"):
+                metric = getattr(self, section).metric
+                if allowed and metric not in allowed:
+                    raise ValueError(f"{section}.metric: '{metric}' is not a metric of task '{self.model.task}'; use one of {', '.join(allowed)}")
             return self
 
 

@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         version_tags={f"params/{k}": json.dumps(v, sort_keys=True, default=str) for k, v in settings(spec, tuned).items()},
         artifacts={"samples": samples, "eval_metrics": eval_dir / "metrics.json"},
         experiment_id=experiment_id,
+        lower_is_better=task.metric.lower(cfg.metric),
     )
     record = {
         **decision.as_dict(),

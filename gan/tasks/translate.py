@@ -127,7 +127,8 @@ class TranslateTask(Task):
         super().__init__(params, manifest)
         self.cfg = params.model.translate
         self.arch = self.cfg.arch
-        self.metric = MetricSpec(self.cfg.metric, lower_is_better=self.cfg.metric in LOWER_IS_BETTER, names=METRICS)  # type: ignore[misc]
+        self.metric = MetricSpec(self.cfg.metric, lower_is_better=self.cfg.metric in LOWER_IS_BETTER, names=METRICS,  # type: ignore[misc]
+                                 higher_is_better=tuple(m for m in METRICS if m not in LOWER_IS_BETTER))
         if "domains" not in manifest:
             raise ConfigError("params.yaml: model.task = 'translate' needs domain data; set prepare.source to digits_domains or domains and re-run prepare.")
         self.domains: list[str] = list(manifest["domains"])
