@@ -262,3 +262,14 @@ def test_gan_translate_cli_exits_non_zero_with_one_line(trained, tmp_path):
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines() == [f"error: --in {tmp_path / 'in'} holds no files; put the images to translate there."]
+
+
+@pytest.mark.parametrize("example", sorted((ROOT / "docs" / "examples").glob("translate-*.yaml")), ids=lambda p: p.stem)
+def test_params_examples_are_valid_and_build_their_task(example, tmp_path):
+    from gan.config import load_params
+    from gan.data import prepare_dataset
+
+    params = load_params(example)
+    manifest = prepare_dataset(params.prepare.model_copy(update={"image_size": 16}), tmp_path / "data")
+    task = make_task(params, manifest)
+    assert set(task.build_networks()) == set(task.network_specs())
