@@ -165,7 +165,7 @@ def test_short_cyclegan_run_beats_the_untranslated_baseline(trained):
     untranslated = task.evaluate({"G_AB": torch.nn.Identity(), "G_BA": torch.nn.Identity()}, feature_net, data, settings)
     floor = task.real_floor(feature_net, data, settings)
     assert set(scores) >= {"target_accuracy", "content_accuracy", "cycle_l1", "fid", "psnr", "ssim",
-                           "target_accuracy/plain->dilated_inverted", "target_accuracy/dilated_inverted->plain"}  # fmt: skip
+                           "target_accuracy/plain_to_dilated_inverted", "target_accuracy/dilated_inverted_to_plain"}  # fmt: skip
     assert untranslated["target_accuracy"] < 0.2 and floor["target_accuracy"] > 0.9  # the domain judge works
     assert scores["target_accuracy"] > untranslated["target_accuracy"] + 0.3
     assert scores["psnr"] > untranslated["psnr"]
@@ -273,3 +273,43 @@ def test_params_examples_are_valid_and_build_their_task(example, tmp_path):
     manifest = prepare_dataset(params.prepare.model_copy(update={"image_size": 16}), tmp_path / "data")
     task = make_task(params, manifest)
     assert set(task.build_networks()) == set(task.network_specs())
+
+
+def test_evaluate_and_register_stages_gate_on_a_higher_is_better_metric(trained, tmp_path):
+    """featurize -> evaluate -> register with register.metric = target_accuracy: a worse challenger is not promoted."""
+    import json
+
+    import yaml
+
+    from gan.stages import evaluate, featurize, register
+    from gan.training import fit
+    from gan.training.outputs import export_generator, generator_spec
+
+    raw = {"prepare": {"source": "digits_domains", "image_size": 8},
+           "model": {"task": "translate", "g_width": 8, "d_width": 8, "translate": {"arch": "cyclegan", "n_blocks": 2, "d_layers": 1}},
+           "featurize": {"epochs": 2, "width": 8, "feature_dim": 16},
+           "evaluate": {"num_samples": 100, "batch_size": 100},
+           "register": {"model_name": "stage-translate", "metric": "target_accuracy", "eval_samples": 100}}  # fmt: skip
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    data, params = str(trained["data"]), ["--params", str(tmp_path / "params.yaml"), "--data", str(trained["data"])]
+    # a worse model of the same shape: one training step
+    weak = cyclegan_params(steps=1)
+    task = make_task(weak, read_manifest(trained["data"]))
+    saved = []
+    fit(weak, data, task=task, log=None, report=lambda m, c: saved.append(c) if c else None)
+    export_generator(task, saved[-1], generator_spec(task, saved[-1], {}, {}), tmp_path / "weak")
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with tracking(uri):
+        assert featurize.main([*params, "--out", str(tmp_path / "features"), "--metrics", str(tmp_path / "f.json")]) == 0
+        decisions = []
+        for i, model in enumerate((trained["root"] / "model", tmp_path / "weak")):
+            common = [*params, "--model", str(model), "--features", str(tmp_path / "features")]
+            assert evaluate.main([*common, "--out", str(tmp_path / f"eval{i}")]) == 0
+            metrics = json.loads((tmp_path / f"eval{i}" / "metrics.json").read_text())
+            assert {"target_accuracy", "floor/target_accuracy", "content_accuracy", "psnr"} <= set(metrics)
+            assert register.main([*common, "--eval", str(tmp_path / f"eval{i}"), "--tuned", str(tmp_path / "none.json"),
+                                  "--out", str(tmp_path / f"decision{i}.json")]) == 0  # fmt: skip
+            decisions.append(json.loads((tmp_path / f"decision{i}.json").read_text()))
+    assert decisions[0]["promoted"] and decisions[0]["lower_is_better"] is False
+    assert not decisions[1]["promoted"] and decisions[1]["challenger_score"] < decisions[1]["champion_score"], decisions[1]

@@ -335,7 +335,7 @@ class TranslateTask(Task):
         return torch.cat(rows).clamp(-1, 1), 8
 
     def evaluate(self, nets: dict[str, torch.nn.Module], feature_net: Any, data_dir: Any, settings: EvalSettings) -> dict[str, float]:
-        """Translations of the validation split: averaged over domain pairs, and per pair (``<metric>/<A>-><B>``)."""
+        """Translations of the validation split: averaged over domain pairs, and per pair (``<metric>/<A>_to_<B>``: MLflow metric names allow no arrows)."""
         self.data_dir = data_dir
         return self._score(lambda src, s, t, rows: translate_batch(nets, self.arch, src, s, t, len(self.domains)),
                            feature_net, data_dir, settings, reconstruct=self.arch != "pix2pix")  # fmt: skip
@@ -378,7 +378,7 @@ class TranslateTask(Task):
             scores["fid"] = float(fid(feature_net.features(real_t, settings.batch_size), feature_net.features(fake.numpy(), settings.batch_size)))
             if oracle is not None:
                 scores.update(paired_scores(fake, torch.from_numpy(oracle[rows, t])))
-            per_pair[f"{self.domains[s]}->{self.domains[t]}"] = scores
+            per_pair[f"{self.domains[s]}_to_{self.domains[t]}"] = scores
         out: dict[str, float] = {}
         for name in METRICS:
             values = [p[name] for p in per_pair.values() if name in p]
