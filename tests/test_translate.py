@@ -313,3 +313,41 @@ def test_evaluate_and_register_stages_gate_on_a_higher_is_better_metric(trained,
             decisions.append(json.loads((tmp_path / f"decision{i}.json").read_text()))
     assert decisions[0]["promoted"] and decisions[0]["lower_is_better"] is False
     assert not decisions[1]["promoted"] and decisions[1]["challenger_score"] < decisions[1]["champion_score"], decisions[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, data: dict, raws: list[dict], out: str) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    from gan.training import fit_task
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        for i, raw in enumerate(raws):
+            summary = fit_task(parse_params(raw), data[raw["model"]["translate"]["arch"]], rank=rank, world_size=world, log=None)
+            torch.save({"checksums": summary["replica_checksums"]}, f"{out}/model{i}-rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_two_processes_keep_every_architecture_in_sync(prepared_digit_domains, prepared_digit_domains3, tmp_path):
+    """InstanceNorm and per-rank image pools (cyclegan), BatchNorm on stacked pairs (pix2pix), GP's double backward (stargan)."""
+    import os
+
+    import torch.multiprocessing as mp
+
+    raws = []
+    for arch, extra in (("cyclegan", {"pool_size": 4}), ("pix2pix", {}), ("stargan", {})):
+        raw = cyclegan_params(steps=3, **extra).model_dump()
+        raw["model"]["translate"]["arch"] = arch
+        raw["train"].update(batch_size=8, log_every=1, n_critic=2 if arch == "stargan" else 1)
+        raws.append(raw)
+    data = {"cyclegan": str(prepared_digit_domains), "pix2pix": str(prepared_digit_domains), "stargan": str(prepared_digit_domains3)}
+    port = 29700 + os.getpid() % 1000
+    mp.start_processes(_ddp_worker, args=(2, port, data, raws, str(tmp_path)), nprocs=2, join=True, start_method="fork")
+    for i, raw in enumerate(raws):
+        rows = torch.load(tmp_path / f"model{i}-rank0.pt", weights_only=True)["checksums"]
+        assert len(rows) == 2 and rows[0] == rows[1], raw["model"]["translate"]["arch"]  # gradients all-reduced
