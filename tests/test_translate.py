@@ -254,6 +254,7 @@ def test_pyfunc_rejects_a_wrong_channel_count_in_one_sentence(trained):
             model.predict(pd.DataFrame([{"image": np.zeros((3, 8, 8)).tolist(), "to": "plain"}]))
 
 
+@pytest.mark.slow
 def test_gan_translate_cli_exits_non_zero_with_one_line(trained, tmp_path):
     env = venv_env(MLFLOW_TRACKING_URI=trained["uri"])
     (tmp_path / "in").mkdir()
@@ -275,6 +276,7 @@ def test_params_examples_are_valid_and_build_their_task(example, tmp_path):
     assert set(task.build_networks()) == set(task.network_specs())
 
 
+@pytest.mark.slow
 def test_evaluate_and_register_stages_gate_on_a_higher_is_better_metric(trained, tmp_path):
     """featurize -> evaluate -> register with register.metric = target_accuracy: a worse challenger is not promoted."""
     import json
