@@ -4,6 +4,7 @@
     gan models                     # list tasks, architectures, losses and regularisers
     gan prepare | featurize | tune | train | evaluate | register | augment-eval
     gan augment --model models:/digits-gan@champion --num 1000 --out synth/ --format npz
+    gan translate --model models:/digits-translate@champion --in photos/ --to dilated_inverted --out translated/
     gan retrain                    # scheduled retraining: new data -> dvc repro -> gated promotion
 
 Each stage subcommand runs the same ``main()`` that ``dvc repro`` runs
@@ -29,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "register": ("gan.stages.register", "main", "MLflow model version, challenger/champion"),
     "augment-eval": ("gan.stages.augment_eval", "main", "classification accuracy with synthetic data"),
     "augment": ("gan.augment", "cli_main", "generate labelled synthetic data from a registered model"),
+    "translate": ("gan.translate", "cli_main", "translate images to a domain with a registered translate model"),
     "retrain": ("gan.retrain", "cli_main", "scheduled retraining with gated promotion"),
 }
 

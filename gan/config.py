@@ -26,7 +26,9 @@ from gan.tasks import TASKS
 
 ARCHS = ("mlp", "dcgan", "resnet")
 LOSSES = ("minimax", "nonsaturating", "hinge", "wgan-gp", "lsgan")
-SOURCES = ("digits", "image_folder", "npz", "torchvision")
+SOURCES = ("digits", "image_folder", "npz", "torchvision", "digits_domains", "domains")
+# The embedded domains default's image transforms (gan/data/domains.py), in the order StarGAN's default uses them.
+DIGIT_DOMAINS = ("plain", "inverted", "dilated", "dilated_inverted")
 DIFFAUGMENT_POLICIES = ("color", "translation", "cutout")
 METRICS = ("fid", "kid", "precision", "recall", "density", "coverage")
 # Seeds feed numpy (np.random.seed takes 0..2**32-1) as well as torch: one range for all.
@@ -37,6 +39,10 @@ TRAINING_NEAREST_K = 5
 # URIs: MLflow forbids '/' and ':', '@' would be read as an alias, and spaces or other
 # punctuation break shell commands and URLs; the SQL store keeps at most 256 characters.
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,255}$"
+# what tune and register may optimise, per task (the task's MetricSpec gives each one's direction)
+TASK_METRICS = {"generate": ("fid", "kid"),
+                "translate": ("target_accuracy", "content_accuracy", "cycle_l1", "fid", "psnr", "ssim")}  # fmt: skip
+SCORED = Literal["fid", "kid", "target_accuracy", "content_accuracy", "cycle_l1", "psnr", "ssim"]
 # The smallest resolution each architecture can produce (its first feature map is 4x4,
 # doubled by each upsampling block) and the largest we support.
 MIN_RESOLUTION = {"mlp": 8, "dcgan": 8, "resnet": 8}
@@ -50,8 +56,10 @@ class _Section(BaseModel):
 
 
 class PrepareConfig(_Section):
-    source: Literal["digits", "image_folder", "npz", "torchvision"] = "digits"
+    source: Literal["digits", "image_folder", "npz", "torchvision", "digits_domains", "domains"] = "digits"
     path: str | None = None
+    # source digits_domains: one disjoint share of the bundled digits per named transform
+    domains: list[str] = Field(default_factory=lambda: ["plain", "dilated_inverted"])
     torchvision_class: str | None = None
     image_size: int = Field(16, description="power of two from 8 to 128")
     channels: Literal[1, 3] = 1
@@ -68,9 +76,19 @@ class PrepareConfig(_Section):
             raise ValueError(f"must be a power of two from 8 to {MAX_RESOLUTION} (8, 16, 32, 64, 128)")
         return v
 
+    @field_validator("domains")
+    @classmethod
+    def _known_domains(cls, v: list[str]) -> list[str]:
+        bad = [d for d in v if d not in DIGIT_DOMAINS]
+        if bad:
+            raise ValueError(f"unknown domain transform '{bad[0]}'; allowed: {', '.join(DIGIT_DOMAINS)}")
+        if len(v) < 2 or len(set(v)) != len(v):
+            raise ValueError("must list at least two different domain transforms")
+        return v
+
     @model_validator(mode="after")
     def _source_needs_path(self) -> PrepareConfig:
-        if self.source != "digits" and not self.path:
+        if self.source not in ("digits", "digits_domains") and not self.path:
             raise ValueError(f"prepare.path: source '{self.source}' needs a path to the raw data")
         if self.source == "torchvision" and not self.torchvision_class:
             raise ValueError("prepare.torchvision_class: source 'torchvision' needs a class name such as MNIST")
@@ -81,6 +99,23 @@ class InfoGANConfig(_Section):
     categorical: int = Field(0, ge=0, description="number of categories of the categorical code (0 = off)")
     continuous: int = Field(0, ge=0, description="number of continuous codes (0 = off)")
     weight: float = Field(1.0, ge=0.0)
+
+
+class TranslateConfig(_Section):
+    """model.translate: the translate task's architecture and loss weights (gan/tasks/translate.py)."""
+
+    arch: Literal["cyclegan", "pix2pix", "stargan"] = "cyclegan"
+    n_blocks: int = Field(9, gt=0, description="residual blocks of CycleGAN's / StarGAN's G")
+    d_layers: int = Field(3, ge=1, le=5, description="PatchGAN stride-2 layers: receptive field 16, 34, 70 px for 1, 2, 3")
+    lambda_cyc: float = Field(10.0, ge=0.0)
+    lambda_id: float = Field(0.5, ge=0.0, description="identity weight as a fraction of lambda_cyc")
+    pool_size: int = Field(50, ge=0, description="image pool of past fakes shown to D (0 = off)")
+    decay_start: float = Field(0.5, ge=0.0, le=1.0, description="fraction of train.steps at constant lr before the linear decay")
+    lambda_l1: float = Field(100.0, ge=0.0)
+    lambda_cls: float = Field(1.0, ge=0.0)
+    lambda_rec: float = Field(10.0, ge=0.0)
+    lambda_gp: float = Field(10.0, ge=0.0)
+    metric: Literal["target_accuracy", "content_accuracy", "cycle_l1", "fid", "psnr", "ssim"] = "target_accuracy"
 
 
 class ModelConfig(_Section):
@@ -94,6 +129,7 @@ class ModelConfig(_Section):
     spectral_norm_D: bool = False
     loss: Literal["minimax", "nonsaturating", "hinge", "wgan-gp", "lsgan"] = "hinge"
     infogan: InfoGANConfig = InfoGANConfig()
+    translate: TranslateConfig = TranslateConfig()
 
     @field_validator("task")
     @classmethod
@@ -173,7 +209,7 @@ class TuneConfig(_Section):
     max_steps: int = Field(600, gt=0)
     eval_every: int = Field(100, gt=0)
     eval_samples: int = Field(500, gt=0)
-    metric: Literal["fid", "kid"] = "fid"
+    metric: SCORED = "fid"
     grace_period: int = Field(1, gt=0, description="evaluations before ASHA may stop a trial")
     reduction_factor: int = Field(3, gt=1)
     perturbation_interval: int = Field(2, gt=0, description="evaluations between PBT/PB2 perturbations")
@@ -201,6 +237,10 @@ class TuneConfig(_Section):
 
 class RegisterConfig(_Section):
     model_name: str = Field("digits-gan", min_length=1)
+    metric: SCORED = "fid"
+    min_improvement: float = Field(0.0, ge=0.0, description="relative: challenger must beat the champion by this fraction")
+    eval_samples: int = Field(1000, gt=0)
+    seed: int = Field(0, ge=0, le=SEED_MAX)
 
     @field_validator("model_name")
     @classmethod
@@ -213,10 +253,6 @@ class RegisterConfig(_Section):
                 "(MLflow forbids '/' and ':', and '@' would be read as an alias in models:/ URIs)"
             )
         return v
-    metric: Literal["fid", "kid"] = "fid"
-    min_improvement: float = Field(0.0, ge=0.0, description="relative: challenger must be lower by this fraction")
-    eval_samples: int = Field(1000, gt=0)
-    seed: int = Field(0, ge=0, le=SEED_MAX)
 
 
 class AugmentEvalConfig(_Section):
@@ -251,6 +287,11 @@ with warnings.catch_warnings():
             problem = cross_key_problem(self)
             if problem:
                 raise ValueError(problem)
+            allowed = TASK_METRICS.get(self.model.task)
+            for section in ("tune", "register"):
+                metric = getattr(self, section).metric
+                if allowed and metric not in allowed:
+                    raise ValueError(f"{section}.metric: '{metric}' is not a metric of task '{self.model.task}'; use one of {', '.join(allowed)}")
             return self
 
 

@@ -290,6 +290,7 @@ def run_search(params: Params, data_dir: str, features_dir: str, data_hash: str)
 
     cfg = params.tune
     tunable = task_class(params.model.task).tunable  # the learning rates this kind of GAN has
+    lower = metric_lower(params, data_dir)
     name = search_fingerprint(params, data_hash, tree_hash(features_dir))
     storage = str(Path(cfg.storage_path).resolve()) if "://" not in cfg.storage_path else cfg.storage_path
     path = f"{storage.rstrip('/')}/{name}"
@@ -312,7 +313,7 @@ def run_search(params: Params, data_dir: str, features_dir: str, data_hash: str)
             param_space=search_space(cfg, tunable),
             tune_config=tune.TuneConfig(
                 metric=cfg.metric,
-                mode="min",
+                mode="min" if lower else "max",
                 search_alg=make_searcher(cfg, bounded_concurrency(cfg), tunable),
                 scheduler=make_scheduler(cfg),
                 num_samples=num_trials(cfg, tunable),
@@ -335,7 +336,7 @@ def run_search(params: Params, data_dir: str, features_dir: str, data_hash: str)
     with signals.sigint_as(signal.SIGUSR1):
         grid = tuner.fit()
     wall = time.perf_counter() - t0
-    return {"rows": trial_rows(grid, cfg.metric), "name": name, "path": path, "resumed": resumed, "wall_s": wall,
+    return {"rows": trial_rows(grid, cfg.metric, lower), "lower_is_better": lower, "name": name, "path": path, "resumed": resumed, "wall_s": wall,
             "finished": not signals.received() and search_finished(len(grid), grid.num_terminated, grid.num_errors, num_trials(cfg))}
 
 
@@ -349,7 +350,15 @@ def search_finished(trials: int, terminated: int, errored: int, planned: int) ->
     return trials >= planned and terminated + errored == trials
 
 
-def trial_rows(grid, metric: str) -> list[dict[str, Any]]:
+def metric_lower(params: Any, data_dir: str | os.PathLike) -> bool:
+    """Whether a lower ``tune.metric`` is better, as the task's MetricSpec says."""
+    from gan.data import read_manifest
+    from gan.tasks import make_task
+
+    return make_task(params, read_manifest(data_dir)).metric.lower(params.tune.metric)
+
+
+def trial_rows(grid, metric: str, lower_is_better: bool = True) -> list[dict[str, Any]]:
     """One row per trial: config, status, best and last score, steps run, its metric curve."""
     rows = []
     for result in grid:
@@ -372,7 +381,7 @@ def trial_rows(grid, metric: str) -> list[dict[str, Any]]:
             **last_lrs,
             "status": "failed" if result.error else "completed",
             "error": "" if not result.error else str(result.error).strip().splitlines()[-1][:200],
-            "score": min(scores) if scores else float("nan"),
+            "score": (min(scores) if lower_is_better else max(scores)) if scores else float("nan"),
             "last_score": scores[-1] if scores else float("nan"),
             "steps": int(curve[-1]["step"]) if curve else 0,
             "curve": curve,
@@ -380,7 +389,9 @@ def trial_rows(grid, metric: str) -> list[dict[str, Any]]:
     return rows
 
 
-def best_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The completed trial with the lowest score; failed or unscored trials are never chosen."""
+def best_row(rows: list[dict[str, Any]], lower_is_better: bool = True) -> dict[str, Any] | None:
+    """The completed trial with the best score (lowest, or highest for a higher-is-better metric); failed or unscored trials are never chosen."""
     ok = [r for r in rows if r["status"] == "completed" and math.isfinite(r["score"])]
-    return min(ok, key=lambda r: r["score"]) if ok else None
+    if not ok:
+        return None
+    return min(ok, key=lambda r: r["score"]) if lower_is_better else max(ok, key=lambda r: r["score"])

@@ -47,6 +47,28 @@ def prepared_digits(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def prepared_digit_domains(tmp_path_factory) -> Path:
+    """The embedded translate default at 8x8: digits (A) and dilated, inverted digits (B), disjoint halves."""
+    from gan.config import PrepareConfig
+    from gan.data import prepare_dataset
+
+    out = tmp_path_factory.mktemp("prepared") / "domains8"
+    prepare_dataset(PrepareConfig(source="digits_domains", image_size=8), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def prepared_digit_domains3(tmp_path_factory) -> Path:
+    """StarGAN's default at 8x8: plain, inverted and dilated digits, disjoint thirds."""
+    from gan.config import PrepareConfig
+    from gan.data import prepare_dataset
+
+    out = tmp_path_factory.mktemp("prepared") / "domains8x3"
+    prepare_dataset(PrepareConfig(source="digits_domains", image_size=8, domains=["plain", "inverted", "dilated"]), out)
+    return out
+
+
 @pytest.fixture()
 def mlflow_sqlite(tmp_path, monkeypatch) -> str:
     """Point MLflow at a fresh SQLite store for one test."""

@@ -46,6 +46,24 @@ TASK_PARAMS: dict[str, dict[str, Any]] = {
                   "loss": "wgan-gp", "infogan": {"categorical": 2, "continuous": 1}},
         "train": {"r1_gamma": 1.0, "r1_interval": 2, "n_critic": 2},
     },
+    # CycleGAN with a pool smaller than a batch (both of its branches run) and the lr decay under way
+    "translate": {
+        "data": "prepared_digit_domains",
+        "model": {"task": "translate", "g_width": 8, "d_width": 8,
+                  "translate": {"arch": "cyclegan", "n_blocks": 1, "d_layers": 1, "pool_size": 4, "decay_start": 0.5}},
+    },
+}
+# further architectures of registered tasks
+ARCH_PARAMS: dict[str, dict[str, Any]] = {
+    "translate/pix2pix": {
+        "data": "prepared_digit_domains",
+        "model": {"task": "translate", "g_width": 8, "d_width": 8, "translate": {"arch": "pix2pix", "d_layers": 1}},
+    },
+    "translate/stargan": {
+        "data": "prepared_digit_domains3",
+        "model": {"task": "translate", "g_width": 8, "d_width": 8, "translate": {"arch": "stargan", "n_blocks": 1}},
+        "train": {"n_critic": 2, "lr_G": 1e-4, "lr_D": 1e-4},
+    },
 }
 
 
@@ -130,6 +148,7 @@ class DualGeneratorTask(Task):
 TaskFactory = Callable[[Any, dict[str, Any]], Task]
 CASES: list[tuple[str, TaskFactory, dict[str, Any]]] = [
     *[(name, lambda params, manifest: make_task(params, manifest), TASK_PARAMS[name]) for name in TASKS],
+    *[(name, lambda params, manifest: make_task(params, manifest), overrides) for name, overrides in ARCH_PARAMS.items()],
     ("dual (defined in the test)", DualGeneratorTask, {"model": {"arch": "dcgan", "z_dim": 8, "g_width": 8, "d_width": 8}}),
 ]
 
@@ -139,7 +158,9 @@ def test_every_registered_task_has_a_contract_case():
 
 
 @pytest.mark.parametrize(("label", "factory", "overrides"), CASES, ids=[c[0] for c in CASES])
-def test_task_contract(label, factory, overrides, prepared_digits, tmp_path):
+def test_task_contract(label, factory, overrides, request, tmp_path):
+    overrides = dict(overrides)
+    prepared_digits = request.getfixturevalue(overrides.pop("data", "prepared_digits"))  # the task's kind of data
     params = tiny(overrides)
     manifest = read_manifest(prepared_digits)
     task = factory(params, manifest)

@@ -26,6 +26,7 @@ from gan.data.split import split_mask
 from gan.errors import DataError
 
 FORMAT = "gan-prepared/1"
+DOMAIN_SOURCES = ("digits_domains", "domains")
 
 
 def prepare_dataset(cfg: PrepareConfig, out_dir: str | os.PathLike, progress: bool = False) -> dict[str, Any]:
@@ -38,15 +39,17 @@ def prepare_dataset(cfg: PrepareConfig, out_dir: str | os.PathLike, progress: bo
     skipped: list[dict[str, str]] = []
     stats = _ChannelStats(cfg.channels)
     digest = hashlib.sha256()
+    extras = tuple(name for name in ("content", "oracle") if items and all(getattr(it, name) is not None for it in items))
     with atomic_dir(out_dir) as tmp:
-        writers = {s: ShardWriter(tmp / s, cfg.shard_size, labelled) for s in ("train", "val")}
+        writers = {s: ShardWriter(tmp / s, cfg.shard_size, labelled, extras) for s in ("train", "val")}
         counts = {s: [0] * len(class_names) for s in writers}
         for item, val in zip(items, is_val, strict=True):
             x = _decode(item, cfg, skipped)
             if x is None:
                 continue
             split = "val" if val else "train"
-            writers[split].add(x, item.label)
+            extra = {"content": item.content, "oracle": item.oracle() if item.oracle else None}
+            writers[split].add(x, item.label, **{k: extra[k] for k in extras})
             # the hash covers every byte written and where it went: a changed split changes it
             digest.update(split.encode())
             digest.update(x.tobytes())
@@ -78,6 +81,12 @@ def prepare_dataset(cfg: PrepareConfig, out_dir: str | os.PathLike, progress: bo
             "ignored": ignored,
             "seconds": round(time.perf_counter() - start, 3),
         }
+        if cfg.source in DOMAIN_SOURCES:  # the translate task's data: labels are domains
+            manifest["domains"] = class_names
+            manifest["extras"] = list(extras)
+            manifest["paired"] = "oracle" in extras
+            if "content" in extras:
+                manifest["content_names"] = [str(c) for c in range(10)]
         atomic_write_json(tmp / MANIFEST, manifest)
     return manifest
 

@@ -34,16 +34,21 @@ MANIFEST = "manifest.json"
 class ShardWriter:
     """Buffer up to ``shard_size`` examples, then write ``x-NNNNN.npy`` (and ``y-NNNNN.npy``)."""
 
-    def __init__(self, folder: Path, shard_size: int, labelled: bool):
+    def __init__(self, folder: Path, shard_size: int, labelled: bool, extras: tuple[str, ...] = ()):
         self.folder, self.shard_size, self.labelled = folder, shard_size, labelled
         folder.mkdir(parents=True, exist_ok=True)
         self._x: list[np.ndarray] = []
         self._y: list[int] = []
+        # named per-example arrays beside x and y (domain sources: content, oracle)
+        self.extras = extras
+        self._extra: dict[str, list[np.ndarray]] = {name: [] for name in extras}
         self.shards: list[dict] = []
         self.count = 0
 
-    def add(self, x: np.ndarray, y: int | None) -> None:
+    def add(self, x: np.ndarray, y: int | None, **extras: np.ndarray) -> None:
         self._x.append(x)
+        for name in self.extras:
+            self._extra[name].append(np.asarray(extras[name]))
         if self.labelled:
             self._y.append(int(y))
         if len(self._x) >= self.shard_size:
@@ -57,9 +62,12 @@ class ShardWriter:
         np.save(self.folder / f"x-{idx:05d}.npy", x)
         if self.labelled:
             np.save(self.folder / f"y-{idx:05d}.npy", np.asarray(self._y, dtype=np.int64))
+        for name, values in self._extra.items():
+            np.save(self.folder / f"{name}-{idx:05d}.npy", np.stack(values))
         self.shards.append({"index": idx, "count": len(x)})
         self.count += len(x)
         self._x, self._y = [], []
+        self._extra = {name: [] for name in self.extras}
 
 
 def read_manifest(prepared_dir: str | os.PathLike) -> dict:
@@ -109,6 +117,15 @@ def load_split(prepared_dir: str | os.PathLike, split: str) -> tuple[np.ndarray,
     if y_maps is None:
         return x, None
     return x, (y_maps[0] if len(y_maps) == 1 else np.concatenate(y_maps))
+
+
+def load_extra(prepared_dir: str | os.PathLike, split: str, name: str) -> np.ndarray:
+    """A named per-example array of ``split`` (``content``, ``oracle``), all shards concatenated."""
+    folder = Path(prepared_dir) / split
+    paths = sorted(folder.glob(f"{name}-*.npy"))
+    if not paths:
+        raise DataError(f"{folder} holds no {name} arrays; prepare the data with a source that provides them (prepare.source: digits_domains).")
+    return np.concatenate([np.load(p, allow_pickle=False) for p in paths])
 
 
 class ShardedBatches:

@@ -38,6 +38,9 @@ class Item:
     name: str
     label: int | None
     load: Callable[[], Image.Image | np.ndarray]
+    # domain sources only: the digit class and the same content under every domain
+    content: int | None = None
+    oracle: Callable[[], np.ndarray] | None = None
 
 
 def list_source(cfg: PrepareConfig, ignored: list[dict[str, str]] | None = None) -> tuple[list[Item], list[str]]:
@@ -46,9 +49,12 @@ def list_source(cfg: PrepareConfig, ignored: list[dict[str, str]] | None = None)
     Files of the source that are not used (image folders only) are appended to
     ``ignored`` as ``{"file", "reason"}``.
     """
+    from gan.data.domains import digits_domains, domain_folders
+
     if cfg.source == "image_folder":
         return _image_folder(cfg, ignored if ignored is not None else [])
-    listers = {"digits": _digits, "npz": _npz, "torchvision": _torchvision}
+    listers = {"digits": _digits, "npz": _npz, "torchvision": _torchvision,
+               "digits_domains": digits_domains, "domains": domain_folders}  # fmt: skip
     return listers[cfg.source](cfg)
 
 

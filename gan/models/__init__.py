@@ -21,6 +21,13 @@ from gan.errors import ConfigError
 from gan.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from gan.models.mlp import MLPDiscriminator, MLPGenerator
 from gan.models.resnet import ResNetDiscriminator, ResNetGenerator
+from gan.models.translate import (
+    CycleGANGenerator,
+    PatchGANDiscriminator,
+    StarGANDiscriminator,
+    StarGANGenerator,
+    UNetGenerator,
+)
 
 if TYPE_CHECKING:
     from gan.config import ModelConfig
@@ -41,6 +48,12 @@ DISCRIMINATORS: dict[str, type[nn.Module]] = {
 NETWORKS: dict[str, type[nn.Module]] = {
     **{f"{arch}.G": cls for arch, cls in GENERATORS.items()},
     **{f"{arch}.D": cls for arch, cls in DISCRIMINATORS.items()},
+    # the translate task's networks (gan/models/translate.py)
+    "cyclegan.G": CycleGANGenerator,
+    "patchgan.D": PatchGANDiscriminator,
+    "unet.G": UNetGenerator,
+    "stargan.G": StarGANGenerator,
+    "stargan.D": StarGANDiscriminator,
 }
 # Architectures whose D is always spectral-normalised (SNGAN's design).
 ALWAYS_SPECTRAL_D = ("resnet",)
@@ -149,6 +162,14 @@ Losses (model.loss), all on logits and numerically stable
   hinge          L_D = E[relu(1 - D(x))] + E[relu(1 + D(G(z)))], L_G = -E[D(G(z))]     (Lim & Ye 2017)
   wgan-gp        L_D = E[D(G(z))] - E[D(x)] + gp_weight * GP, L_G = -E[D(G(z))]     (Gulrajani et al. 2017)
   lsgan          L_D = 1/2 E[(D(x) - 1)^2] + 1/2 E[D(G(z))^2], L_G = 1/2 E[(D(G(z)) - 1)^2] (Mao et al. 2017)
+
+Image-to-image networks (model.task: translate, model.translate.arch)
+  cyclegan  ResNet G (c7s1, 2 downsamplings, model.translate.n_blocks residual blocks, 2 upsamplings)
+            and PatchGAN D (model.translate.d_layers: 16 / 34 / 70 px patches), InstanceNorm;
+            LSGAN + cycle L1 + identity L1, image pool (Zhu et al. 2017)
+  pix2pix   U-Net G with skips, conditional PatchGAN on (input, output); GAN + L1 (Isola et al. 2017)
+  stargan   one G(x, target domain) with tiled labels, D with source and domain heads;
+            WGAN-GP + domain classification + reconstruction (Choi et al. 2018)
 
 Regularisers and training aids
   spectral norm     model.spectral_norm_G / model.spectral_norm_D (Miyato et al. 2018)

@@ -31,7 +31,7 @@ CHAMPION = "champion"
 
 @dataclass(frozen=True)
 class Decision:
-    """The outcome of comparing a challenger with the current champion (lower scores are better)."""
+    """The outcome of comparing a challenger with the current champion (lower scores are better unless ``lower_is_better`` is false)."""
 
     promoted: bool
     reason: str
@@ -41,6 +41,7 @@ class Decision:
     champion_version: str | None
     champion_score: float | None
     min_improvement: float
+    lower_is_better: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -59,9 +60,15 @@ def decide(
     champion_score: float | None,
     min_improvement: float,
     champion_unusable: str | None = None,
+    lower_is_better: bool = True,
 ) -> Decision:
-    """Promote the first version, a challenger whose champion cannot be evaluated, or one that beats it."""
-    common = dict(metric=metric, challenger_version=challenger_version, challenger_score=challenger_score, champion_version=champion_version, champion_score=champion_score, min_improvement=min_improvement)
+    """Promote the first version, a challenger whose champion cannot be evaluated, or one that beats it.
+
+    For a metric where higher is better (``lower_is_better=False``: an accuracy) the
+    challenger must exceed ``champion + min_improvement * |champion|``.
+    """
+    common = dict(metric=metric, challenger_version=challenger_version, challenger_score=challenger_score, champion_version=champion_version,
+                  champion_score=champion_score, min_improvement=min_improvement, lower_is_better=lower_is_better)  # fmt: skip
     if not math.isfinite(challenger_score):
         return Decision(False, f"challenger {metric} = {challenger_score} is not finite", **common)
     if champion_version is None:
@@ -69,9 +76,11 @@ def decide(
     if champion_unusable:
         return Decision(True, f"champion v{champion_version} cannot be evaluated on the current data ({champion_unusable})", **common)
     assert champion_score is not None
-    bar = threshold(champion_score, min_improvement)
-    if challenger_score < bar or not math.isfinite(champion_score):
-        return Decision(True, f"{metric} {challenger_score:.6g} < {bar:.6g} (champion v{champion_version} {champion_score:.6g}, min_improvement {min_improvement})", **common)
+    sign = 1.0 if lower_is_better else -1.0  # compare -score when higher is better
+    bar = sign * threshold(sign * champion_score, min_improvement)
+    beats = "<" if lower_is_better else ">"
+    if sign * challenger_score < sign * bar or not math.isfinite(champion_score):
+        return Decision(True, f"{metric} {challenger_score:.6g} {beats} {bar:.6g} (champion v{champion_version} {champion_score:.6g}, min_improvement {min_improvement})", **common)
     return Decision(False, f"{metric} {challenger_score:.6g} does not beat {bar:.6g} (champion v{champion_version} {champion_score:.6g}, min_improvement {min_improvement})", **common)
 
 

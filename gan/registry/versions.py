@@ -169,13 +169,14 @@ def register_generator(
     version_tags: Mapping[str, str] | None = None,
     artifacts: Mapping[str, str | Path] | None = None,
     experiment_id: str | None = None,
+    lower_is_better: bool = True,
 ) -> tuple[Decision, Any]:
     """Register a new version, score it and the current champion with ``score``, apply the decision.
 
     Returns the decision and the new ModelVersion.
 
     ``score(model)`` evaluates a loaded TaskModel on the current validation data and
-    returns ``metric`` (lower is better); it is called on the new version and on the
+    returns ``metric`` (lower is better unless ``lower_is_better`` is false); it is called on the new version and on the
     champion, both loaded back from the registry, so both are scored the same way now.
     """
     from mlflow import MlflowClient
@@ -185,7 +186,7 @@ def register_generator(
     created: dict[str, str] = {}
     try:
         return _register_and_decide(client, generator_dir, model_name, metric, min_improvement, score, manifest, created,
-                                    params=params, metrics=metrics, tags=tags, version_tags=version_tags, artifacts=artifacts,
+                                    lower_is_better, params=params, metrics=metrics, tags=tags, version_tags=version_tags, artifacts=artifacts,
                                     experiment_id=experiment_id)  # fmt: skip
     except BaseException as err:
         # a half-made version must not stay behind: consumers of the registry would find a
@@ -269,6 +270,7 @@ def _register_and_decide(
     score: Callable[[Any], float],
     manifest: Mapping[str, Any],
     created: dict[str, str],
+    lower_is_better: bool,
     **log_kwargs: Any,
 ) -> tuple[Decision, Any]:
     """The steps of :func:`register_generator` that write to the registry, in order."""
@@ -284,6 +286,6 @@ def _register_and_decide(
             model = load_model(champion)
             unusable = incompatibility(model.spec, manifest)
             champion_score = None if unusable else float(score(model))
-        decision = decide(metric, challenger.version, challenger_score, champion.version if champion else None, champion_score, min_improvement, unusable)
+        decision = decide(metric, challenger.version, challenger_score, champion.version if champion else None, champion_score, min_improvement, unusable, lower_is_better)
         apply_decision(client, model_name, decision)
     return decision, version

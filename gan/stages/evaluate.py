@@ -66,11 +66,14 @@ def main(argv: list[str] | None = None) -> int:
     save_grid(images, out / "samples.png", nrow)
     atomic_write_json(out / "metrics.json", result)
     run_id = log_to_mlflow(result, [out / "metrics.json", out / "samples.png"], cfg.model_dump(), spec)
-    print(
-        f"evaluate: fid {result['fid']:.3f} (floor {result['floor/fid']:.3f}), kid {result['kid']:.4f}, "
-        f"precision {result['precision']:.3f}, recall {result['recall']:.3f} -> {out} "
-        f"(MLflow run {run_id}) in {time.perf_counter() - start:.1f}s"
-    )
+    if all(k in result for k in ("fid", "floor/fid", "kid", "precision", "recall")):  # the generate task's line
+        summary = (f"fid {result['fid']:.3f} (floor {result['floor/fid']:.3f}), kid {result['kid']:.4f}, "
+                   f"precision {result['precision']:.3f}, recall {result['recall']:.3f}")  # fmt: skip
+    else:  # any other task: its primary metric, beside its floor where the task has one
+        primary = task.metric.primary
+        floor = f" (floor {result[f'floor/{primary}']:.3f})" if f"floor/{primary}" in result else ""
+        summary = f"{primary} {result.get(primary, float('nan')):.3f}{floor}"
+    print(f"evaluate: {summary} -> {out} (MLflow run {run_id}) in {time.perf_counter() - start:.1f}s")
     return 0
 
 

@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     from gan.registry import incompatibility, numeric_metrics, register_generator
     from gan.tasks import make_task
 
+    check_generator_runs(args.model)
     spec = read_spec(args.model)
-    check_generator_runs(args.model, spec)
     manifest = read_manifest(data)
     eval_dir = Path(args.eval)
     eval_metrics = read_eval_metrics(eval_dir / "metrics.json", cfg.metric)
@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         version_tags={f"params/{k}": json.dumps(v, sort_keys=True, default=str) for k, v in settings(spec, tuned).items()},
         artifacts={"samples": samples, "eval_metrics": eval_dir / "metrics.json"},
         experiment_id=experiment_id,
+        lower_is_better=task.metric.lower(cfg.metric),
     )
     record = {
         **decision.as_dict(),
@@ -118,33 +119,42 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def check_generator_runs(model_dir: str | Path, spec: dict[str, Any]) -> None:
-    """Build the exported generator and run one forward pass, before anything is registered.
+def check_generator_runs(model_dir: str | Path) -> None:
+    """Build the exported model and answer its task's input example, before anything is registered.
 
     A version is only worth registering when it loads: MLflow would happily store a
     config.json naming an unknown architecture, and every consumer of that version
-    (the champion comparison, ``gan augment``) would then crash on it.
+    (the champion comparison, ``gan augment``, ``gan translate``) would then crash on it.
+    The answer must have the dtype and shape of the task's signature and finite values.
     """
-    import torch
+    import numpy as np
 
-    from gan.export import load_generator, sample
+    from gan.export import read_spec
+    from gan.inference import inference_module, inference_name, runner_for
 
     config = Path(model_dir) / "config.json"
     try:
-        G, _ = load_generator(model_dir)
-        x, _ = next(sample(G, 2, seed=0, batch_size=2))
-    except GanError:
-        raise
-    except Exception as err:  # whatever building or running the described network raises
+        spec = read_spec(model_dir)
+        module = inference_module(inference_name(spec))
+        answer = runner_for(str(model_dir)).predict(module.input_example(spec))
+    except GanError as err:  # a config.json or weights file that does not describe a model that loads
+        raise GanError(f"the generator in {model_dir} cannot be registered: {str(err).rstrip('.')}; nothing was registered.") from None
+    except Exception as err:  # whatever building or running the described networks raises
         detail = str(err).strip().splitlines()[0][:160] if str(err).strip() else "no detail"
         raise GanError(
             f"the generator in {model_dir} cannot be built and run from {config} ({type(err).__name__}: {detail}); "
             "re-export it with the train stage (dvc repro train), nothing was registered."
         ) from None
-    want = (2, int(spec["channels"]), int(spec["image_size"]), int(spec["image_size"]))
-    if tuple(x.shape) != want or not bool(torch.isfinite(x).all()):
-        got = "non-finite values" if tuple(x.shape) == want else f"images of shape {tuple(x.shape)[1:]}"
-        raise GanError(f"the generator in {model_dir} produces {got} instead of {want[1:]} images as {config} says; re-export it with the train stage, nothing was registered.")
+    for out in module.signature(spec).outputs.inputs:  # every declared output: dtype, shape, finite values
+        value = np.asarray(answer[out.name])
+        shape_ok = len(out.shape) == value.ndim and all(s in (-1, v) for s, v in zip(out.shape, value.shape, strict=False))
+        finite = value.dtype.kind not in "fc" or bool(np.isfinite(value).all())
+        if value.dtype != out.type or not shape_ok or not finite:
+            got = "non-finite values" if shape_ok and value.dtype == out.type else f"{out.name} of shape {value.shape[1:]} ({value.dtype})"
+            raise GanError(
+                f"the generator in {model_dir} produces {got} instead of {out.name} of shape {tuple(out.shape)[1:]} ({out.type}) as {config} says; "
+                "re-export it with the train stage, nothing was registered."
+            )
 
 
 def read_eval_metrics(path: Path, metric: str) -> dict[str, Any]:

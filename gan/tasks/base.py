@@ -102,11 +102,23 @@ class Health(NamedTuple):
 
 @dataclass(frozen=True)
 class MetricSpec:
-    """A task's evaluation: its primary metric (what tune minimises and register gates on) and its direction."""
+    """A task's evaluation: its primary metric (what tune optimises and register gates on) and its direction.
+
+    ``higher_is_better`` names the task's other metrics where a larger value is better
+    (accuracies, PSNR): tune and register ask :meth:`lower` for whichever metric their
+    params section names.
+    """
 
     primary: str
     lower_is_better: bool = True
     names: tuple[str, ...] = field(default_factory=tuple)
+    higher_is_better: tuple[str, ...] = field(default_factory=tuple)
+
+    def lower(self, metric: str) -> bool:
+        """Whether a lower ``metric`` is better."""
+        if metric == self.primary:
+            return self.lower_is_better
+        return metric not in self.higher_is_better
 
 
 @dataclass(frozen=True)

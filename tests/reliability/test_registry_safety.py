@@ -22,7 +22,8 @@ from .conftest import assert_one_line_error, run_stage
 # config.json edits that keep the weights' checksum but describe a network that cannot be
 # built, or one whose output is not what the file says
 BROKEN = {
-    "unknown_arch": lambda spec: spec.update(arch="stylegan9"),
+    "unknown_arch": lambda spec: (spec.update(arch="stylegan9"), spec["networks"]["G"].update(network="stylegan9.G")),
+    "extra_constructor_argument": lambda spec: spec["networks"]["G"]["kwargs"].update(depth_multiplier=2),
     "wrong_image_size": lambda spec: spec.update(image_size=16),
 }
 
