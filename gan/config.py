@@ -22,7 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gan.errors import ConfigError
-from gan.tasks import TASKS
+from gan.tasks import TASK_METRICS, TASKS
 
 ARCHS = ("mlp", "dcgan", "resnet")
 LOSSES = ("minimax", "nonsaturating", "hinge", "wgan-gp", "lsgan")
@@ -51,7 +51,19 @@ class PrepareConfig(_Section):
     seed: int = 0
     shard_size: int = Field(4096, gt=0)
     on_bad_file: Literal["fail", "skip"] = "fail"
+    # anomaly detection (model.task: detect): which classes are normal; the rest are anomalies
+    normal_classes: list[str] | None = None
+    anomaly_classes: list[str] | None = None
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share of normal images held out for the test split")
     out: str = "data/prepared"
+
+    @field_validator("normal_classes", "anomaly_classes", mode="before")
+    @classmethod
+    def _class_names(cls, v: Any) -> Any:
+        # class names are strings (folder names, digits "0".."9"); YAML gives ints for digits
+        if isinstance(v, list):
+            return [str(c) for c in v]
+        return v
 
     @field_validator("image_size")
     @classmethod
@@ -66,13 +78,36 @@ class PrepareConfig(_Section):
             raise ValueError(f"prepare.path: source '{self.source}' needs a path to the raw data")
         if self.source == "torchvision" and not self.torchvision_class:
             raise ValueError("prepare.torchvision_class: source 'torchvision' needs a class name such as MNIST")
+        if self.normal_classes is not None and self.anomaly_classes is not None:
+            raise ValueError("prepare.anomaly_classes: give normal_classes or anomaly_classes, not both (the other is every remaining class)")
+        for key in ("normal_classes", "anomaly_classes"):
+            if getattr(self, key) == []:
+                raise ValueError(f"prepare.{key}: an empty list names no class; list at least one or set it to null")
         return self
+
+    @property
+    def anomaly_split(self) -> bool:
+        """Whether prepare writes the anomaly-detection layout (normal-only train/val, a labelled test split)."""
+        return self.normal_classes is not None or self.anomaly_classes is not None
 
 
 class InfoGANConfig(_Section):
     categorical: int = Field(0, ge=0, description="number of categories of the categorical code (0 = off)")
     continuous: int = Field(0, ge=0, description="number of continuous codes (0 = off)")
     weight: float = Field(1.0, ge=0.0)
+
+
+class DetectConfig(_Section):
+    """model.detect: the detect task's method and loss weights (GANomaly, f-AnoGAN)."""
+
+    method: Literal["ganomaly", "fanogan"] = "ganomaly"
+    w_adv: float = Field(1.0, ge=0.0, description="GANomaly: weight of the feature-matching adversarial loss")
+    w_con: float = Field(50.0, ge=0.0, description="GANomaly: weight of the L1 reconstruction loss")
+    w_enc: float = Field(1.0, ge=0.0, description="GANomaly: weight of the latent (encoder) loss")
+    d_reinit_below: float = Field(1e-5, ge=0.0, description="GANomaly: re-initialise D when its loss falls below this (0 = never)")
+    kappa: float = Field(1.0, ge=0.0, description="f-AnoGAN: weight of the feature residual in izi_f's loss and score")
+    encoder_steps: int = Field(500, gt=0, description="f-AnoGAN: the last this-many train.steps train the encoder (G, D frozen)")
+    target_fpr: float = Field(0.05, gt=0.0, lt=1.0, description="threshold: this share of normal validation images is flagged")
 
 
 class ModelConfig(_Section):
@@ -86,6 +121,7 @@ class ModelConfig(_Section):
     spectral_norm_D: bool = False
     loss: Literal["minimax", "nonsaturating", "hinge", "wgan-gp", "lsgan"] = "hinge"
     infogan: InfoGANConfig = InfoGANConfig()
+    detect: DetectConfig = DetectConfig()
 
     @field_validator("task")
     @classmethod
@@ -165,7 +201,7 @@ class TuneConfig(_Section):
     max_steps: int = Field(600, gt=0)
     eval_every: int = Field(100, gt=0)
     eval_samples: int = Field(500, gt=0)
-    metric: Literal["fid", "kid"] = "fid"
+    metric: str = Field("fid", description="the task's metric to optimise (generate: fid | kid; detect: auroc | average_precision)")
     grace_period: int = Field(1, gt=0, description="evaluations before ASHA may stop a trial")
     reduction_factor: int = Field(3, gt=1)
     perturbation_interval: int = Field(2, gt=0, description="evaluations between PBT/PB2 perturbations")
@@ -193,8 +229,8 @@ class TuneConfig(_Section):
 
 class RegisterConfig(_Section):
     model_name: str = Field("digits-gan", min_length=1)
-    metric: Literal["fid", "kid"] = "fid"
-    min_improvement: float = Field(0.0, ge=0.0, description="relative: challenger must be lower by this fraction")
+    metric: str = Field("fid", description="the task's metric to gate on (generate: fid | kid; detect: auroc | average_precision)")
+    min_improvement: float = Field(0.0, ge=0.0, description="relative: challenger must be better by this fraction")
     eval_samples: int = Field(1000, gt=0)
     seed: int = 0
 
@@ -223,11 +259,32 @@ with warnings.catch_warnings():
         register: RegisterConfig = RegisterConfig()
         augment_eval: AugmentEvalConfig = AugmentEvalConfig()
 
+        @model_validator(mode="before")
+        @classmethod
+        def _task_metric_defaults(cls, raw: Any) -> Any:
+            # tune.metric / register.metric left out: the task's primary metric (fid for generate, auroc for detect)
+            if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict) or raw["model"].get("task") not in TASK_METRICS:
+                return raw
+            primary = next(iter(TASK_METRICS[raw["model"]["task"]]))
+            raw = dict(raw)
+            for section in ("tune", "register"):
+                values = raw.get(section) if isinstance(raw.get(section), dict) else {}
+                if "metric" not in values and section in raw and not isinstance(raw[section], dict):
+                    continue  # a malformed section: its own error follows
+                raw[section] = {"metric": primary, **(values or {})}
+            return raw
+
         @model_validator(mode="after")
         def _cross_checks(self) -> Params:
             arch, size = self.model.arch, self.prepare.image_size
             if size < MIN_RESOLUTION[arch]:
                 raise ValueError(f"prepare.image_size: model '{arch}' cannot produce {size}x{size}; use at least {MIN_RESOLUTION[arch]}")
+            allowed = TASK_METRICS[self.model.task]
+            for key, value in (("tune.metric", self.tune.metric), ("register.metric", self.register.metric)):
+                if value not in allowed:
+                    raise ValueError(f"{key}: '{value}' is not a metric of model.task '{self.model.task}'; allowed values are {', '.join(allowed)}")
+            if self.model.task == "detect" and not self.prepare.anomaly_split:
+                raise ValueError("prepare.normal_classes: model.task 'detect' needs prepare.normal_classes or prepare.anomaly_classes (which classes are normal)")
             return self
 
 

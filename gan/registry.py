@@ -6,7 +6,7 @@
     decision = promote(client, "digits-gan", version, challenger_score, champion, min_improvement)
 
 A new version always gets the alias ``challenger``. It gets ``champion`` only when its
-score (lower is better: FID or KID) beats the current champion's by ``min_improvement``
+score (in the metric's direction: lower FID or KID, higher AUROC) beats the current champion's by ``min_improvement``
 (relative), both measured now by the same evaluation on the current validation data,
 with the champion loaded back from the registry; the first version becomes champion.
 
@@ -216,7 +216,7 @@ def load_model(ref: ModelRef) -> Any:
 
 @dataclass(frozen=True)
 class Decision:
-    """The outcome of comparing a challenger with the current champion (lower scores are better)."""
+    """The outcome of comparing a challenger with the current champion (on ``metric``, in its direction)."""
 
     promoted: bool
     reason: str
@@ -231,9 +231,10 @@ class Decision:
         return asdict(self)
 
 
-def threshold(champion_score: float, min_improvement: float) -> float:
-    """The score a challenger must beat: ``champion * (1 - min_improvement)``, sign-safe for KID < 0."""
-    return champion_score - min_improvement * abs(champion_score)
+def threshold(champion_score: float, min_improvement: float, lower_is_better: bool = True) -> float:
+    """The score a challenger must beat: ``champion * (1 -/+ min_improvement)``, sign-safe for KID < 0."""
+    step = min_improvement * abs(champion_score)
+    return champion_score - step if lower_is_better else champion_score + step
 
 
 def decide(
@@ -244,8 +245,13 @@ def decide(
     champion_score: float | None,
     min_improvement: float,
     champion_unusable: str | None = None,
+    lower_is_better: bool = True,
 ) -> Decision:
-    """Promote the first version, a challenger whose champion cannot be evaluated, or one that beats it."""
+    """Promote the first version, a challenger whose champion cannot be evaluated, or one that beats it.
+
+    ``lower_is_better``: the metric's direction (the task's MetricSpec): FID and KID are
+    lower-is-better, AUROC higher-is-better.
+    """
     common = dict(metric=metric, challenger_version=challenger_version, challenger_score=challenger_score, champion_version=champion_version, champion_score=champion_score, min_improvement=min_improvement)
     if not math.isfinite(challenger_score):
         return Decision(False, f"challenger {metric} = {challenger_score} is not finite", **common)
@@ -254,9 +260,10 @@ def decide(
     if champion_unusable:
         return Decision(True, f"champion v{champion_version} cannot be evaluated on the current data ({champion_unusable})", **common)
     assert champion_score is not None
-    bar = threshold(champion_score, min_improvement)
-    if challenger_score < bar or not math.isfinite(champion_score):
-        return Decision(True, f"{metric} {challenger_score:.6g} < {bar:.6g} (champion v{champion_version} {champion_score:.6g}, min_improvement {min_improvement})", **common)
+    bar = threshold(champion_score, min_improvement, lower_is_better)
+    beats = challenger_score < bar if lower_is_better else challenger_score > bar
+    if beats or not math.isfinite(champion_score):
+        return Decision(True, f"{metric} {challenger_score:.6g} {'<' if lower_is_better else '>'} {bar:.6g} (champion v{champion_version} {champion_score:.6g}, min_improvement {min_improvement})", **common)
     return Decision(False, f"{metric} {challenger_score:.6g} does not beat {bar:.6g} (champion v{champion_version} {champion_score:.6g}, min_improvement {min_improvement})", **common)
 
 
@@ -483,13 +490,14 @@ def register_generator(
     version_tags: Mapping[str, str] | None = None,
     artifacts: Mapping[str, str | Path] | None = None,
     experiment_id: str | None = None,
+    lower_is_better: bool = True,
 ) -> tuple[Decision, Any]:
     """Register a new version, score it and the current champion with ``score``, apply the decision.
 
     Returns the decision and the new ModelVersion.
 
     ``score(model)`` evaluates a loaded TaskModel on the current validation data and
-    returns ``metric`` (lower is better); it is called on the new version and on the
+    returns ``metric`` (lower is better unless ``lower_is_better`` is false); it is called on the new version and on the
     champion, both loaded back from the registry, so both are scored the same way now.
     """
     from mlflow import MlflowClient
@@ -509,6 +517,6 @@ def register_generator(
             model = load_model(champion)
             unusable = incompatibility(model.spec, manifest)
             champion_score = None if unusable else float(score(model))
-        decision = decide(metric, challenger.version, challenger_score, champion.version if champion else None, champion_score, min_improvement, unusable)
+        decision = decide(metric, challenger.version, challenger_score, champion.version if champion else None, champion_score, min_improvement, unusable, lower_is_better)
         apply_decision(client, model_name, decision)
     return decision, version

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from gan.config import Params, TuneConfig, parse_params
+from gan.tasks import lower_is_better
 
 # keys of the search space and the train.* key each sets
 SEARCHED = ("lr_G", "lr_D", "beta1", "n_critic")
@@ -295,7 +296,7 @@ def run_search(params: Params, data_dir: str, features_dir: str, data_hash: str)
             param_space=search_space(cfg),
             tune_config=tune.TuneConfig(
                 metric=cfg.metric,
-                mode="min",
+                mode="min" if lower_is_better(params.model.task, cfg.metric) else "max",
                 search_alg=make_searcher(cfg, bounded_concurrency(cfg)),
                 scheduler=make_scheduler(cfg),
                 num_samples=num_trials(cfg),
@@ -314,11 +315,11 @@ def run_search(params: Params, data_dir: str, features_dir: str, data_hash: str)
         )
     grid = tuner.fit()
     wall = time.perf_counter() - t0
-    return {"rows": trial_rows(grid, cfg.metric), "name": name, "path": path, "resumed": resumed, "wall_s": wall}
+    return {"rows": trial_rows(grid, cfg.metric, lower_is_better(params.model.task, cfg.metric)), "name": name, "path": path, "resumed": resumed, "wall_s": wall}
 
 
-def trial_rows(grid, metric: str) -> list[dict[str, Any]]:
-    """One row per trial: config, status, best and last score, steps run, its metric curve."""
+def trial_rows(grid, metric: str, lower: bool = True) -> list[dict[str, Any]]:
+    """One row per trial: config, status, best and last score, steps run, its metric curve (``lower``: lower scores are better)."""
     rows = []
     for result in grid:
         # a trial that failed before its first report has no config
@@ -340,7 +341,7 @@ def trial_rows(grid, metric: str) -> list[dict[str, Any]]:
             **last_lrs,
             "status": "failed" if result.error else "completed",
             "error": "" if not result.error else str(result.error).strip().splitlines()[-1][:200],
-            "score": min(scores) if scores else float("nan"),
+            "score": (min(scores) if lower else max(scores)) if scores else float("nan"),
             "last_score": scores[-1] if scores else float("nan"),
             "steps": int(curve[-1]["step"]) if curve else 0,
             "curve": curve,
@@ -348,7 +349,9 @@ def trial_rows(grid, metric: str) -> list[dict[str, Any]]:
     return rows
 
 
-def best_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The completed trial with the lowest score; failed or unscored trials are never chosen."""
+def best_row(rows: list[dict[str, Any]], lower: bool = True) -> dict[str, Any] | None:
+    """The completed trial with the best score (the lowest when ``lower``); failed or unscored trials are never chosen."""
     ok = [r for r in rows if r["status"] == "completed" and math.isfinite(r["score"])]
-    return min(ok, key=lambda r: r["score"]) if ok else None
+    if not ok:
+        return None
+    return min(ok, key=lambda r: r["score"]) if lower else max(ok, key=lambda r: r["score"])

@@ -10,7 +10,7 @@ a new version of ``register.model_name`` carrying the eval metrics, the train, m
 and tune settings it was trained with, the git commit, the prepared data's hash and
 the sample grid. The version gets the alias ``challenger``; it becomes ``champion``
 only when its ``register.metric`` beats the current champion's by
-``register.min_improvement`` (relative), both scored now by the same evaluation
+``register.min_improvement`` (relative; in the metric's direction: lower FID, higher AUROC), both scored now by the same evaluation
 (``register.eval_samples`` samples, ``register.seed``) on the current validation data,
 with the champion loaded back from the registry. The first version becomes champion.
 The decision and both scores go to registry/decision.json and onto the version as tags.
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     from gan.export import read_spec
     from gan.features import load_feature_net
     from gan.registry import incompatibility, numeric_metrics, register_generator
-    from gan.tasks import make_task
+    from gan.tasks import lower_is_better, make_task
 
     spec = read_spec(args.model)
     manifest = read_manifest(data)
@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         version_tags={f"params/{k}": json.dumps(v, sort_keys=True, default=str) for k, v in settings(spec, tuned).items()},
         artifacts={"samples": samples, "eval_metrics": eval_dir / "metrics.json"},
         experiment_id=experiment_id,
+        lower_is_better=lower_is_better(task.name, cfg.metric),  # FID lower, AUROC higher
     )
     record = {
         **decision.as_dict(),

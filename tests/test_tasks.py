@@ -46,7 +46,21 @@ TASK_PARAMS: dict[str, dict[str, Any]] = {
                   "loss": "wgan-gp", "infogan": {"categorical": 2, "continuous": 1}},
         "train": {"r1_gamma": 1.0, "r1_interval": 2, "n_critic": 2},
     },
+    # GANomaly: Gmain, Dmain (and D's re-initialisation check) every step
+    "detect": {
+        "prepare": {"anomaly_classes": ["0"]},
+        "model": {"task": "detect", "z_dim": 8, "g_width": 8, "d_width": 8, "detect": {"method": "ganomaly"}},
+    },
 }
+# f-AnoGAN: step 0 is WGAN-GP (2 critic steps, Gmain), step 1 the encoder phase (G, D frozen),
+# so the checkpoint round trip below crosses the phase switch
+FANOGAN_PARAMS: dict[str, Any] = {
+    "prepare": {"anomaly_classes": ["0"]},
+    "model": {"task": "detect", "z_dim": 8, "g_width": 8, "d_width": 8, "detect": {"method": "fanogan", "encoder_steps": 1}},
+    "train": {"n_critic": 2},
+}
+# the prepared-data fixture each task trains on (default: prepared_digits)
+TASK_DATA: dict[str, str] = {"detect": "prepared_anomaly_digits"}
 
 
 def tiny(overrides: dict[str, Any]) -> Any:
@@ -130,6 +144,7 @@ class DualGeneratorTask(Task):
 TaskFactory = Callable[[Any, dict[str, Any]], Task]
 CASES: list[tuple[str, TaskFactory, dict[str, Any]]] = [
     *[(name, lambda params, manifest: make_task(params, manifest), TASK_PARAMS[name]) for name in TASKS],
+    ("detect/fanogan", lambda params, manifest: make_task(params, manifest), FANOGAN_PARAMS),
     ("dual (defined in the test)", DualGeneratorTask, {"model": {"arch": "dcgan", "z_dim": 8, "g_width": 8, "d_width": 8}}),
 ]
 
@@ -138,8 +153,20 @@ def test_every_registered_task_has_a_contract_case():
     assert set(TASKS) <= set(TASK_PARAMS), "add a tiny config for the new task to TASK_PARAMS"
 
 
+def test_task_metrics_table_agrees_with_each_task(prepared_digits, prepared_anomaly_digits):
+    """gan.tasks.TASK_METRICS (what config validates tune/register.metric against) matches each task's MetricSpec."""
+    from gan.tasks import TASK_METRICS
+
+    for name in TASKS:
+        data = prepared_anomaly_digits if name == "detect" else prepared_digits
+        task = make_task(tiny(TASK_PARAMS[name]), read_manifest(data))
+        assert task.metric.primary in TASK_METRICS[name]
+        assert TASK_METRICS[name][task.metric.primary] == task.metric.lower_is_better
+
+
 @pytest.mark.parametrize(("label", "factory", "overrides"), CASES, ids=[c[0] for c in CASES])
-def test_task_contract(label, factory, overrides, prepared_digits, tmp_path):
+def test_task_contract(label, factory, overrides, request, tmp_path):
+    prepared_digits = request.getfixturevalue(TASK_DATA.get(label.split("/")[0], "prepared_digits"))
     params = tiny(overrides)
     manifest = read_manifest(prepared_digits)
     task = factory(params, manifest)
@@ -152,6 +179,9 @@ def test_task_contract(label, factory, overrides, prepared_digits, tmp_path):
     assert set(task.ema.values()) <= set(nets) and set(task.exported.values()) <= set(nets) | set(task.ema)
     phases = task.phases(0)
     assert phases and all(p.optimizer in opts for p in phases)
+    # a schedule may switch phases with the step (f-AnoGAN: WGAN-GP, then the encoder)
+    scheduled = [task.phases(step) for step in range(params.train.steps)]
+    assert all(p.optimizer in opts for step in scheduled for p in step)
 
     # one step runs every phase it declares (lazy phases come up on their first count)
     trainer = GANTrainer(params, prepared_digits, task=task)
@@ -159,7 +189,7 @@ def test_task_contract(label, factory, overrides, prepared_digits, tmp_path):
     out = trainer.train_step()
     assert {p.name for p in phases} == set(trainer.phase_counts)
     assert all(torch.isfinite(v).all() for v in out.values())
-    for spec in opts.values():
+    for spec in {p.optimizer: opts[p.optimizer] for p in phases}.values():
         assert any(not torch.equal(before[n], weights(trainer.network(n))) for n in spec.networks), spec
     health = task.health(out)
     assert all(torch.isfinite(v) for v in health)
@@ -174,6 +204,10 @@ def test_task_contract(label, factory, overrides, prepared_digits, tmp_path):
     for name in [*nets, *task.ema]:
         assert torch.equal(weights(trainer.network(name)), weights(resumed.network(name))), name
     assert {k: v.item() for k, v in expected.items()} == {k: v.item() for k, v in got.items()}
+    # after the whole schedule (train.steps = 2) every phase has run and every optimiser has stepped
+    assert {p.name for step in scheduled for p in step} == set(trainer.phase_counts)
+    for spec in opts.values():
+        assert any(not torch.equal(before[n], weights(trainer.network(n))) for n in spec.networks), spec
 
     # export -> load without training code -> inference through the real MLflow pyfunc
     _check_export_and_pyfunc(task, params, prepared_digits, tmp_path)
@@ -191,7 +225,7 @@ def _check_export_and_pyfunc(task: Task, params: Any, data: Path, tmp_path: Path
     saved: list[TrainCheckpoint] = []
     fit(params, data, task=task, log=None, report=lambda m, c: saved.append(c) if c else None)
     spec = generator_spec(task, saved[-1], {"source": "params.yaml"}, {})
-    export_generator(task, saved[-1], spec, tmp_path / "model")
+    export_generator(task, saved[-1], spec, tmp_path / "model", data)
     nets, loaded_spec = load_networks(tmp_path / "model")
     assert set(nets) == set(task.exported) and loaded_spec["task"] == task.name
     for name, src in task.exported.items():

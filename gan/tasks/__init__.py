@@ -24,6 +24,15 @@ from typing import Any
 
 TASKS: dict[str, str] = {
     "generate": "gan.tasks.generate:GenerateTask",
+    "detect": "gan.tasks.detect:DetectTask",
+}
+
+# Metrics tune.metric and register.metric may name, per task, with their direction
+# (True: lower is better). Each task's MetricSpec agrees (tests/test_tasks.py checks);
+# kept here so that gan.config validates both keys without importing the task modules.
+TASK_METRICS: dict[str, dict[str, bool]] = {
+    "generate": {"fid": True, "kid": True},
+    "detect": {"auroc": False, "average_precision": False},
 }
 
 
@@ -35,9 +44,14 @@ def task_class(name: str) -> type:
     return getattr(importlib.import_module(module), cls)
 
 
+def lower_is_better(task: str, metric: str) -> bool:
+    """The direction of ``metric`` of ``task`` (True for FID/KID, False for AUROC)."""
+    return TASK_METRICS[task][metric]
+
+
 def make_task(params: Any, manifest: dict[str, Any]) -> Any:
     """The task (a :class:`gan.tasks.base.Task`) of ``params.model.task`` for the prepared data described by ``manifest``."""
     return task_class(params.model.task)(params, manifest)
 
 
-__all__ = ["TASKS", "make_task", "task_class"]
+__all__ = ["TASKS", "TASK_METRICS", "lower_is_better", "make_task", "task_class"]
