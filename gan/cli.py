@@ -5,6 +5,7 @@
     gan prepare | featurize | tune | train | evaluate | register | augment-eval
     gan augment --model models:/digits-gan@champion --num 1000 --out synth/ --format npz
     gan retrain                    # scheduled retraining: new data -> dvc repro -> gated promotion
+    gan score --model models:/digits-detect@champion --in images/ --out scores.csv   # anomaly scores
 
 Each stage subcommand runs the same ``main()`` that ``dvc repro`` runs
 (``pipelines/<stage>.py``), so flags after the subcommand are that script's flags.
@@ -29,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "augment-eval": ("pipelines.augment_eval", "main", "classification accuracy with synthetic data"),
     "augment": ("gan.augment", "cli_main", "generate labelled synthetic data from a registered model"),
     "retrain": ("gan.retrain", "cli_main", "scheduled retraining with gated promotion"),
+    "score": ("gan.detect", "cli_main", "score images for anomalies with a registered detect model"),
 }
 
 

@@ -3,7 +3,9 @@
     python pipelines/evaluate.py               # reads the evaluate: section of params.yaml
     dvc repro evaluate
 
-Generates ``evaluate.num_samples`` images, measures them against the real
+For ``model.task: detect``: AUROC, average precision and FPR/TPR at the exported threshold
+on the test split, with the PCA-reconstruction baseline as ``floor/<name>`` and the score
+histogram as samples.png (:mod:`gan.tasks.detect`). For ``generate``: generates ``evaluate.num_samples`` images, measures them against the real
 validation split in the feature space of models/features/ (FID, KID,
 precision/recall, density/coverage, and with labels Inception-Score-style score,
 mode coverage, class KL and conditional accuracy), and writes each metric beside
@@ -64,12 +66,17 @@ def main(argv: list[str] | None = None) -> int:
     save_grid(images, out / "samples.png", nrow)
     atomic_write_json(out / "metrics.json", result)
     run_id = log_to_mlflow(result, [out / "metrics.json", out / "samples.png"], cfg.model_dump(), spec)
-    print(
-        f"evaluate: fid {result['fid']:.3f} (floor {result['floor/fid']:.3f}), kid {result['kid']:.4f}, "
-        f"precision {result['precision']:.3f}, recall {result['recall']:.3f} -> {out} "
-        f"(MLflow run {run_id}) in {time.perf_counter() - start:.1f}s"
-    )
+    print(f"evaluate: {summary(result, task.name)} -> {out} (MLflow run {run_id}) in {time.perf_counter() - start:.1f}s")
     return 0
+
+
+def summary(result: dict[str, float], task: str) -> str:
+    """The console line's figures: FID/KID/precision/recall, or the detector's AUROC beside the PCA baseline."""
+    if task == "detect":
+        return (f"auroc {result['auroc']:.3f} (PCA baseline {result['floor/auroc']:.3f}), average precision "
+                f"{result['average_precision']:.3f}, fpr {result['fpr']:.3f} / tpr {result['tpr']:.3f} at threshold {result['threshold']:.4g}")  # fmt: skip
+    return (f"fid {result['fid']:.3f} (floor {result['floor/fid']:.3f}), kid {result['kid']:.4f}, "
+            f"precision {result['precision']:.3f}, recall {result['recall']:.3f}")  # fmt: skip
 
 
 def combine(metrics: dict[str, float], floor: dict[str, float]) -> dict[str, float]:
