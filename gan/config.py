@@ -262,16 +262,20 @@ with warnings.catch_warnings():
         @model_validator(mode="before")
         @classmethod
         def _task_metric_defaults(cls, raw: Any) -> Any:
-            # tune.metric / register.metric left out: the task's primary metric (fid for generate, auroc for detect)
-            if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict) or raw["model"].get("task") not in TASK_METRICS:
-                return raw
-            primary = next(iter(TASK_METRICS[raw["model"]["task"]]))
+            # tune.metric / register.metric left out or null: the task's primary metric (fid for generate, auroc for detect)
+            model = raw.get("model") if isinstance(raw, dict) else None
+            task = model.get("task", "generate") if isinstance(model, dict) else "generate" if isinstance(raw, dict) and model is None else None
+            if task not in TASK_METRICS:
+                return raw  # an unknown task or a malformed section: its own error follows
+            primary = next(iter(TASK_METRICS[task]))
             raw = dict(raw)
             for section in ("tune", "register"):
-                values = raw.get(section) if isinstance(raw.get(section), dict) else {}
-                if "metric" not in values and section in raw and not isinstance(raw[section], dict):
+                if section in raw and not isinstance(raw[section], dict):
                     continue  # a malformed section: its own error follows
-                raw[section] = {"metric": primary, **(values or {})}
+                values = dict(raw.get(section) or {})
+                if values.get("metric") is None:  # absent or null
+                    values["metric"] = primary
+                raw[section] = values
             return raw
 
         @model_validator(mode="after")

@@ -101,7 +101,7 @@ def test_short_run_separates_an_obviously_different_class(tmp_path):
     metrics = task.evaluate(nets, None, data, EvalSettings(num_samples=1))
     assert metrics["auroc"] > 0.75, metrics
     assert 0.0 <= metrics["fpr"] <= 1.0 and 0.0 <= metrics["tpr"] <= 1.0
-    assert {f"auroc/{d}" for d in "023456789"} <= set(metrics)
+    assert {f"auroc/{d}" for d in "023456789"} <= set(metrics) and 0.0 <= metrics["d_score/auroc"] <= 1.0
     images, nrow = task.grid(nets)  # after evaluate: the score histogram
     assert images.shape[:2] == (1, 3) and nrow == 1 and images.min() >= -1 and images.max() <= 1
 

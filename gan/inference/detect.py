@@ -51,6 +51,13 @@ def anomaly_scores(nets: dict[str, torch.nn.Module], spec: dict[str, Any], x: to
     return (x - x_hat).pow(2).flatten(1).mean(dim=1) + float(spec["kappa"]) * (f_real - f_fake).pow(2).mean(dim=1)
 
 
+@torch.inference_mode()
+def discriminator_scores(nets: dict[str, torch.nn.Module], x: torch.Tensor) -> torch.Tensor:
+    """The discriminator-score baseline ``-D(x)`` ``[N]``: a D trained on normal data rates anomalies as less real."""
+    nets["D"].eval()
+    return -nets["D"](x)[0].float()
+
+
 class DetectRunner:
     """The detect task's inference over an exported model directory."""
 

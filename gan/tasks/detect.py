@@ -23,7 +23,8 @@ same combination per image.
 Inference (``gan.inference.detect``): image -> score + flag at the threshold chosen on the
 normal validation split at ``model.detect.target_fpr`` (:meth:`DetectTask.calibrate`, stored
 in the export). Primary metric: AUROC on the test split (higher is better); the PCA
-reconstruction baseline is the task's ``real_floor`` (``floor/auroc`` in eval/metrics.json).
+reconstruction baseline is the task's ``real_floor`` (``floor/auroc`` in eval/metrics.json),
+and the discriminator-score baseline ``-D(x)`` is reported as ``d_score/auroc``.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ from gan.tasks.base import (
 
 log = logging.getLogger(__name__)
 
-METRICS = ("auroc", "average_precision", "fpr", "tpr", "threshold")
+METRICS = ("auroc", "average_precision", "fpr", "tpr", "threshold", "d_score/auroc")
 PCA_COMPONENTS = 20  # the PCA-reconstruction baseline's components (the issue's PCA-20 yardstick)
 
 
@@ -89,7 +90,8 @@ class DetectTask(Task):
                               "so that the GAN trains before the encoder; lower it or raise train.steps.")  # fmt: skip
         self.gan_steps = steps - self.cfg.encoder_steps if self.method == "fanogan" else steps
         # instance attributes: what is exported depends on the method
-        self.exported = {"G": "G"} if self.method == "ganomaly" else {"G": "G", "D": "D", "E": "E"}
+        # D travels with both for the discriminator-score baseline (-D(x)); f-AnoGAN's score needs it too
+        self.exported = {"G": "G", "D": "D"} if self.method == "ganomaly" else {"G": "G", "D": "D", "E": "E"}
         self.ema = {}
         self.d_reinits = 0  # GANomaly: times D was re-initialised (kept in checkpoints)
         self._last_scores: tuple[np.ndarray, np.ndarray] | None = None  # (normal, anomalous) test scores, for grid()
@@ -236,14 +238,18 @@ class DetectTask(Task):
         return {"threshold": threshold, "target_fpr": float(self.cfg.target_fpr), "val_fpr": float((val > threshold).mean()),
                 "val_images": int(len(val))}  # fmt: skip
 
-    def split_scores(self, nets: dict[str, nn.Module], data_dir: Any, split: str, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
-        """``(scores [N], labels [N])`` of the exported networks on ``split``."""
+    def split_scores(self, nets: dict[str, nn.Module], data_dir: Any, split: str, batch_size: int = 500,
+                     discriminator: bool = False) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """``(scores [N], labels [N])`` of the exported networks on ``split`` (``discriminator``: the -D(x) baseline's)."""
         from gan.data import load_split
-        from gan.inference.detect import anomaly_scores
+        from gan.inference.detect import anomaly_scores, discriminator_scores
 
         x, y = load_split(data_dir, split)
         spec = {"method": self.method, "kappa": float(self.cfg.kappa)}
-        scores = [anomaly_scores(nets, spec, torch.from_numpy(np.array(x[i : i + batch_size], dtype=np.float32))) for i in range(0, len(x), batch_size)]
+        scores = []
+        for i in range(0, len(x), batch_size):
+            batch = torch.from_numpy(np.array(x[i : i + batch_size], dtype=np.float32))  # [B, C, H, W]
+            scores.append(discriminator_scores(nets, batch) if discriminator else anomaly_scores(nets, spec, batch))
         return torch.cat(scores).numpy().astype(np.float64), np.asarray(y if y is not None else np.zeros(len(x), np.int64))
 
     def evaluate(self, nets: dict[str, nn.Module], feature_net: Any, data_dir: Any, settings: EvalSettings) -> dict[str, float]:
@@ -253,6 +259,12 @@ class DetectTask(Task):
         out = detection_metrics(val, scores, y, self.manifest["anomaly"], self.cfg.target_fpr)
         anomalous = np.isin(y, self.manifest["anomaly"]["anomaly_labels"])
         self._last_scores = (scores[~anomalous], scores[anomalous])
+        if "D" in nets:  # the discriminator-score baseline beside the method's own score
+            from sklearn.metrics import average_precision_score, roc_auc_score
+
+            d_scores = self.split_scores(nets, data_dir, "test", settings.batch_size, discriminator=True)[0]
+            out["d_score/auroc"] = float(roc_auc_score(anomalous, d_scores))
+            out["d_score/average_precision"] = float(average_precision_score(anomalous, d_scores))
         return out
 
     def real_floor(self, feature_net: Any, data_dir: Any, settings: EvalSettings) -> dict[str, float]:
