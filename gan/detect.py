@@ -66,6 +66,9 @@ def iter_images(source: str | os.PathLike, channels: int, image_size: int, batch
     kind = "npz" if path.is_file() else "image_folder"
     if path.is_file() and path.suffix != ".npz":
         raise GanError(f"--in {path} is neither a folder nor an .npz file; give a folder of images or an .npz with x.")
+    if kind == "npz":
+        yield from _npz_batches(path, channels, image_size, batch_size)
+        return
     items, _ = list_source(PrepareConfig(source=kind, path=str(path), image_size=image_size, channels=channels))
     names: list[str] = []
     arrays: list[np.ndarray] = []
@@ -80,6 +83,34 @@ def iter_images(source: str | os.PathLike, channels: int, image_size: int, batch
             names, arrays = [], []
     if arrays:
         yield names, np.stack(arrays)
+
+
+def _npz_batches(path: Path, channels: int, image_size: int, batch_size: int) -> Iterator[tuple[list[str], np.ndarray]]:
+    """An .npz's ``x`` checked like the prepare stage checks it; images already at the model's size skip PIL."""
+    from gan.data.preprocess import to_array
+    from gan.data.sources import _check_x
+    from gan.errors import DataError
+
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if "x" not in npz.files:
+                raise GanError(f"--in {path} has no array 'x' (found: {', '.join(npz.files) or 'none'}); save the images as x.")
+            x = npz["x"]
+    except (OSError, ValueError) as err:
+        raise GanError(f"--in {path} cannot be read as .npz ({type(err).__name__}); write it with numpy.savez(x=...).") from None
+    try:
+        x = _check_x(x, path)  # uint8 [N, H, W] or [N, H, W, C]
+    except DataError as err:
+        raise GanError(str(err)) from None
+    same = x.shape[1:3] == (image_size, image_size) and (x.ndim == 3 if channels == 1 else x.ndim == 4 and x.shape[-1] == 3)
+    for start in range(0, len(x), batch_size):
+        chunk = x[start : start + batch_size]
+        if same:  # the exact arithmetic of to_array, vectorised: uint8 -> [-1, 1]
+            arr = chunk.astype(np.float32)[:, None] if chunk.ndim == 3 else chunk.astype(np.float32).transpose(0, 3, 1, 2)
+            arr = arr / 127.5 - 1.0
+        else:
+            arr = np.stack([to_array(img, image_size, channels) for img in chunk])
+        yield [f"{path.name}[{i}]" for i in range(start, start + len(chunk))], arr
 
 
 def score(model: Any, source: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE) -> Iterator[ScoreRow]:
