@@ -169,11 +169,15 @@ def main(argv: list[str] | None = None) -> int:
     write_outputs(task, outcome.checkpoint, spec, metrics, args.model_out, args.out, data_dir)
     resumed = f", resumed from step {metrics['resumed_from_step']}" if metrics["resumed_from_step"] else ""
     print(
-        f"train: {metrics['steps']} steps, loss/D {metrics.get('loss/D', float('nan')):.3f}, loss/G {metrics.get('loss/G', float('nan')):.3f}, "
-        f"{metrics['throughput/img_s']:.0f} img/s, {timing['wall_time_s']:.0f}s{resumed} -> {args.model_out}",
+        f"train: {metrics['steps']} steps, {losses(metrics)}{metrics['throughput/img_s']:.0f} img/s, {timing['wall_time_s']:.0f}s{resumed} -> {args.model_out}",
         flush=True,
     )
     return 0
+
+
+def losses(metrics: dict[str, Any]) -> str:
+    """The last logged losses for the console line (f-AnoGAN's encoder phase logs loss/E only)."""
+    return "".join(f"{k} {metrics[k]:.3f}, " for k in ("loss/D", "loss/G", "loss/E") if k in metrics)
 
 
 if __name__ == "__main__":
