@@ -113,27 +113,32 @@ def _npz_batches(path: Path, channels: int, image_size: int, batch_size: int) ->
         yield [f"{path.name}[{i}]" for i in range(start, start + len(chunk))], arr
 
 
-def score(model: Any, source: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE) -> Iterator[ScoreRow]:
-    """One :class:`ScoreRow` per image of ``source`` (a folder or .npz), streaming; ``model`` from :func:`load`."""
+def score_batches(model: Any, source: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE) -> Iterator[tuple[list[str], np.ndarray, np.ndarray]]:
+    """``(names, scores float [B], is_anomaly bool [B])`` per batch of ``source``: the vectorised form of :func:`score`."""
     channels, size = model.image_shape[0], model.image_shape[1]
     for names, x in iter_images(source, channels, size, batch_size):
         scores = model.score_model_range(torch.from_numpy(x))
-        for name, s in zip(names, scores, strict=True):
-            yield ScoreRow(name, float(s), bool(s > model.threshold))
+        yield names, scores, scores > model.threshold
+
+
+def score(model: Any, source: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE) -> Iterator[ScoreRow]:
+    """One :class:`ScoreRow` per image of ``source`` (a folder or .npz), streaming; ``model`` from :func:`load`."""
+    for names, scores, flags in score_batches(model, source, batch_size):
+        yield from (ScoreRow(n, s, f) for n, s, f in zip(names, scores.tolist(), flags.tolist(), strict=True))
 
 
 def score_to_csv(model: Any, source: str | os.PathLike, out: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE) -> tuple[int, int]:
-    """Write ``out`` (file, score, is_anomaly) atomically; return (images, flagged)."""
+    """Write ``out`` (file, score, is_anomaly) atomically, a batch at a time; return (images, flagged)."""
     from gan.atomic import atomic_text_file
 
     n = flagged = 0
     with atomic_text_file(out) as fh:
         writer = csv.writer(fh)
         writer.writerow(ScoreRow._fields)
-        for row in score(model, source, batch_size):
-            writer.writerow((row.file, f"{row.score:.9g}", int(row.is_anomaly)))
-            n += 1
-            flagged += row.is_anomaly
+        for names, scores, flags in score_batches(model, source, batch_size):
+            writer.writerows(zip(names, map("{:.9g}".format, scores.tolist()), flags.astype(np.int8).tolist(), strict=True))
+            n += len(names)
+            flagged += int(flags.sum())
     if n == 0:
         raise GanError(f"--in {source} holds no images; nothing was scored.")
     return n, flagged
