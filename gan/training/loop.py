@@ -15,7 +15,7 @@
 
 The trainer knows no GAN: it builds the task's networks (a dict) and optimisers (a
 dict), wraps them for DDP, runs the task's phases in order (freezing what a phase does
-not train), keeps the EMA copies, feeds the divergence guard with the task's health
+not train), calls the task's ``after_step`` when it has one (rank-averaged metrics), keeps the EMA copies, feeds the divergence guard with the task's health
 signal, and saves/restores all networks, optimisers, phase counters, the task's own
 state and the RNG. It imports only the task contract (:mod:`gan.tasks.base`).
 
