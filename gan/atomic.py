@@ -230,6 +230,27 @@ def _alive(pid: int) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def atomic_text_file(path: str | os.PathLike) -> Iterator[Any]:
+    """A text file written as a stream (rows as they come) that replaces ``path`` only when the block completes."""
+    path = Path(path)
+    with _output_errors(path, any_error=True):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    os.fchmod(fd, 0o644)
+    try:
+        with _output_errors(path), os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        with _output_errors(path, any_error=True):
+            os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` (UTF-8) atomically."""
     return atomic_write_bytes(path, text.encode("utf-8"))

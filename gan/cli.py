@@ -6,6 +6,7 @@
     gan augment --model models:/digits-gan@champion --num 1000 --out synth/ --format npz
     gan translate --model models:/digits-translate@champion --in photos/ --to dilated_inverted --out translated/
     gan retrain                    # scheduled retraining: new data -> dvc repro -> gated promotion
+    gan score --model models:/digits-detect@champion --in images/ --out scores.csv   # anomaly scores
 
 Each stage subcommand runs the same ``main()`` that ``dvc repro`` runs
 (:mod:`gan.stages`, behind the thin ``pipelines/<stage>.py`` scripts), so flags after the
@@ -32,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "augment": ("gan.augment", "cli_main", "generate labelled synthetic data from a registered model"),
     "translate": ("gan.translate", "cli_main", "translate images to a domain with a registered translate model"),
     "retrain": ("gan.retrain", "cli_main", "scheduled retraining with gated promotion"),
+    "score": ("gan.detect", "cli_main", "score images for anomalies with a registered detect model"),
 }
 
 

@@ -22,7 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gan.errors import ConfigError
-from gan.tasks import TASKS
+from gan.tasks import TASK_METRICS, TASKS
 
 ARCHS = ("mlp", "dcgan", "resnet")
 LOSSES = ("minimax", "nonsaturating", "hinge", "wgan-gp", "lsgan")
@@ -39,10 +39,6 @@ TRAINING_NEAREST_K = 5
 # URIs: MLflow forbids '/' and ':', '@' would be read as an alias, and spaces or other
 # punctuation break shell commands and URLs; the SQL store keeps at most 256 characters.
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,255}$"
-# what tune and register may optimise, per task (the task's MetricSpec gives each one's direction)
-TASK_METRICS = {"generate": ("fid", "kid"),
-                "translate": ("target_accuracy", "content_accuracy", "cycle_l1", "fid", "psnr", "ssim")}  # fmt: skip
-SCORED = Literal["fid", "kid", "target_accuracy", "content_accuracy", "cycle_l1", "psnr", "ssim"]
 # The smallest resolution each architecture can produce (its first feature map is 4x4,
 # doubled by each upsampling block) and the largest we support.
 MIN_RESOLUTION = {"mlp": 8, "dcgan": 8, "resnet": 8}
@@ -67,7 +63,19 @@ class PrepareConfig(_Section):
     seed: int = Field(0, ge=0, le=SEED_MAX)
     shard_size: int = Field(4096, gt=0)
     on_bad_file: Literal["fail", "skip"] = "fail"
+    # anomaly detection (model.task: detect): which classes are normal; the rest are anomalies
+    normal_classes: list[str] | None = None
+    anomaly_classes: list[str] | None = None
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share of normal images held out for the test split")
     out: str = "data/prepared"
+
+    @field_validator("normal_classes", "anomaly_classes", mode="before")
+    @classmethod
+    def _class_names(cls, v: Any) -> Any:
+        # class names are strings (folder names, digits "0".."9"); YAML gives ints for digits
+        if isinstance(v, list):
+            return [str(c) for c in v]
+        return v
 
     @field_validator("image_size")
     @classmethod
@@ -92,7 +100,17 @@ class PrepareConfig(_Section):
             raise ValueError(f"prepare.path: source '{self.source}' needs a path to the raw data")
         if self.source == "torchvision" and not self.torchvision_class:
             raise ValueError("prepare.torchvision_class: source 'torchvision' needs a class name such as MNIST")
+        if self.normal_classes is not None and self.anomaly_classes is not None:
+            raise ValueError("prepare.anomaly_classes: give normal_classes or anomaly_classes, not both (the other is every remaining class)")
+        for key in ("normal_classes", "anomaly_classes"):
+            if getattr(self, key) == []:
+                raise ValueError(f"prepare.{key}: an empty list names no class; list at least one or set it to null")
         return self
+
+    @property
+    def anomaly_split(self) -> bool:
+        """Whether prepare writes the anomaly-detection layout (normal-only train/val, a labelled test split)."""
+        return self.normal_classes is not None or self.anomaly_classes is not None
 
 
 class InfoGANConfig(_Section):
@@ -118,6 +136,19 @@ class TranslateConfig(_Section):
     metric: Literal["target_accuracy", "content_accuracy", "cycle_l1", "fid", "psnr", "ssim"] = "target_accuracy"
 
 
+class DetectConfig(_Section):
+    """model.detect: the detect task's method and loss weights (GANomaly, f-AnoGAN)."""
+
+    method: Literal["ganomaly", "fanogan"] = "ganomaly"
+    w_adv: float = Field(1.0, ge=0.0, description="GANomaly: weight of the feature-matching adversarial loss")
+    w_con: float = Field(50.0, ge=0.0, description="GANomaly: weight of the L1 reconstruction loss")
+    w_enc: float = Field(1.0, ge=0.0, description="GANomaly: weight of the latent (encoder) loss")
+    d_reinit_below: float = Field(1e-5, ge=0.0, description="GANomaly: re-initialise D when its loss falls below this (0 = never)")
+    kappa: float = Field(1.0, ge=0.0, description="f-AnoGAN: weight of the feature residual in izi_f's loss and score")
+    encoder_steps: int = Field(500, gt=0, description="f-AnoGAN: the last this-many train.steps train the encoder (G, D frozen)")
+    target_fpr: float = Field(0.05, gt=0.0, lt=1.0, description="threshold: this share of normal validation images is flagged")
+
+
 class ModelConfig(_Section):
     task: str = "generate"
     arch: Literal["mlp", "dcgan", "resnet"] = "dcgan"
@@ -130,6 +161,7 @@ class ModelConfig(_Section):
     loss: Literal["minimax", "nonsaturating", "hinge", "wgan-gp", "lsgan"] = "hinge"
     infogan: InfoGANConfig = InfoGANConfig()
     translate: TranslateConfig = TranslateConfig()
+    detect: DetectConfig = DetectConfig()
 
     @field_validator("task")
     @classmethod
@@ -209,7 +241,7 @@ class TuneConfig(_Section):
     max_steps: int = Field(600, gt=0)
     eval_every: int = Field(100, gt=0)
     eval_samples: int = Field(500, gt=0)
-    metric: SCORED = "fid"
+    metric: str = Field("fid", description="the task's metric to optimise (gan.tasks.TASK_METRICS: generate fid | kid; detect auroc | average_precision; translate target_accuracy ...)")
     grace_period: int = Field(1, gt=0, description="evaluations before ASHA may stop a trial")
     reduction_factor: int = Field(3, gt=1)
     perturbation_interval: int = Field(2, gt=0, description="evaluations between PBT/PB2 perturbations")
@@ -237,7 +269,7 @@ class TuneConfig(_Section):
 
 class RegisterConfig(_Section):
     model_name: str = Field("digits-gan", min_length=1)
-    metric: SCORED = "fid"
+    metric: str = Field("fid", description="the task's metric to gate on (gan.tasks.TASK_METRICS: generate fid | kid; detect auroc | average_precision; translate target_accuracy ...)")
     min_improvement: float = Field(0.0, ge=0.0, description="relative: challenger must beat the champion by this fraction")
     eval_samples: int = Field(1000, gt=0)
     seed: int = Field(0, ge=0, le=SEED_MAX)
@@ -279,6 +311,25 @@ with warnings.catch_warnings():
         register: RegisterConfig = RegisterConfig()
         augment_eval: AugmentEvalConfig = AugmentEvalConfig()
 
+        @model_validator(mode="before")
+        @classmethod
+        def _task_metric_defaults(cls, raw: Any) -> Any:
+            # tune.metric / register.metric left out or null: the task's primary metric (fid for generate, auroc for detect)
+            model = raw.get("model") if isinstance(raw, dict) else None
+            task = model.get("task", "generate") if isinstance(model, dict) else "generate" if isinstance(raw, dict) and model is None else None
+            if task not in TASK_METRICS:
+                return raw  # an unknown task or a malformed section: its own error follows
+            primary = next(iter(TASK_METRICS[task]))
+            raw = dict(raw)
+            for section in ("tune", "register"):
+                if section in raw and not isinstance(raw[section], dict):
+                    continue  # a malformed section: its own error follows
+                values = dict(raw.get(section) or {})
+                if values.get("metric") is None:  # absent or null
+                    values["metric"] = primary
+                raw[section] = values
+            return raw
+
         @model_validator(mode="after")
         def _cross_checks(self) -> Params:
             arch, size = self.model.arch, self.prepare.image_size
@@ -287,11 +338,12 @@ with warnings.catch_warnings():
             problem = cross_key_problem(self)
             if problem:
                 raise ValueError(problem)
-            allowed = TASK_METRICS.get(self.model.task)
-            for section in ("tune", "register"):
-                metric = getattr(self, section).metric
-                if allowed and metric not in allowed:
-                    raise ValueError(f"{section}.metric: '{metric}' is not a metric of task '{self.model.task}'; use one of {', '.join(allowed)}")
+            allowed = TASK_METRICS[self.model.task]
+            for key, value in (("tune.metric", self.tune.metric), ("register.metric", self.register.metric)):
+                if value not in allowed:
+                    raise ValueError(f"{key}: '{value}' is not a metric of model.task '{self.model.task}'; allowed values are {', '.join(allowed)}")
+            if self.model.task == "detect" and not self.prepare.anomaly_split:
+                raise ValueError("prepare.normal_classes: model.task 'detect' needs prepare.normal_classes or prepare.anomaly_classes (which classes are normal)")
             return self
 
 

@@ -260,3 +260,33 @@ def loss_pair(name: str) -> tuple[DLoss, GLoss]:
     """
     pair = loss_spec(name)
     return pair.d, pair.g
+
+
+# --- anomaly detection: GANomaly (Akçay et al. 2018) and f-AnoGAN (Schlegl et al. 2019) ----
+
+
+def ganomaly_adversarial_loss(real_features: torch.Tensor, fake_features: torch.Tensor) -> torch.Tensor:
+    """GANomaly's L_adv (Eq. 1): feature matching on D's last hidden layer.
+
+    L_adv = E ||f(x) - f(G(x))||_2^2   (mean over features and batch, as the reference's l2_loss)
+    """
+    return (real_features - fake_features).pow(2).mean()
+
+
+def ganomaly_contextual_loss(real: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
+    """GANomaly's L_con (Eq. 2): L1 image reconstruction, L_con = E ||x - G(x)||_1."""
+    return (real - reconstruction).abs().mean()
+
+
+def ganomaly_encoder_loss(z: torch.Tensor, z_hat: torch.Tensor) -> torch.Tensor:
+    """GANomaly's L_enc (Eq. 3): L2 between the two latents, L_enc = E ||G_E(x) - E(G(x))||_2^2."""
+    return (z - z_hat).pow(2).mean()
+
+
+def izif_loss(real: torch.Tensor, reconstruction: torch.Tensor, real_features: torch.Tensor, fake_features: torch.Tensor,
+              kappa: float) -> torch.Tensor:  # fmt: skip
+    """f-AnoGAN's izi_f encoder loss (Schlegl et al. 2019, Eq. 6), G and D frozen.
+
+    L_izi_f = 1/n ||x - G(E(x))||^2 + kappa * 1/n_d ||f(x) - f(G(E(x)))||^2
+    """
+    return (real - reconstruction).pow(2).mean() + kappa * (real_features - fake_features).pow(2).mean()

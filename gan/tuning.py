@@ -35,7 +35,7 @@ import numpy as np
 from gan import signals
 from gan.config import Params, TuneConfig, parse_params
 from gan.errors import ConfigError
-from gan.tasks import task_class
+from gan.tasks import lower_is_better, task_class
 
 # keys of the search space and the train.* key each sets
 SEARCHED = ("lr_G", "lr_D", "beta1", "n_critic")
@@ -290,7 +290,7 @@ def run_search(params: Params, data_dir: str, features_dir: str, data_hash: str)
 
     cfg = params.tune
     tunable = task_class(params.model.task).tunable  # the learning rates this kind of GAN has
-    lower = metric_lower(params, data_dir)
+    lower = lower_is_better(params.model.task, cfg.metric)  # the metric's direction, from the task table
     name = search_fingerprint(params, data_hash, tree_hash(features_dir))
     storage = str(Path(cfg.storage_path).resolve()) if "://" not in cfg.storage_path else cfg.storage_path
     path = f"{storage.rstrip('/')}/{name}"
@@ -350,16 +350,8 @@ def search_finished(trials: int, terminated: int, errored: int, planned: int) ->
     return trials >= planned and terminated + errored == trials
 
 
-def metric_lower(params: Any, data_dir: str | os.PathLike) -> bool:
-    """Whether a lower ``tune.metric`` is better, as the task's MetricSpec says."""
-    from gan.data import read_manifest
-    from gan.tasks import make_task
-
-    return make_task(params, read_manifest(data_dir)).metric.lower(params.tune.metric)
-
-
-def trial_rows(grid, metric: str, lower_is_better: bool = True) -> list[dict[str, Any]]:
-    """One row per trial: config, status, best and last score, steps run, its metric curve."""
+def trial_rows(grid, metric: str, lower: bool = True) -> list[dict[str, Any]]:
+    """One row per trial: config, status, best and last score, steps run, its metric curve (``lower``: lower scores are better)."""
     rows = []
     for result in grid:
         # a trial that failed before its first report has no config
@@ -381,7 +373,7 @@ def trial_rows(grid, metric: str, lower_is_better: bool = True) -> list[dict[str
             **last_lrs,
             "status": "failed" if result.error else "completed",
             "error": "" if not result.error else str(result.error).strip().splitlines()[-1][:200],
-            "score": (min(scores) if lower_is_better else max(scores)) if scores else float("nan"),
+            "score": (min(scores) if lower else max(scores)) if scores else float("nan"),
             "last_score": scores[-1] if scores else float("nan"),
             "steps": int(curve[-1]["step"]) if curve else 0,
             "curve": curve,
@@ -389,9 +381,9 @@ def trial_rows(grid, metric: str, lower_is_better: bool = True) -> list[dict[str
     return rows
 
 
-def best_row(rows: list[dict[str, Any]], lower_is_better: bool = True) -> dict[str, Any] | None:
-    """The completed trial with the best score (lowest, or highest for a higher-is-better metric); failed or unscored trials are never chosen."""
+def best_row(rows: list[dict[str, Any]], lower: bool = True) -> dict[str, Any] | None:
+    """The completed trial with the best score (the lowest when ``lower``); failed or unscored trials are never chosen."""
     ok = [r for r in rows if r["status"] == "completed" and math.isfinite(r["score"])]
     if not ok:
         return None
-    return min(ok, key=lambda r: r["score"]) if lower_is_better else max(ok, key=lambda r: r["score"])
+    return min(ok, key=lambda r: r["score"]) if lower else max(ok, key=lambda r: r["score"])

@@ -69,6 +69,17 @@ def prepared_digit_domains3(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def prepared_anomaly_digits(tmp_path_factory) -> Path:
+    """Digits at 8x8 with "0" as the anomaly (the detect task's layout: normal-only train/val, test with both)."""
+    from gan.config import PrepareConfig
+    from gan.data import prepare_dataset
+
+    out = tmp_path_factory.mktemp("prepared") / "digits8-anomaly0"
+    prepare_dataset(PrepareConfig(image_size=8, anomaly_classes=["0"]), out)
+    return out
+
+
 @pytest.fixture()
 def mlflow_sqlite(tmp_path, monkeypatch) -> str:
     """Point MLflow at a fresh SQLite store for one test."""

@@ -46,6 +46,12 @@ TASK_PARAMS: dict[str, dict[str, Any]] = {
                   "loss": "wgan-gp", "infogan": {"categorical": 2, "continuous": 1}},
         "train": {"r1_gamma": 1.0, "r1_interval": 2, "n_critic": 2},
     },
+    # GANomaly: Gmain, Dmain (and D's re-initialisation check) every step
+    "detect": {
+        "data": "prepared_anomaly_digits",
+        "prepare": {"anomaly_classes": ["0"]},
+        "model": {"task": "detect", "z_dim": 8, "g_width": 8, "d_width": 8, "detect": {"method": "ganomaly"}},
+    },
     # CycleGAN with a pool smaller than a batch (both of its branches run) and the lr decay under way
     "translate": {
         "data": "prepared_digit_domains",
@@ -58,6 +64,14 @@ ARCH_PARAMS: dict[str, dict[str, Any]] = {
     "translate/pix2pix": {
         "data": "prepared_digit_domains",
         "model": {"task": "translate", "g_width": 8, "d_width": 8, "translate": {"arch": "pix2pix", "d_layers": 1}},
+    },
+    # f-AnoGAN: step 0 is WGAN-GP (2 critic steps, Gmain), step 1 the encoder phase (G, D frozen),
+    # so the checkpoint round trip below crosses the phase switch
+    "detect/fanogan": {
+        "data": "prepared_anomaly_digits",
+        "prepare": {"anomaly_classes": ["0"]},
+        "model": {"task": "detect", "z_dim": 8, "g_width": 8, "d_width": 8, "detect": {"method": "fanogan", "encoder_steps": 1}},
+        "train": {"n_critic": 2},
     },
     "translate/stargan": {
         "data": "prepared_digit_domains3",
@@ -157,6 +171,20 @@ def test_every_registered_task_has_a_contract_case():
     assert set(TASKS) <= set(TASK_PARAMS), "add a tiny config for the new task to TASK_PARAMS"
 
 
+def test_task_metrics_table_agrees_with_each_task(request):
+    """gan.tasks.TASK_METRICS (what config validates tune/register.metric against) matches each task's MetricSpec."""
+    from gan.tasks import TASK_METRICS
+
+    assert set(TASK_METRICS) == set(TASKS)
+    for name in TASKS:
+        overrides = dict(TASK_PARAMS[name])
+        data = request.getfixturevalue(overrides.pop("data", "prepared_digits"))
+        task = make_task(tiny(overrides), read_manifest(data))
+        assert task.metric.primary in TASK_METRICS[name], name
+        for metric, lower in TASK_METRICS[name].items():
+            assert task.metric.lower(metric) == lower, (name, metric)
+
+
 @pytest.mark.parametrize(("label", "factory", "overrides"), CASES, ids=[c[0] for c in CASES])
 def test_task_contract(label, factory, overrides, request, tmp_path):
     overrides = dict(overrides)
@@ -173,6 +201,9 @@ def test_task_contract(label, factory, overrides, request, tmp_path):
     assert set(task.ema.values()) <= set(nets) and set(task.exported.values()) <= set(nets) | set(task.ema)
     phases = task.phases(0)
     assert phases and all(p.optimizer in opts for p in phases)
+    # a schedule may switch phases with the step (f-AnoGAN: WGAN-GP, then the encoder)
+    scheduled = [task.phases(step) for step in range(params.train.steps)]
+    assert all(p.optimizer in opts for step in scheduled for p in step)
 
     # one step runs every phase it declares (lazy phases come up on their first count)
     trainer = GANTrainer(params, prepared_digits, task=task)
@@ -180,7 +211,7 @@ def test_task_contract(label, factory, overrides, request, tmp_path):
     out = trainer.train_step()
     assert {p.name for p in phases} == set(trainer.phase_counts)
     assert all(torch.isfinite(v).all() for v in out.values())
-    for spec in opts.values():
+    for spec in {p.optimizer: opts[p.optimizer] for p in phases}.values():
         assert any(not torch.equal(before[n], weights(trainer.network(n))) for n in spec.networks), spec
     health = task.health(out)
     assert all(torch.isfinite(v) for v in health)
@@ -195,6 +226,10 @@ def test_task_contract(label, factory, overrides, request, tmp_path):
     for name in [*nets, *task.ema]:
         assert torch.equal(weights(trainer.network(name)), weights(resumed.network(name))), name
     assert {k: v.item() for k, v in expected.items()} == {k: v.item() for k, v in got.items()}
+    # after the whole schedule (train.steps = 2) every phase has run and every optimiser has stepped
+    assert {p.name for step in scheduled for p in step} == set(trainer.phase_counts)
+    for spec in opts.values():
+        assert any(not torch.equal(before[n], weights(trainer.network(n))) for n in spec.networks), spec
 
     # export -> load without training code -> inference through the real MLflow pyfunc
     _check_export_and_pyfunc(task, params, prepared_digits, tmp_path)
@@ -212,7 +247,7 @@ def _check_export_and_pyfunc(task: Task, params: Any, data: Path, tmp_path: Path
     saved: list[TrainCheckpoint] = []
     fit(params, data, task=task, log=None, report=lambda m, c: saved.append(c) if c else None)
     spec = generator_spec(task, saved[-1], {"source": "params.yaml"}, {})
-    export_generator(task, saved[-1], spec, tmp_path / "model")
+    export_generator(task, saved[-1], spec, tmp_path / "model", data)
     nets, loaded_spec = load_networks(tmp_path / "model")
     assert set(nets) == set(task.exported) and loaded_spec["task"] == task.name
     for name, src in task.exported.items():

@@ -2,6 +2,12 @@
 
     manifest = prepare_dataset(params.prepare, out_dir="data/prepared")
 
+With ``prepare.normal_classes`` (or ``prepare.anomaly_classes``) set, for anomaly
+detection (``model.task: detect``): train/ and val/ hold normal images only, and a third
+split test/ holds ``test_fraction`` of the normal images plus every anomalous one; the
+manifest's ``anomaly`` entry names the normal and anomalous classes (the ground truth:
+a test image is anomalous when its label is in ``anomaly.anomaly_labels``).
+
 Items are listed first (cheap), split by label, then decoded and written in
 shards of ``shard_size``: memory is bounded by one shard per split whatever the
 data set's size. Everything is written into a temporary directory that replaces
@@ -35,19 +41,24 @@ def prepare_dataset(cfg: PrepareConfig, out_dir: str | os.PathLike, progress: bo
     ignored: list[dict[str, str]] = []
     items, class_names = list_source(cfg, ignored)
     labelled = _labelled(items)
-    is_val = split_mask([it.label for it in items], cfg.val_fraction, cfg.seed)
+    anomaly = _anomaly_classes(cfg, class_names, labelled) if cfg.anomaly_split else None
+    if anomaly is None:
+        splits = np.where(split_mask([it.label for it in items], cfg.val_fraction, cfg.seed), "val", "train")
+    else:
+        splits = _anomaly_splits([it.label for it in items], set(anomaly["anomaly_labels"]), cfg)
     skipped: list[dict[str, str]] = []
     stats = _ChannelStats(cfg.channels)
     digest = hashlib.sha256()
     extras = tuple(name for name in ("content", "oracle") if items and all(getattr(it, name) is not None for it in items))
     with atomic_dir(out_dir) as tmp:
-        writers = {s: ShardWriter(tmp / s, cfg.shard_size, labelled, extras) for s in ("train", "val")}
+        names = ("train", "val") if anomaly is None else ("train", "val", "test")
+        writers = {s: ShardWriter(tmp / s, cfg.shard_size, labelled, extras) for s in names}
         counts = {s: [0] * len(class_names) for s in writers}
-        for item, val in zip(items, is_val, strict=True):
+        for item, split in zip(items, splits, strict=True):
+            split = str(split)
             x = _decode(item, cfg, skipped)
             if x is None:
                 continue
-            split = "val" if val else "train"
             extra = {"content": item.content, "oracle": item.oracle() if item.oracle else None}
             writers[split].add(x, item.label, **{k: extra[k] for k in extras})
             # the hash covers every byte written and where it went: a changed split changes it
@@ -60,7 +71,7 @@ def prepare_dataset(cfg: PrepareConfig, out_dir: str | os.PathLike, progress: bo
                 stats.add(x)
         for w in writers.values():
             w.flush()
-        _check_nonempty(writers, class_names, counts, labelled)
+        _check_nonempty(writers, class_names, counts, labelled, anomaly)
         manifest = {
             "format": FORMAT,
             "source": cfg.source,
@@ -79,6 +90,7 @@ def prepare_dataset(cfg: PrepareConfig, out_dir: str | os.PathLike, progress: bo
             "hash": digest.hexdigest(),
             "skipped": skipped,
             "ignored": ignored,
+            **({"anomaly": _anomaly_entry(anomaly, counts)} if anomaly is not None else {}),
             "seconds": round(time.perf_counter() - start, 3),
         }
         if cfg.source in DOMAIN_SOURCES:  # the translate task's data: labels are domains
@@ -108,10 +120,59 @@ def _decode(item: Item, cfg: PrepareConfig, skipped: list[dict[str, str]]) -> np
         return None
 
 
-def _check_nonempty(writers: dict[str, ShardWriter], class_names: list[str], counts: dict, labelled: bool) -> None:
-    """Both splits must hold every class: featurize, evaluate and register read the validation split."""
+def _anomaly_classes(cfg: PrepareConfig, class_names: list[str], labelled: bool) -> dict[str, list]:
+    """Normal and anomalous classes (names and label indices) from normal_classes / anomaly_classes."""
+    key = "normal_classes" if cfg.normal_classes is not None else "anomaly_classes"
+    if not labelled:
+        raise DataError(f"prepare.{key} needs labelled data (class folders or an npz with y), but the source has no labels; label the data or drop the key.")
+    given = list(getattr(cfg, key))
+    unknown = [c for c in given if c not in class_names]
+    if unknown:
+        raise DataError(f"prepare.{key} names class '{unknown[0]}', which the data does not have; its classes are {', '.join(class_names)}.")
+    chosen = {class_names.index(c) for c in given}
+    normal = sorted(chosen) if key == "normal_classes" else sorted(set(range(len(class_names))) - chosen)
+    anomalous = sorted(set(range(len(class_names))) - set(normal))
+    if not normal or not anomalous:
+        raise DataError(f"prepare.{key} leaves no {'normal' if not normal else 'anomalous'} class; at least one class must be normal and one anomalous.")
+    return {
+        "normal_classes": [class_names[i] for i in normal],
+        "anomaly_classes": [class_names[i] for i in anomalous],
+        "normal_labels": normal,
+        "anomaly_labels": anomalous,
+    }
+
+
+def _anomaly_splits(labels: list[int | None], anomalous: set[int], cfg: PrepareConfig) -> np.ndarray:
+    """``"train" | "val" | "test"`` per item: anomalies to test; normal images split test, then val, stratified."""
+    splits = np.full(len(labels), "test", dtype=object)
+    normal = np.array([i for i, y in enumerate(labels) if y not in anomalous])
+    normal_labels = [labels[i] for i in normal]
+    is_test = split_mask(normal_labels, cfg.test_fraction, cfg.seed)
+    rest = normal[~is_test]
+    is_val = split_mask([labels[i] for i in rest], cfg.val_fraction, cfg.seed + 1)
+    splits[rest] = np.where(is_val, "val", "train")
+    return splits
+
+
+def _anomaly_entry(anomaly: dict[str, list], counts: dict[str, list[int]]) -> dict[str, object]:
+    """The manifest's ground truth: the classes and how many normal/anomalous images test/ holds."""
+    test = counts["test"]
+    return {
+        **anomaly,
+        "test": {"normal": sum(test[i] for i in anomaly["normal_labels"]), "anomalous": sum(test[i] for i in anomaly["anomaly_labels"])},
+    }
+
+
+def _check_nonempty(writers: dict[str, ShardWriter], class_names: list[str], counts: dict, labelled: bool,
+                    anomaly: dict[str, list] | None = None) -> None:  # fmt: skip
     if writers["train"].count == 0:
         raise DataError("no image could be prepared (every file was skipped as unreadable); check prepare.path and manifest reasons.")
+    if anomaly is not None:
+        if writers["test"].count == 0 or not any(counts["test"][i] for i in anomaly["anomaly_labels"]):
+            raise DataError("the test split holds no readable anomalous image; check prepare.anomaly_classes / normal_classes and the data.")
+        if writers["val"].count == 0:
+            raise DataError("the validation split holds no normal image; add normal images or raise prepare.val_fraction.")
+        return
     if labelled:
         for c, name in enumerate(class_names):
             have = counts["train"][c] + counts["val"][c]

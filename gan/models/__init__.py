@@ -19,6 +19,13 @@ from torch import nn
 
 from gan.errors import ConfigError
 from gan.models.dcgan import DCGANDiscriminator, DCGANGenerator
+from gan.models.detect import (
+    FAnoGANCritic,
+    FAnoGANEncoder,
+    FAnoGANGenerator,
+    GanomalyDiscriminator,
+    GanomalyGenerator,
+)
 from gan.models.mlp import MLPDiscriminator, MLPGenerator
 from gan.models.resnet import ResNetDiscriminator, ResNetGenerator
 from gan.models.translate import (
@@ -54,6 +61,12 @@ NETWORKS: dict[str, type[nn.Module]] = {
     "unet.G": UNetGenerator,
     "stargan.G": StarGANGenerator,
     "stargan.D": StarGANDiscriminator,
+    # the detect task's networks (gan.tasks.detect)
+    "ganomaly.G": GanomalyGenerator,
+    "ganomaly.D": GanomalyDiscriminator,
+    "fanogan.G": FAnoGANGenerator,
+    "fanogan.D": FAnoGANCritic,
+    "fanogan.E": FAnoGANEncoder,
 }
 # Architectures whose D is always spectral-normalised (SNGAN's design).
 ALWAYS_SPECTRAL_D = ("resnet",)

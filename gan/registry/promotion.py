@@ -47,9 +47,10 @@ class Decision:
         return asdict(self)
 
 
-def threshold(champion_score: float, min_improvement: float) -> float:
-    """The score a challenger must beat: ``champion * (1 - min_improvement)``, sign-safe for KID < 0."""
-    return champion_score - min_improvement * abs(champion_score)
+def threshold(champion_score: float, min_improvement: float, lower_is_better: bool = True) -> float:
+    """The score a challenger must beat: ``champion * (1 -/+ min_improvement)``, sign-safe for KID < 0."""
+    step = min_improvement * abs(champion_score)
+    return champion_score - step if lower_is_better else champion_score + step
 
 
 def decide(

@@ -3,7 +3,9 @@
     python pipelines/evaluate.py               # reads the evaluate: section of params.yaml
     dvc repro evaluate
 
-Generates ``evaluate.num_samples`` images, measures them against the real
+For ``model.task: detect``: AUROC, average precision and FPR/TPR at the exported threshold
+on the test split, with the PCA-reconstruction baseline as ``floor/<name>`` and the score
+histogram as samples.png (:mod:`gan.tasks.detect`). For ``generate``: generates ``evaluate.num_samples`` images, measures them against the real
 validation split in the feature space of models/features/ (FID, KID,
 precision/recall, density/coverage, and with labels Inception-Score-style score,
 mode coverage, class KL and conditional accuracy), and writes each metric beside

@@ -10,7 +10,7 @@ a new version of ``register.model_name`` carrying the eval metrics, the train, m
 and tune settings it was trained with, the git commit, the prepared data's hash and
 the sample grid. The version gets the alias ``challenger``; it becomes ``champion``
 only when its ``register.metric`` beats the current champion's by
-``register.min_improvement`` (relative), both scored now by the same evaluation
+``register.min_improvement`` (relative; in the metric's direction: lower FID, higher AUROC), both scored now by the same evaluation
 (``register.eval_samples`` samples, ``register.seed``) on the current validation data,
 with the champion loaded back from the registry. The first version becomes champion.
 The decision and both scores go to registry/decision.json and onto the version as tags.

@@ -147,18 +147,21 @@ def train(args: argparse.Namespace, params: Params, data_dir: str, t0: float) ->
         # the training is not lost: its outputs are written now, the checkpoint stays in
         # Ray's storage, and the re-run logs it from there without training again
         spec = generator_spec(task, outcome.checkpoint, hyperparams, {"mlflow_run_id": None, "ray_run": name})
-        write_outputs(task, outcome.checkpoint, spec, metrics, args.model_out, args.out)
+        write_outputs(task, outcome.checkpoint, spec, metrics, args.model_out, args.out, data_dir)
         raise GanError(
             f"training finished ({metrics['steps']} steps; outputs in {args.model_out} and {args.out}) but MLflow at {err.uri} "
             f"is not reachable ({err.detail}), so the run was not logged; start the server and re-run the stage to log it without training again."
         ) from None
     spec = generator_spec(task, outcome.checkpoint, hyperparams, {"mlflow_run_id": run_id, "ray_run": name})
-    write_outputs(task, outcome.checkpoint, spec, metrics, args.model_out, args.out)
+    write_outputs(task, outcome.checkpoint, spec, metrics, args.model_out, args.out, data_dir)
     resumed = f", resumed from step {metrics['resumed_from_step']}" if metrics["resumed_from_step"] else ""
     print(
-        f"train: {metrics['steps']} steps, loss/D {metrics.get('loss/D', float('nan')):.3f}, loss/G {metrics.get('loss/G', float('nan')):.3f}, "
-        f"{metrics['throughput/img_s']:.0f} img/s, {timing['wall_time_s']:.0f}s{resumed} -> {args.model_out}",
+        f"train: {metrics['steps']} steps, {losses(metrics)}{metrics['throughput/img_s']:.0f} img/s, {timing['wall_time_s']:.0f}s{resumed} -> {args.model_out}",
         flush=True,
     )
     return 0
 
+
+def losses(metrics: dict[str, Any]) -> str:
+    """The last logged losses for the console line (f-AnoGAN's encoder phase logs loss/E only)."""
+    return "".join(f"{k} {metrics[k]:.3f}, " for k in ("loss/D", "loss/G", "loss/E") if k in metrics)

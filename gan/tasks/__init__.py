@@ -25,6 +25,16 @@ from typing import Any
 TASKS: dict[str, str] = {
     "generate": "gan.tasks.generate:GenerateTask",
     "translate": "gan.tasks.translate:TranslateTask",
+    "detect": "gan.tasks.detect:DetectTask",
+}
+
+# Metrics tune.metric and register.metric may name, per task, with their direction
+# (True: lower is better). Each task's MetricSpec agrees (tests/test_tasks.py checks);
+# kept here so that gan.config validates both keys without importing the task modules.
+TASK_METRICS: dict[str, dict[str, bool]] = {
+    "generate": {"fid": True, "kid": True},
+    "detect": {"auroc": False, "average_precision": False},
+    "translate": {"target_accuracy": False, "content_accuracy": False, "cycle_l1": True, "fid": True, "psnr": False, "ssim": False},
 }
 
 
@@ -34,6 +44,11 @@ def task_class(name: str) -> type:
         raise ValueError(f"unknown task '{name}'; known: {', '.join(TASKS)}")
     module, cls = TASKS[name].split(":")
     return getattr(importlib.import_module(module), cls)
+
+
+def lower_is_better(task: str, metric: str) -> bool:
+    """The direction of ``metric`` of ``task`` (True for FID/KID, False for AUROC)."""
+    return TASK_METRICS[task][metric]
 
 
 def make_task(params: Any, manifest: dict[str, Any]) -> Any:
@@ -50,4 +65,4 @@ def describe_tasks() -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["TASKS", "describe_tasks", "make_task", "task_class"]
+__all__ = ["TASKS", "TASK_METRICS", "describe_tasks", "lower_is_better", "make_task", "task_class"]

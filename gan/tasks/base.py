@@ -184,6 +184,15 @@ class Task:
     def health(self, metrics: Metrics) -> Health:
         raise NotImplementedError
 
+    def after_step(self, nets: dict[str, nn.Module], metrics: Metrics, step: int) -> Metrics:
+        """Act on the networks after step ``step``'s phases (GANomaly re-initialises a collapsed D); extra metrics.
+
+        ``nets`` are the raw modules; ``metrics`` this step's phase metrics, averaged over
+        ranks under DDP, so every rank takes the same decision. A change to the networks
+        must be the same on every rank (seed any RNG it uses from the step). Nothing by default.
+        """
+        return {}
+
     saturates: ClassVar[bool] = True  # whether D winning outright (D(x)->1, D(G(z))->0) is a failure
     channels_last: ClassVar[bool] = True  # whether the networks may run in channels_last on GPU
 
@@ -214,4 +223,9 @@ class Task:
     # ---- export ------------------------------------------------------------------------
     def export_spec(self) -> dict[str, Any]:
         """config.json entries beside ``task`` and ``networks`` that inference needs."""
+        return {}
+
+    def calibrate(self, nets: dict[str, nn.Module], data_dir: Any) -> dict[str, Any]:
+        """config.json entries measured on the trained exported networks and the prepared data
+        (the detect task's threshold at a target false-positive rate). Nothing by default."""
         return {}

@@ -15,7 +15,7 @@
 
 The trainer knows no GAN: it builds the task's networks (a dict) and optimisers (a
 dict), wraps them for DDP, runs the task's phases in order (freezing what a phase does
-not train), keeps the EMA copies, feeds the divergence guard with the task's health
+not train), calls the task's ``after_step`` when it has one (rank-averaged metrics), keeps the EMA copies, feeds the divergence guard with the task's health
 signal, and saves/restores all networks, optimisers, phase counters, the task's own
 state and the RNG. It imports only the task contract (:mod:`gan.tasks.base`).
 
@@ -188,6 +188,8 @@ class GANTrainer:
                 phase, self.nets, spec.networks, self.optimizers[phase.optimizer], batch,
                 device=self.device, step=self.step, count=count, amp_dtype=self.amp_dtype, channels_last=self.channels_last,
             ))  # fmt: skip
+        if type(self.task).after_step is not Task.after_step:  # a task acting on its networks (GANomaly's D reset)
+            out.update(self.task.after_step(self.nets.raw, rank_mean(out) if distributed() else out, self.step))
         decay = ema_decay_at(self.step, self.params.train.ema_decay)
         for copy_name, src in self.task.ema.items():
             update_ema(self.ema[copy_name], self.nets.raw[src], decay)
@@ -313,6 +315,14 @@ class GANTrainer:
         rows = [torch.zeros_like(own) for _ in range(dist.get_world_size())]
         dist.all_gather(rows, own)
         return [r.tolist() for r in rows]
+
+
+def rank_mean(metrics: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Scalar metric tensors averaged over ranks (collective): the same values everywhere."""
+    names = sorted(metrics)
+    values = torch.stack([metrics[n].detach().float() for n in names])  # [K]
+    dist.all_reduce(values)
+    return dict(zip(names, values / dist.get_world_size(), strict=True))
 
 
 def _param_sum(module: nn.Module) -> torch.Tensor:

@@ -19,7 +19,7 @@ from gan.tasks.base import Task
 from gan.training.checkpoint import TrainCheckpoint, history_csv
 
 # Columns of the last history row copied into metrics.json.
-FINAL_KEYS = ("loss/D", "loss/G", "D(x)", "D(G(z))", "grad_norm/D", "grad_norm/G", "fid", "kid")
+FINAL_KEYS = ("loss/D", "loss/G", "loss/E", "D(x)", "D(G(z))", "grad_norm/D", "grad_norm/G", "fid", "kid", "auroc")
 
 
 def exported_networks(task: Task, ckpt: TrainCheckpoint) -> dict[str, dict[str, Any]]:
@@ -45,14 +45,21 @@ def generator_spec(task: Task, ckpt: TrainCheckpoint, hyperparams: dict[str, Any
     }
 
 
-def export_generator(task: Task, ckpt: TrainCheckpoint, spec: dict[str, Any], out_dir: str | os.PathLike) -> Path:
-    """Rebuild each exported network from the checkpoint, load its weights and save them all."""
+def export_generator(task: Task, ckpt: TrainCheckpoint, spec: dict[str, Any], out_dir: str | os.PathLike,
+                     data_dir: str | os.PathLike | None = None) -> Path:  # fmt: skip
+    """Rebuild each exported network from the checkpoint, load its weights and save them all.
+
+    With ``data_dir``, the task's :meth:`~gan.tasks.base.Task.calibrate` adds what it measures
+    on the trained networks and the prepared data (the detect task's threshold) to the spec.
+    """
     nets = {}
     for name, src in task.exported.items():
         entry = spec["networks"][name]
         net = build_network(entry["network"], **entry["kwargs"])
         net.load_state_dict(ckpt.state["nets"][src], strict=True)
         nets[name] = net.eval()
+    if data_dir is not None:
+        spec = {**spec, **task.calibrate(nets, data_dir)}
     return save_networks(nets, spec, out_dir)
 
 
@@ -89,10 +96,11 @@ def write_outputs(
     metrics: dict[str, Any],
     model_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
+    data_dir: str | os.PathLike | None = None,
 ) -> None:
-    """Write models/generator, train/metrics.json, train/history.csv and train/samples/."""
+    """Write models/generator, train/metrics.json, train/history.csv and train/samples/ (``data_dir``: see export_generator)."""
     out_dir = Path(out_dir)
-    export_generator(task, ckpt, {**spec, "metrics": metrics}, model_dir)
+    export_generator(task, ckpt, {**spec, "metrics": metrics}, model_dir, data_dir)
     with atomic_dir(out_dir / "samples") as tmp:
         for name, data in ckpt.samples.items():
             (tmp / name).write_bytes(data)

@@ -114,9 +114,11 @@ class Throughput:
 def progress_line(metrics: dict[str, float], total: int, primary: str = "fid") -> str:
     """``step 50/1500 | loss/D 1.234 | loss/G 0.876 | D(x) 0.62 | D(G(z)) 0.38 | fid 1.23 | 410 img/s``."""
     parts = [f"step {int(metrics['step'])}/{total}"]
-    for key in ("loss/D", "loss/G", "D(x)", "D(G(z))"):
+    for key in ("loss/D", "loss/G", "loss/E", "D(x)", "D(G(z))"):
         if key in metrics:
             parts.append(f"{key} {metrics[key]:.3f}")
+    if metrics.get("reinit/D"):  # share of the window's steps after which D was re-initialised (GANomaly)
+        parts.append(f"D re-initialised ({metrics['reinit/D']:.2f} of steps)")
     if primary in metrics:
         parts.append(f"{primary} {metrics[primary]:.2f}")
     parts.append(f"{metrics.get('throughput/img_s', 0.0):.0f} img/s")
