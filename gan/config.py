@@ -26,7 +26,7 @@ from gan.tasks import TASKS
 
 ARCHS = ("mlp", "dcgan", "resnet")
 LOSSES = ("minimax", "nonsaturating", "hinge", "wgan-gp", "lsgan")
-SOURCES = ("digits", "image_folder", "npz", "torchvision")
+SOURCES = ("digits", "photos", "image_folder", "npz", "torchvision")
 DIFFAUGMENT_POLICIES = ("color", "translation", "cutout")
 METRICS = ("fid", "kid", "precision", "recall", "density", "coverage")
 # The smallest resolution each architecture can produce (its first feature map is 4x4,
@@ -41,8 +41,27 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class PairsConfig(_Section):
+    """prepare.pairs: super-resolution pairs (the upscale task) instead of whole resized images."""
+
+    scale: Literal[2, 4] = 4
+    patch_size: int = Field(64, description="side of the high-resolution training patches, a multiple of 4 * scale")
+    patches_per_image: int = Field(64, gt=0)
+    blur: float = Field(0.0, ge=0.0, description="Gaussian blur sigma (high-resolution pixels) before down-sampling")
+    noise: float = Field(0.0, ge=0.0, description="Gaussian noise std (0..255 units) added to the low-resolution image")
+    val_size: int = Field(0, ge=0, description="centre crop of each validation image to at most this side (0 = whole image)")
+
+    @model_validator(mode="after")
+    def _patch_fits_scale(self) -> PairsConfig:
+        if self.patch_size < 4 * self.scale or self.patch_size % (4 * self.scale):
+            raise ValueError(f"prepare.pairs.patch_size: {self.patch_size} must be a multiple of 4 x scale ({4 * self.scale})")
+        if self.val_size and self.val_size < 4 * self.scale:
+            raise ValueError(f"prepare.pairs.val_size: {self.val_size} must be 0 (whole images) or at least {4 * self.scale}")
+        return self
+
+
 class PrepareConfig(_Section):
-    source: Literal["digits", "image_folder", "npz", "torchvision"] = "digits"
+    source: Literal["digits", "photos", "image_folder", "npz", "torchvision"] = "digits"
     path: str | None = None
     torchvision_class: str | None = None
     image_size: int = Field(16, description="power of two from 8 to 128")
@@ -52,6 +71,7 @@ class PrepareConfig(_Section):
     shard_size: int = Field(4096, gt=0)
     on_bad_file: Literal["fail", "skip"] = "fail"
     out: str = "data/prepared"
+    pairs: PairsConfig | None = None
 
     @field_validator("image_size")
     @classmethod
@@ -62,7 +82,7 @@ class PrepareConfig(_Section):
 
     @model_validator(mode="after")
     def _source_needs_path(self) -> PrepareConfig:
-        if self.source != "digits" and not self.path:
+        if self.source not in ("digits", "photos") and not self.path:
             raise ValueError(f"prepare.path: source '{self.source}' needs a path to the raw data")
         if self.source == "torchvision" and not self.torchvision_class:
             raise ValueError("prepare.torchvision_class: source 'torchvision' needs a class name such as MNIST")
@@ -73,6 +93,37 @@ class InfoGANConfig(_Section):
     categorical: int = Field(0, ge=0, description="number of categories of the categorical code (0 = off)")
     continuous: int = Field(0, ge=0, description="number of continuous codes (0 = off)")
     weight: float = Field(1.0, ge=0.0)
+
+
+class UpscaleConfig(_Section):
+    """model.upscale: the upscale task's networks, its two phases and their losses (ESRGAN's recipe)."""
+
+    generator: Literal["rrdb", "srresnet"] = "rrdb"
+    blocks: int = Field(4, gt=0, description="RRDB or residual blocks in G")
+    width: int = Field(32, gt=0, description="G's feature channels")
+    growth: int = Field(16, gt=0, description="RRDB: channels added by each dense layer")
+    d_width: int = Field(32, gt=0)
+    pretrain_steps: int = Field(1000, gt=0, description="steps of the PSNR phase (L1) before the GAN phase")
+    lr_milestones: list[int] = Field(default_factory=list, description="steps into each phase at which its learning rates halve")
+    l1_weight: float = Field(0.01, ge=0.0)
+    perceptual_weight: float = Field(1.0, ge=0.0)
+    gan_weight: float = Field(0.005, gt=0.0)
+    perceptual: Literal["features", "vgg19", "none"] = "features"
+    features: str = "models/features"
+    vgg_weights: str | None = None
+
+    @field_validator("lr_milestones")
+    @classmethod
+    def _increasing(cls, v: list[int]) -> list[int]:
+        if any(m <= 0 for m in v) or v != sorted(set(v)):
+            raise ValueError("must be increasing positive step counts, e.g. [5000, 10000]")
+        return v
+
+    @model_validator(mode="after")
+    def _vgg_needs_weights(self) -> UpscaleConfig:
+        if self.perceptual == "vgg19" and not self.vgg_weights:
+            raise ValueError("model.upscale.vgg_weights: perceptual 'vgg19' needs a path to VGG19 weights on disk (never downloaded)")
+        return self
 
 
 class ModelConfig(_Section):
@@ -86,6 +137,7 @@ class ModelConfig(_Section):
     spectral_norm_D: bool = False
     loss: Literal["minimax", "nonsaturating", "hinge", "wgan-gp", "lsgan"] = "hinge"
     infogan: InfoGANConfig = InfoGANConfig()
+    upscale: UpscaleConfig = UpscaleConfig()
 
     @field_validator("task")
     @classmethod

@@ -29,7 +29,14 @@ FORMAT = "gan-prepared/1"
 
 
 def prepare_dataset(cfg: PrepareConfig, out_dir: str | os.PathLike, progress: bool = False) -> dict[str, Any]:
-    """Write ``out_dir`` (train/, val/, manifest.json) from ``cfg``; return the manifest."""
+    """Write ``out_dir`` (train/, val/, manifest.json) from ``cfg``; return the manifest.
+
+    With ``prepare.pairs`` set, super-resolution pairs are written instead (:mod:`gan.data.pairs`).
+    """
+    if cfg.pairs is not None:
+        from gan.data.pairs import prepare_pairs
+
+        return prepare_pairs(cfg, out_dir)
     start = time.perf_counter()
     items, class_names = list_source(cfg)
     labelled = _labelled(items)

@@ -34,7 +34,7 @@ class Item:
 
 def list_source(cfg: PrepareConfig) -> tuple[list[Item], list[str]]:
     """Return the items of ``cfg.source`` and its class names ([] when unlabelled)."""
-    listers = {"digits": _digits, "image_folder": _image_folder, "npz": _npz, "torchvision": _torchvision}
+    listers = {"digits": _digits, "photos": _photos, "image_folder": _image_folder, "npz": _npz, "torchvision": _torchvision}
     return listers[cfg.source](cfg)
 
 
@@ -46,6 +46,13 @@ def _digits(cfg: PrepareConfig) -> tuple[list[Item], list[str]]:
     images = (bunch.images * (255.0 / 16.0)).round().astype(np.uint8)  # [N, 8, 8]
     items = [Item(f"digits[{i}]", int(t), _const(images[i])) for i, t in enumerate(bunch.target)]
     return items, [str(c) for c in bunch.target_names]
+
+
+def _photos(cfg: PrepareConfig) -> tuple[list[Item], list[str]]:
+    """The photographs bundled in scikit-image and scikit-learn (:mod:`gan.data.photos`), unlabelled: no download."""
+    from gan.data.photos import PHOTOS, photo_loader
+
+    return [Item(f"photos[{name}]", None, photo_loader(name)) for name in PHOTOS], []
 
 
 def _image_folder(cfg: PrepareConfig) -> tuple[list[Item], list[str]]:
