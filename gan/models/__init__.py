@@ -21,6 +21,7 @@ from gan.errors import ConfigError
 from gan.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from gan.models.mlp import MLPDiscriminator, MLPGenerator
 from gan.models.resnet import ResNetDiscriminator, ResNetGenerator
+from gan.models.srgan import RRDBNet, SRResNet, VGGStyleDiscriminator
 
 if TYPE_CHECKING:
     from gan.config import ModelConfig
@@ -41,6 +42,10 @@ DISCRIMINATORS: dict[str, type[nn.Module]] = {
 NETWORKS: dict[str, type[nn.Module]] = {
     **{f"{arch}.G": cls for arch, cls in GENERATORS.items()},
     **{f"{arch}.D": cls for arch, cls in DISCRIMINATORS.items()},
+    # super-resolution (the upscale task): low-res image -> high-res image, D on HR patches
+    "rrdb.G": RRDBNet,
+    "srresnet.G": SRResNet,
+    "vgg.D": VGGStyleDiscriminator,
 }
 # Architectures whose D is always spectral-normalised (SNGAN's design).
 ALWAYS_SPECTRAL_D = ("resnet",)

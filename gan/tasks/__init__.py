@@ -24,6 +24,7 @@ from typing import Any
 
 TASKS: dict[str, str] = {
     "generate": "gan.tasks.generate:GenerateTask",
+    "upscale": "gan.tasks.upscale:UpscaleTask",
 }
 
 

@@ -3,6 +3,8 @@
     task = make_task(params, manifest)          # gan.tasks.make_task: model.task picks the class
     nets = task.build_networks()                # {"G": ..., "D": ...}: pure nn.Modules
     opts = task.optimizers()                    # {"G": OptimizerSpec(("G",), lr, betas), "D": ...}
+    for dst, src in task.copies(step).items():  # snapshots a schedule needs (none by default)
+        nets[dst].load_state_dict(nets[src].state_dict())
     for phase in task.phases(step):             # Dmain, Dreg (every k), Gmain, Greg ...
         loss, metrics = phase.loss(ctx, batch)  # ctx: the networks as this phase may use them
 
@@ -160,6 +162,15 @@ class Task:
     def phases(self, step: int) -> list[Phase]:
         """The phases of training step ``step``, in order (a schedule may change them with the step)."""
         raise NotImplementedError
+
+    def copies(self, step: int) -> dict[str, str]:
+        """``{destination: source}``: networks whose weights are set to another's at the start of ``step``.
+
+        For networks no optimiser trains that keep a phase's result (the upscale task's
+        PSNR-phase generator, frozen when the GAN phase starts) or initialise a stage
+        from another; none by default. The copies are networks, so checkpoints keep them.
+        """
+        return {}
 
     def lr_scale(self, step: int) -> dict[str, float]:
         """Multipliers of each optimiser's learning rate at ``step`` (a decay schedule); none by default."""
