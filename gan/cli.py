@@ -4,6 +4,7 @@
     gan models                     # list tasks, architectures, losses and regularisers
     gan prepare | featurize | tune | train | evaluate | register | augment-eval
     gan augment --model models:/digits-gan@champion --num 1000 --out synth/ --format npz
+    gan upscale --model models:/photos-sr@champion --in photos/ --out photos_x4/
     gan retrain                    # scheduled retraining: new data -> dvc repro -> gated promotion
 
 Each stage subcommand runs the same ``main()`` that ``dvc repro`` runs
@@ -29,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "register": ("gan.stages.register", "main", "MLflow model version, challenger/champion"),
     "augment-eval": ("gan.stages.augment_eval", "main", "classification accuracy with synthetic data"),
     "augment": ("gan.augment", "cli_main", "generate labelled synthetic data from a registered model"),
+    "upscale": ("gan.upscale", "cli_main", "upscale a folder of images with a super-resolution model"),
     "retrain": ("gan.retrain", "cli_main", "scheduled retraining with gated promotion"),
 }
 

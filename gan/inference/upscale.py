@@ -82,7 +82,7 @@ class UpscaleRunner:
     @torch.inference_mode()
     def run_tile(self, lr: np.ndarray, G: torch.nn.Module | None = None) -> np.ndarray:
         """uint8 ``[h, w, C]`` (C = the model's channels) -> uint8 ``[h*s, w*s, C]``: one forward pass."""
-        x = torch.from_numpy(np.ascontiguousarray(lr)).to(self.device).permute(2, 0, 1)[None].float() / 127.5 - 1.0  # [1, C, h, w]
+        x = torch.from_numpy(np.array(lr, dtype=np.uint8)).to(self.device).permute(2, 0, 1)[None].float() / 127.5 - 1.0  # [1, C, h, w]
         y = (G or self.G)(x)[0].clamp(-1, 1)  # [C, h*s, w*s]
         return ((y + 1.0) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
