@@ -217,7 +217,7 @@ class TuneConfig(_Section):
     max_steps: int = Field(600, gt=0)
     eval_every: int = Field(100, gt=0)
     eval_samples: int = Field(500, gt=0)
-    metric: Literal["fid", "kid"] = "fid"
+    metric: Literal["fid", "kid", "psnr", "ssim", "swd"] = "fid"
     grace_period: int = Field(1, gt=0, description="evaluations before ASHA may stop a trial")
     reduction_factor: int = Field(3, gt=1)
     perturbation_interval: int = Field(2, gt=0, description="evaluations between PBT/PB2 perturbations")
@@ -245,8 +245,8 @@ class TuneConfig(_Section):
 
 class RegisterConfig(_Section):
     model_name: str = Field("digits-gan", min_length=1)
-    metric: Literal["fid", "kid"] = "fid"
-    min_improvement: float = Field(0.0, ge=0.0, description="relative: challenger must be lower by this fraction")
+    metric: Literal["fid", "kid", "psnr", "ssim", "swd"] = "fid"
+    min_improvement: float = Field(0.0, ge=0.0, description="relative: challenger must be better (lower, or higher for PSNR/SSIM) by this fraction")
     eval_samples: int = Field(1000, gt=0)
     seed: int = 0
 

@@ -288,6 +288,12 @@ def run_search(params: Params, data_dir: str, features_dir: str, data_hash: str)
 
     cfg = params.tune
     tunable = task_class(params.model.task).tunable  # the learning rates this kind of GAN has
+    metric_spec = task_class(params.model.task).metric
+    try:
+        metric_spec.check("tune.metric", cfg.metric, params.model.task)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    lower = metric_spec.lower_is_better_for(cfg.metric)
     name = search_fingerprint(params, data_hash, tree_hash(features_dir))
     storage = str(Path(cfg.storage_path).resolve()) if "://" not in cfg.storage_path else cfg.storage_path
     path = f"{storage.rstrip('/')}/{name}"
@@ -310,7 +316,7 @@ def run_search(params: Params, data_dir: str, features_dir: str, data_hash: str)
             param_space=search_space(cfg, tunable),
             tune_config=tune.TuneConfig(
                 metric=cfg.metric,
-                mode="min",
+                mode="min" if lower else "max",
                 search_alg=make_searcher(cfg, bounded_concurrency(cfg), tunable),
                 scheduler=make_scheduler(cfg),
                 num_samples=num_trials(cfg, tunable),
@@ -329,10 +335,10 @@ def run_search(params: Params, data_dir: str, features_dir: str, data_hash: str)
         )
     grid = tuner.fit()
     wall = time.perf_counter() - t0
-    return {"rows": trial_rows(grid, cfg.metric), "name": name, "path": path, "resumed": resumed, "wall_s": wall}
+    return {"rows": trial_rows(grid, cfg.metric, lower), "lower_is_better": lower, "name": name, "path": path, "resumed": resumed, "wall_s": wall}
 
 
-def trial_rows(grid, metric: str) -> list[dict[str, Any]]:
+def trial_rows(grid, metric: str, lower_is_better: bool = True) -> list[dict[str, Any]]:
     """One row per trial: config, status, best and last score, steps run, its metric curve."""
     rows = []
     for result in grid:
@@ -355,7 +361,7 @@ def trial_rows(grid, metric: str) -> list[dict[str, Any]]:
             **last_lrs,
             "status": "failed" if result.error else "completed",
             "error": "" if not result.error else str(result.error).strip().splitlines()[-1][:200],
-            "score": min(scores) if scores else float("nan"),
+            "score": (min(scores) if lower_is_better else max(scores)) if scores else float("nan"),
             "last_score": scores[-1] if scores else float("nan"),
             "steps": int(curve[-1]["step"]) if curve else 0,
             "curve": curve,
@@ -363,7 +369,9 @@ def trial_rows(grid, metric: str) -> list[dict[str, Any]]:
     return rows
 
 
-def best_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The completed trial with the lowest score; failed or unscored trials are never chosen."""
+def best_row(rows: list[dict[str, Any]], lower_is_better: bool = True) -> dict[str, Any] | None:
+    """The completed trial with the best score (lowest, or highest for PSNR); failed or unscored trials are never chosen."""
     ok = [r for r in rows if r["status"] == "completed" and math.isfinite(r["score"])]
-    return min(ok, key=lambda r: r["score"]) if ok else None
+    if not ok:
+        return None
+    return min(ok, key=lambda r: r["score"]) if lower_is_better else max(ok, key=lambda r: r["score"])

@@ -245,3 +245,20 @@ def test_registered_model_round_trip_through_mlflow(trained, tmp_path):
     assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / "x.png")), local)
     spec = json.loads((trained["model"] / "config.json").read_text())
     assert spec["task"] == "upscale" and spec["scale"] == 2 and set(spec["networks"]) == {"G", "G_psnr"}
+
+
+def test_promotion_and_tuning_follow_the_metric_direction():
+    """PSNR: higher is better, so a challenger must score above the champion (FID keeps lower-is-better)."""
+    from gan.registry import decide
+    from gan.tasks.upscale import UpscaleTask
+    from gan.tuning import best_row
+
+    spec = UpscaleTask.metric
+    assert not spec.lower_is_better_for("psnr") and not spec.lower_is_better_for("ssim") and spec.lower_is_better_for("swd")
+    assert decide("psnr", "2", 30.5, "1", 30.0, 0.0, lower_is_better=False).promoted
+    assert not decide("psnr", "2", 30.2, "1", 30.0, 0.01, lower_is_better=False).promoted  # needs > 30.3
+    assert decide("fid", "2", 29.0, "1", 30.0, 0.0).promoted
+    rows = [{"status": "completed", "score": s} for s in (27.0, 31.0, 29.0)]
+    assert best_row(rows, lower_is_better=False)["score"] == 31.0 and best_row(rows)["score"] == 27.0
+    with pytest.raises(ValueError, match="register.metric = 'fid' is not a metric of the upscale task; use one of psnr"):
+        spec.check("register.metric", "fid", "upscale")

@@ -31,7 +31,7 @@ CHAMPION = "champion"
 
 @dataclass(frozen=True)
 class Decision:
-    """The outcome of comparing a challenger with the current champion (lower scores are better)."""
+    """The outcome of comparing a challenger with the current champion (better: lower, or higher for PSNR/SSIM)."""
 
     promoted: bool
     reason: str
@@ -46,9 +46,10 @@ class Decision:
         return asdict(self)
 
 
-def threshold(champion_score: float, min_improvement: float) -> float:
-    """The score a challenger must beat: ``champion * (1 - min_improvement)``, sign-safe for KID < 0."""
-    return champion_score - min_improvement * abs(champion_score)
+def threshold(champion_score: float, min_improvement: float, lower_is_better: bool = True) -> float:
+    """The score a challenger must beat: ``champion * (1 -/+ min_improvement)``, sign-safe for KID < 0."""
+    step = min_improvement * abs(champion_score)
+    return champion_score - step if lower_is_better else champion_score + step
 
 
 def decide(
@@ -59,6 +60,7 @@ def decide(
     champion_score: float | None,
     min_improvement: float,
     champion_unusable: str | None = None,
+    lower_is_better: bool = True,
 ) -> Decision:
     """Promote the first version, a challenger whose champion cannot be evaluated, or one that beats it."""
     common = dict(metric=metric, challenger_version=challenger_version, challenger_score=challenger_score, champion_version=champion_version, champion_score=champion_score, min_improvement=min_improvement)
@@ -69,9 +71,10 @@ def decide(
     if champion_unusable:
         return Decision(True, f"champion v{champion_version} cannot be evaluated on the current data ({champion_unusable})", **common)
     assert champion_score is not None
-    bar = threshold(champion_score, min_improvement)
-    if challenger_score < bar or not math.isfinite(champion_score):
-        return Decision(True, f"{metric} {challenger_score:.6g} < {bar:.6g} (champion v{champion_version} {champion_score:.6g}, min_improvement {min_improvement})", **common)
+    bar = threshold(champion_score, min_improvement, lower_is_better)
+    beats = challenger_score < bar if lower_is_better else challenger_score > bar
+    if beats or not math.isfinite(champion_score):
+        return Decision(True, f"{metric} {challenger_score:.6g} {'<' if lower_is_better else '>'} {bar:.6g} (champion v{champion_version} {champion_score:.6g}, min_improvement {min_improvement})", **common)
     return Decision(False, f"{metric} {challenger_score:.6g} does not beat {bar:.6g} (champion v{champion_version} {champion_score:.6g}, min_improvement {min_improvement})", **common)
 
 

@@ -161,13 +161,14 @@ def register_generator(
     version_tags: Mapping[str, str] | None = None,
     artifacts: Mapping[str, str | Path] | None = None,
     experiment_id: str | None = None,
+    lower_is_better: bool = True,
 ) -> tuple[Decision, Any]:
     """Register a new version, score it and the current champion with ``score``, apply the decision.
 
     Returns the decision and the new ModelVersion.
 
     ``score(model)`` evaluates a loaded TaskModel on the current validation data and
-    returns ``metric`` (lower is better); it is called on the new version and on the
+    returns ``metric`` (lower is better unless ``lower_is_better`` is false, as for PSNR); it is called on the new version and on the
     champion, both loaded back from the registry, so both are scored the same way now.
     """
     from mlflow import MlflowClient
@@ -187,6 +188,7 @@ def register_generator(
             model = load_model(champion)
             unusable = incompatibility(model.spec, manifest)
             champion_score = None if unusable else float(score(model))
-        decision = decide(metric, challenger.version, challenger_score, champion.version if champion else None, champion_score, min_improvement, unusable)
+        decision = decide(metric, challenger.version, challenger_score, champion.version if champion else None, champion_score, min_improvement, unusable,
+                          lower_is_better=lower_is_better)
         apply_decision(client, model_name, decision)
     return decision, version

@@ -62,11 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     save_grid(images, out / "samples.png", nrow)
     atomic_write_json(out / "metrics.json", result)
     run_id = log_to_mlflow(result, [out / "metrics.json", out / "samples.png"], cfg.model_dump(), spec)
-    print(
-        f"evaluate: fid {result['fid']:.3f} (floor {result['floor/fid']:.3f}), kid {result['kid']:.4f}, "
-        f"precision {result['precision']:.3f}, recall {result['recall']:.3f} -> {out} "
-        f"(MLflow run {run_id}) in {time.perf_counter() - start:.1f}s"
-    )
+    if "fid" in result:
+        summary = (f"fid {result['fid']:.3f} (floor {result['floor/fid']:.3f}), kid {result['kid']:.4f}, "
+                   f"precision {result['precision']:.3f}, recall {result['recall']:.3f}")  # fmt: skip
+    else:  # another task's metrics, primary first (upscale: psnr, ssim, swd and their baselines)
+        summary = ", ".join(f"{k} {result[k]:.4g}" for k in dict.fromkeys((task.metric.primary, *task.metric.names)) if k in result)
+    print(f"evaluate: {summary} -> {out} (MLflow run {run_id}) in {time.perf_counter() - start:.1f}s")
     return 0
 
 

@@ -72,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     task = make_task(params, manifest)
     if spec["task"] != task.name:
         raise GanError(f"{args.model} is a '{spec['task']}' model but params.yaml's model.task is '{task.name}'; re-run train (dvc repro train).")
+    try:
+        task.metric.check("register.metric", cfg.metric, task.name)
+    except ValueError as err:
+        raise GanError(str(err)) from None
 
     from gan.tracking import check_reachable, ensure_experiment, git_commit, redact
 
@@ -91,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         version_tags={f"params/{k}": json.dumps(v, sort_keys=True, default=str) for k, v in settings(spec, tuned).items()},
         artifacts={"samples": samples, "eval_metrics": eval_dir / "metrics.json"},
         experiment_id=experiment_id,
+        lower_is_better=task.metric.lower_is_better_for(cfg.metric),
     )
     record = {
         **decision.as_dict(),

@@ -36,7 +36,7 @@ def trials_csv(rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def search_plot(rows: list[dict[str, Any]], metric: str, title: str) -> bytes:
+def search_plot(rows: list[dict[str, Any]], metric: str, title: str, lower_is_better: bool = True) -> bytes:
     """PNG: each trial at (lr_G, lr_D), coloured by its score; failed trials as crosses."""
     import matplotlib
 
@@ -47,9 +47,10 @@ def search_plot(rows: list[dict[str, Any]], metric: str, title: str) -> bytes:
     ok = [r for r in rows if r["status"] == "completed" and math.isfinite(r["score"])]
     bad = [r for r in rows if r not in ok]
     if ok:
-        pts = ax.scatter([r["lr_G"] for r in ok], [r["lr_D"] for r in ok], c=[r["score"] for r in ok], cmap="viridis_r", s=60, edgecolors="k")
-        fig.colorbar(pts, ax=ax, label=f"{metric} (lower is better)")
-        best = min(ok, key=lambda r: r["score"])
+        cmap = "viridis_r" if lower_is_better else "viridis"  # the best trials are bright either way
+        pts = ax.scatter([r["lr_G"] for r in ok], [r["lr_D"] for r in ok], c=[r["score"] for r in ok], cmap=cmap, s=60, edgecolors="k")
+        fig.colorbar(pts, ax=ax, label=f"{metric} ({'lower' if lower_is_better else 'higher'} is better)")
+        best = min(ok, key=lambda r: r["score"] if lower_is_better else -r["score"])
         ax.scatter([best["lr_G"]], [best["lr_D"]], marker="*", s=300, c="red", label="best")
     if bad:
         ax.scatter([r["lr_G"] for r in bad], [r["lr_D"] for r in bad], marker="x", c="gray", s=60, label="failed")
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     init_ray()
     print(f"tune: {num_trials(cfg, task_class(params.model.task).tunable)} trials x {cfg.max_steps} steps, {cfg.search_alg} search, {cfg.scheduler} scheduler ...", flush=True)
     result = run_search(params, data_dir, args.features, manifest["hash"])
-    best = best_row(result["rows"])
+    best = best_row(result["rows"], result.get("lower_is_better", True))
     if best is None:
         errors = [r["error"] for r in result["rows"] if r["error"]]
         raise GanError(f"every tuning trial failed or diverged (first error: {errors[0] if errors else 'no score reported'}); narrow tune.lr_G / tune.lr_D and run again.")
@@ -152,7 +153,7 @@ def write_outputs(out: Path, params: Params, result: dict[str, Any], best: dict[
     }
     title = f"{cfg.search_alg} + {cfg.scheduler}: {len(rows)} trials" if cfg.enabled else "search disabled"
     atomic_write_text(out / "trials.csv", trials_csv(rows))
-    atomic_write_bytes(out / "search.png", search_plot(rows, cfg.metric, title))
+    atomic_write_bytes(out / "search.png", search_plot(rows, cfg.metric, title, result.get("lower_is_better", True)))
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_json(out / "best.json", best_json)  # last: train depends on it
 

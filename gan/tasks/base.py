@@ -109,6 +109,17 @@ class MetricSpec:
     primary: str
     lower_is_better: bool = True
     names: tuple[str, ...] = field(default_factory=tuple)
+    higher: tuple[str, ...] = field(default_factory=tuple)  # other names where higher is better (SSIM beside PSNR)
+
+    def lower_is_better_for(self, name: str) -> bool:
+        """Whether a lower value of metric ``name`` is better (what tune's mode and register's gate follow)."""
+        return self.lower_is_better if name == self.primary else name not in self.higher
+
+    def check(self, key: str, name: str, task: str) -> None:
+        """ValueError naming ``key`` when ``name`` is not one of this task's metrics."""
+        known = dict.fromkeys((self.primary, *self.names))
+        if name not in known:
+            raise ValueError(f"params.yaml: {key} = {name!r} is not a metric of the {task} task; use one of {', '.join(known)}.")
 
 
 @dataclass(frozen=True)
