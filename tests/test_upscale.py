@@ -66,7 +66,8 @@ def trained(tmp_path_factory) -> dict[str, Any]:
 
 
 def test_pairs_are_split_by_image_and_lr_is_the_documented_degradation(trained):
-    from gan.data.pairs import degrade, val_images
+    from gan.data.pairs import degrade
+    from gan.data.shards import val_images
 
     m, data = trained["manifest"], trained["root"] / "prepared"
     assert m["kind"] == "pairs" and m["scale"] == 2 and m["counts"]["train"]["total"] > 0

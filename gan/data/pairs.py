@@ -31,9 +31,8 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -41,15 +40,12 @@ from PIL import Image, ImageFilter
 from gan.atomic import atomic_dir, atomic_write_json
 from gan.config import PairsConfig, PrepareConfig
 from gan.data.preprocess import to_pil
+from gan.data.shards import FULL
 from gan.data.sources import list_source
 from gan.data.split import split_mask
 from gan.errors import DataError
 
-if TYPE_CHECKING:
-    import torch
-
 FORMAT = "gan-pairs/1"
-FULL = "full"  # val/full/: whole validation images
 
 
 def degrade(hr: np.ndarray, scale: int, blur: float = 0.0, noise: float = 0.0, rng: np.random.Generator | None = None) -> np.ndarray:
@@ -190,49 +186,3 @@ class _PairWriter:
         np.save(self.folder / f"lr-{idx:05d}.npy", np.stack(self._lr))
         self.shards.append({"index": idx, "count": len(self._hr)})
         self._hr, self._lr = [], []
-
-
-# ---- reading --------------------------------------------------------------------------
-
-
-def check_pairs(manifest: dict[str, Any], data_dir: str | os.PathLike) -> None:
-    """DataError unless the prepared data in ``data_dir`` holds super-resolution pairs."""
-    if manifest.get("kind") != "pairs":
-        raise DataError(f"{Path(data_dir) / 'manifest.json'} holds no super-resolution pairs; set prepare.pairs (scale, patch_size) and re-run prepare.")
-
-
-def paired_batches(data_dir: str | os.PathLike, batch_size: int, rank: int, world_size: int, seed: int, consumed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Endless ``(lr [B, C, p, p], hr [B, C, P, P])`` batches of the training pairs, after ``consumed`` batches.
-
-    The same seeded per-epoch permutation as :class:`gan.data.ShardedBatches` (ranks take
-    disjoint rows ``rank::world_size``), so a resumed run sees the same batches.
-    """
-    import torch
-
-    from gan.data.shards import ShardedBatches
-
-    source = ShardedBatches(data_dir, "train", batch_size, rank, world_size, seed)
-    folder = Path(data_dir) / "train"
-    lr_maps = [np.load(folder / f"lr-{i:05d}.npy", mmap_mode="r", allow_pickle=False) for i in range(len(source.x_maps))]
-    source.epoch, skip = divmod(consumed, source.batches_per_epoch)
-    while True:
-        perm = np.random.default_rng([source.seed, source.epoch]).permutation(source.n)
-        mine = perm[rank::world_size]
-        for b in range(skip, source.batches_per_epoch):
-            rows = np.sort(mine[b * batch_size : (b + 1) * batch_size])
-            shard = np.searchsorted(source.offsets, rows, side="right") - 1
-            his, los = [], []
-            for k in np.unique(shard):
-                local = rows[shard == k] - source.offsets[k]
-                his.append(source.x_maps[k][local])
-                los.append(lr_maps[k][local])
-            yield torch.from_numpy(np.concatenate(los)), torch.from_numpy(np.concatenate(his))
-        skip = 0
-        source.epoch += 1
-
-
-def val_images(data_dir: str | os.PathLike) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """The whole validation images as ``(lr [1, C, h, w], hr [1, C, H, W])`` in [-1, 1], one at a time."""
-    folder = Path(data_dir) / "val" / FULL
-    for hr_path in sorted(folder.glob("hr-*.npy")):
-        yield np.load(hr_path.with_name(hr_path.name.replace("hr-", "lr-", 1))), np.load(hr_path)

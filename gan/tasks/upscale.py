@@ -138,7 +138,7 @@ class UpscaleTask(Task):
         return 1
 
     def batches(self, data_dir: Any, rank: int, world_size: int, consumed: int) -> Iterator[Batch]:
-        from gan.data.pairs import paired_batches
+        from gan.data.shards import paired_batches
 
         self.data_dir = data_dir
         t = self.params.train
@@ -226,7 +226,7 @@ class UpscaleTask(Task):
         return {"ssim": 1.0, "swd": 0.0}
 
     def _val_images(self, data_dir: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        from gan.data.pairs import val_images
+        from gan.data.shards import val_images
 
         for lr, hr in val_images(data_dir):
             yield torch.from_numpy(lr), torch.from_numpy(hr)
