@@ -263,3 +263,30 @@ def test_promotion_and_tuning_follow_the_metric_direction():
     assert best_row(rows, lower_is_better=False)["score"] == 31.0 and best_row(rows)["score"] == 27.0
     with pytest.raises(ValueError, match="register.metric = 'fid' is not a metric of the upscale task; use one of psnr"):
         spec.check("register.metric", "fid", "upscale")
+
+
+def test_evaluate_stage_scores_both_models_beside_bicubic(trained, tmp_path, monkeypatch):
+    """`gan evaluate` on an upscale model: PSNR/SSIM/SWD for G, G_psnr and bicubic, and the five-column samples.png."""
+    import yaml
+
+    from gan.config import FeaturizeConfig
+    from gan.data import load_split
+    from gan.features import save_feature_net, train_feature_net
+    from gan.stages import evaluate
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    data = trained["root"] / "prepared"
+    x, _ = load_split(data, "train")
+    net, _ = train_feature_net(x, None, x[:32], None, 0, FeaturizeConfig(epochs=1, batch_size=32, width=4, feature_dim=8))
+    save_feature_net(net, tmp_path / "features", {"class_names": []})
+    raw = trained["params"].model_dump(mode="json")
+    raw["evaluate"]["num_samples"] = 1
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    evaluate.main(["--params", str(tmp_path / "params.yaml"), "--data", str(data), "--model", str(trained["model"]),
+                   "--features", str(tmp_path / "features"), "--out", str(tmp_path / "eval")])  # fmt: skip
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    for name in ("psnr", "ssim", "swd"):
+        assert {name, f"{name}/psnr_model", f"{name}/bicubic"} <= set(metrics)
+    assert metrics["floor/ssim"] == 1.0 and metrics["psnr/psnr_model"] > metrics["psnr/bicubic"]
+    with Image.open(tmp_path / "eval" / "samples.png") as grid:
+        assert grid.width > grid.height  # five columns of crops
