@@ -1,7 +1,8 @@
 """The task contract: every registered task, and a toy task that lives only here, pass it.
 
-For each task: its networks build, one training step runs every phase it declares, a
-checkpoint round trip continues bit-exactly, and its export loads back without the
+For each task: its networks build, its whole tiny schedule (``train.steps`` steps) runs
+every phase it declares, a checkpoint round trip from every step (mid-phase and across
+a schedule's switch) continues bit-exactly, and its export loads back without the
 training code and answers its inference contract through the real MLflow pyfunc
 (models-from-code, saved and loaded by MLflow), matching the task's signature.
 

@@ -155,6 +155,11 @@ Losses (model.loss), all on logits and numerically stable
   wgan-gp        L_D = E[D(G(z))] - E[D(x)] + gp_weight * GP, L_G = -E[D(G(z))]     (Gulrajani et al. 2017)
   lsgan          L_D = 1/2 E[(D(x) - 1)^2] + 1/2 E[D(G(z))^2], L_G = 1/2 E[(D(G(z)) - 1)^2] (Mao et al. 2017)
 
+Super-resolution networks (model.task upscale; model.upscale.generator)
+  rrdb      ESRGAN's RRDBNet: residual-in-residual dense blocks, pixel-shuffle x2/x4 (Wang et al. 2018)
+  srresnet  SRGAN's residual generator without BatchNorm (Ledig et al. 2017; BasicSR's MSRResNet)
+  vgg.D     VGG-style strided discriminator on the high-resolution patch (ESRGAN)
+
 Regularisers and training aids
   spectral norm     model.spectral_norm_G / model.spectral_norm_D (Miyato et al. 2018)
   gradient penalty  train.gp_weight, with wgan-gp; n_critic D steps per G step (train.n_critic)
