@@ -132,11 +132,22 @@ def throughput(model_dir: str, size: tuple[int, int], repeats: int) -> dict[str,
             "bare_tile_loop_mp_s": round(out_mp / best_bare, 4), "ratio": round(best_bare / best_cli, 3)}  # fmt: skip
 
 
-def peak_memory(model_dir: str, width: int, height: int) -> float:
-    """Peak RSS (MiB) of a fresh process running gan.upscale.upscale on one ``width`` x ``height`` PNG."""
+def peak_memory(model_dir: str, width: int, height: int) -> dict[str, float]:
+    """Peak RSS (MiB) of a fresh process running gan.upscale.upscale on one ``width`` x ``height`` PNG.
+
+    ``peak_mib``: the whole process (ru_maxrss), which start-up (imports) may set; ``upscale_peak_mib``:
+    the peak while upscaling only (VmHWM reset through /proc/self/clear_refs after the input is written),
+    and ``baseline_mib``: the RSS just before it.
+    """
     code = f"""
 import resource, sys, tempfile, torch
 from pathlib import Path
+
+def status(key):
+    for line in open('/proc/self/status'):
+        if line.startswith(key):
+            return int(line.split()[1]) / 1024
+
 sys.path.insert(0, {str(ROOT)!r})
 torch.set_num_threads(1)
 from PIL import Image
@@ -146,11 +157,15 @@ from gan.upscale import upscale
 with tempfile.TemporaryDirectory() as tmp:
     (Path(tmp) / 'in').mkdir()
     Image.fromarray(photo_of({width}, {height})).save(Path(tmp) / 'in' / 'p.png')
+    import gc; gc.collect()
+    open('/proc/self/clear_refs', 'w').write('5')  # reset VmHWM to the current RSS
+    base = status('VmRSS')
     upscale({model_dir!r}, Path(tmp) / 'in', Path(tmp) / 'out')
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, base, status('VmHWM'))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
-    return round(float(out.stdout.strip().splitlines()[-1]), 1)
+    peak, base, hwm = (round(float(v), 1) for v in out.stdout.strip().splitlines()[-1].split())
+    return {"peak_mib": peak, "baseline_mib": base, "upscale_peak_mib": hwm, "upscale_growth_mib": round(hwm - base, 1)}
 
 
 def tiny_export(out: Path) -> str:
@@ -176,9 +191,20 @@ def main() -> None:
     parser.add_argument("--gan-steps", type=int, default=200)
     parser.add_argument("--speed-size", type=int, nargs=2, default=[1000, 1000])
     parser.add_argument("--memory", action="store_true", help="also measure peak memory at 1000x1000 and 4000x3000 (slow)")
+    parser.add_argument("--memory-only", action="store_true", help="only the peak-memory measurement, merged into --out")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "upscale_photos.json"))
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.memory_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            tiny = tiny_export(Path(tmp) / "tiny")
+            memory = {"model": "untrained rrdb.G x2, width 8, 1 block", "output_buffer_mib_4000x3000": round(8000 * 6000 * 3 / 2**20, 1),
+                      "1000x1000": peak_memory(tiny, 1000, 1000), "4000x3000": peak_memory(tiny, 4000, 3000)}  # fmt: skip
+        print(json.dumps(memory, indent=2))
+        out = Path(args.out)
+        saved = json.loads(out.read_text()) if out.exists() else {}
+        out.write_text(json.dumps({**saved, "peak_rss_mib": memory}, indent=2) + "\n")
+        return
     start = time.perf_counter()
     result: dict[str, Any] = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                                           "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
