@@ -28,7 +28,7 @@ from PIL import Image, UnidentifiedImageError
 
 from gan.atomic import atomic_dir
 from gan.errors import GanError
-from gan.inference.upscale import DEFAULT_OVERLAP, DEFAULT_TILE, UpscaleRunner
+from gan.inference.upscale import DEFAULT_OVERLAP, DEFAULT_TILE, UpscaleRunner, check_image
 
 SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
@@ -70,9 +70,26 @@ def read_image(path: Path) -> tuple[np.ndarray, str]:
         raise GanError(f"{path} cannot be read as an image ({type(err).__name__}); fix or remove it.") from None
 
 
-def write_image(array: np.ndarray, path: Path, fmt: str) -> None:
-    img = Image.fromarray(array)
+def write_image(img: Image.Image | np.ndarray, path: Path, fmt: str) -> None:
+    img = img if isinstance(img, Image.Image) else Image.fromarray(img)
     img.save(path, format=fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))
+
+
+def upscale_image(runner: UpscaleRunner, img: np.ndarray, tile: int, overlap: int, name: str) -> Image.Image:
+    """The upscaled image as a PIL image. When the image has the model's channels, tiles are
+    pasted straight into the PIL image that is encoded: no second full-size buffer."""
+    checked = check_image(img, name)
+    if checked.shape[-1] != runner.channels:  # grayscale <-> RGB conversions go through the array path
+        return Image.fromarray(runner.upscale(img, tile=tile, overlap=overlap, name=name))
+    h, w, c = checked.shape
+    mode = "L" if c == 1 else "RGB"
+    out = Image.new(mode, (w * runner.scale, h * runner.scale))
+
+    def paste(top: int, left: int, part: np.ndarray) -> None:
+        out.paste(Image.fromarray(part[..., 0] if c == 1 else part, mode), (left, top))
+
+    runner.stream_tiles(checked, paste, tile, overlap)
+    return out
 
 
 def list_images(in_dir: Path) -> list[Path]:
@@ -102,9 +119,11 @@ def upscale(model: str | UpscaleRunner, in_dir: str | Path, out_dir: str | Path,
     with atomic_dir(out_dir) as tmp:
         for k, path in enumerate(paths, 1):
             img, fmt = read_image(path)
-            out = runner.upscale(img, tile=tile, overlap=overlap, name=str(path))
+            if tile < 1 or overlap < 0:
+                raise GanError(f"tile = {tile}, overlap = {overlap} are invalid; use tile >= 1 and overlap >= 0.")
+            out = upscale_image(runner, img, tile, overlap, str(path))
             write_image(out, tmp / path.name, fmt)
-            pixels += out.shape[0] * out.shape[1]
+            pixels += out.width * out.height
             if progress:
                 print(f"\rupscale: {k}/{len(paths)} {path.name}", end="", file=sys.stderr, flush=True)
     if progress:

@@ -163,6 +163,10 @@ def test_tiling_matches_whole_image_inference(trained):
     assert np.abs(wide - whole).max() <= 1  # only float rounding differs
     default = runner.upscale(img, tile=16, overlap=8).astype(int)
     assert np.abs(default - whole).mean() < 0.05 and np.abs(default - whole).max() <= 8
+    # `gan upscale` pastes the same tiles straight into the image it encodes
+    from gan.upscale import upscale_image
+
+    assert np.array_equal(np.asarray(upscale_image(runner, img, 16, 8, "x")), default.astype(np.uint8))
 
 
 def test_gan_upscale_keeps_names_formats_and_modes(trained, tmp_path):

@@ -19,7 +19,7 @@ registered version of an upscale model, so it imports nothing from the training 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -105,12 +105,23 @@ class UpscaleRunner:
     def _tiled(self, img: np.ndarray, tile: int, overlap: int, G: torch.nn.Module | None) -> np.ndarray:
         s, (h, w, c) = self.scale, img.shape
         out = np.empty((h * s, w * s, c), dtype=np.uint8)  # the only buffer that grows with the image
+
+        def put(top: int, left: int, part: np.ndarray) -> None:
+            out[top : top + part.shape[0], left : left + part.shape[1]] = part
+
+        self.stream_tiles(img, put, tile, overlap, G)
+        return out
+
+    def stream_tiles(self, img: np.ndarray, sink: Callable[[int, int, np.ndarray], None], tile: int = DEFAULT_TILE,
+                     overlap: int = DEFAULT_OVERLAP, G: torch.nn.Module | None = None) -> None:  # fmt: skip
+        """Upscale uint8 ``img [H, W, C]`` (C = the model's channels) tile by tile: ``sink(top, left, part)``
+        receives each output tile's own part (``[t*s, t*s, C]``) at its place in the output."""
+        s, (h, w, _) = self.scale, img.shape
         for top, left, bottom, right in tiles(h, w, tile):
             t, l_ = max(top - overlap, 0), max(left - overlap, 0)
             b, r = min(bottom + overlap, h), min(right + overlap, w)
             padded = self.run_tile(img[t:b, l_:r], G)  # [(b-t)*s, (r-l)*s, C]
-            out[top * s : bottom * s, left * s : right * s] = padded[(top - t) * s : (bottom - t) * s, (left - l_) * s : (right - l_) * s]
-        return out
+            sink(top * s, left * s, padded[(top - t) * s : (bottom - t) * s, (left - l_) * s : (right - l_) * s])
 
     def predict(self, model_input: Any) -> dict[str, np.ndarray]:
         """uint8 ``[N, h, w, C]`` (or one ``[h, w, C]`` image) -> ``{"images": uint8 [N, h*s, w*s, C]}``."""
