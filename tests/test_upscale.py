@@ -313,3 +313,15 @@ def test_evaluate_stage_scores_both_models_beside_bicubic(trained, tmp_path, mon
     assert metrics["floor/ssim"] == 1.0 and metrics["psnr/psnr_model"] > metrics["psnr/bicubic"]
     with Image.open(tmp_path / "eval" / "samples.png") as grid:
         assert grid.width > grid.height  # five columns of crops
+
+
+def test_photos_source_prepares_whole_images_for_other_tasks(tmp_path):
+    """Without prepare.pairs the bundled photos are an ordinary unlabelled RGB source (resized and centre-cropped)."""
+    from gan.config import PrepareConfig
+    from gan.data import load_split, prepare_dataset
+    from gan.data.photos import PHOTOS
+
+    m = prepare_dataset(PrepareConfig(source="photos", channels=3, image_size=16), tmp_path / "p")
+    assert m["counts"]["train"]["total"] + m["counts"]["val"]["total"] == len(PHOTOS) and not m["labelled"]
+    x, y = load_split(tmp_path / "p", "train")
+    assert x.shape[1:] == (3, 16, 16) and y is None
