@@ -283,6 +283,18 @@ with warnings.catch_warnings():
             return self
 
 
+def resolve_worker_paths(raw: dict[str, Any]) -> dict[str, Any]:
+    """``params.model_dump()`` with the files that workers read themselves made absolute
+    (``model.upscale.features`` / ``vgg_weights``): Ray Tune runs trials in their own directories."""
+    if raw.get("model", {}).get("task") != "upscale":
+        return raw
+    upscale = raw["model"].get("upscale") or {}
+    for key in ("features", "vgg_weights"):
+        if upscale.get(key):
+            upscale[key] = str(Path(upscale[key]).expanduser().resolve())
+    return raw
+
+
 def load_params(path: str | os.PathLike = "params.yaml", overrides: dict[str, Any] | None = None) -> Params:
     """Read and validate ``path``; ``overrides`` maps dotted keys (``train.lr_G``) to values."""
     path = Path(path)
