@@ -5,6 +5,7 @@
     gan prepare | featurize | tune | train | evaluate | register | augment-eval
     gan augment --model models:/digits-gan@champion --num 1000 --out synth/ --format npz
     gan translate --model models:/digits-translate@champion --in photos/ --to dilated_inverted --out translated/
+    gan upscale --model models:/photos-sr@champion --in photos/ --out photos_x4/
     gan retrain                    # scheduled retraining: new data -> dvc repro -> gated promotion
     gan score --model models:/digits-detect@champion --in images/ --out scores.csv   # anomaly scores
 
@@ -32,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "augment-eval": ("gan.stages.augment_eval", "main", "classification accuracy with synthetic data"),
     "augment": ("gan.augment", "cli_main", "generate labelled synthetic data from a registered model"),
     "translate": ("gan.translate", "cli_main", "translate images to a domain with a registered translate model"),
+    "upscale": ("gan.upscale", "cli_main", "upscale a folder of images with a super-resolution model"),
     "retrain": ("gan.retrain", "cli_main", "scheduled retraining with gated promotion"),
     "score": ("gan.detect", "cli_main", "score images for anomalies with a registered detect model"),
 }

@@ -26,7 +26,7 @@ from gan.tasks import TASK_METRICS, TASKS
 
 ARCHS = ("mlp", "dcgan", "resnet")
 LOSSES = ("minimax", "nonsaturating", "hinge", "wgan-gp", "lsgan")
-SOURCES = ("digits", "image_folder", "npz", "torchvision", "digits_domains", "domains")
+SOURCES = ("digits", "photos", "image_folder", "npz", "torchvision", "digits_domains", "domains")
 # The embedded domains default's image transforms (gan/data/domains.py), in the order StarGAN's default uses them.
 DIGIT_DOMAINS = ("plain", "inverted", "dilated", "dilated_inverted")
 DIFFAUGMENT_POLICIES = ("color", "translation", "cutout")
@@ -51,8 +51,27 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class PairsConfig(_Section):
+    """prepare.pairs: super-resolution pairs (the upscale task) instead of whole resized images."""
+
+    scale: Literal[2, 4] = 4
+    patch_size: int = Field(64, description="side of the high-resolution training patches, a multiple of 4 * scale")
+    patches_per_image: int = Field(64, gt=0)
+    blur: float = Field(0.0, ge=0.0, description="Gaussian blur sigma (high-resolution pixels) before down-sampling")
+    noise: float = Field(0.0, ge=0.0, description="Gaussian noise std (0..255 units) added to the low-resolution image")
+    val_size: int = Field(0, ge=0, description="centre crop of each validation image to at most this side (0 = whole image)")
+
+    @model_validator(mode="after")
+    def _patch_fits_scale(self) -> PairsConfig:
+        if self.patch_size < 4 * self.scale or self.patch_size % (4 * self.scale):
+            raise ValueError(f"prepare.pairs.patch_size: {self.patch_size} must be a multiple of 4 x scale ({4 * self.scale})")
+        if self.val_size and self.val_size < 4 * self.scale:
+            raise ValueError(f"prepare.pairs.val_size: {self.val_size} must be 0 (whole images) or at least {4 * self.scale}")
+        return self
+
+
 class PrepareConfig(_Section):
-    source: Literal["digits", "image_folder", "npz", "torchvision", "digits_domains", "domains"] = "digits"
+    source: Literal["digits", "photos", "image_folder", "npz", "torchvision", "digits_domains", "domains"] = "digits"
     path: str | None = None
     # source digits_domains: one disjoint share of the bundled digits per named transform
     domains: list[str] = Field(default_factory=lambda: ["plain", "dilated_inverted"])
@@ -68,6 +87,7 @@ class PrepareConfig(_Section):
     anomaly_classes: list[str] | None = None
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share of normal images held out for the test split")
     out: str = "data/prepared"
+    pairs: PairsConfig | None = None
 
     @field_validator("normal_classes", "anomaly_classes", mode="before")
     @classmethod
@@ -96,7 +116,7 @@ class PrepareConfig(_Section):
 
     @model_validator(mode="after")
     def _source_needs_path(self) -> PrepareConfig:
-        if self.source not in ("digits", "digits_domains") and not self.path:
+        if self.source not in ("digits", "photos", "digits_domains") and not self.path:
             raise ValueError(f"prepare.path: source '{self.source}' needs a path to the raw data")
         if self.source == "torchvision" and not self.torchvision_class:
             raise ValueError("prepare.torchvision_class: source 'torchvision' needs a class name such as MNIST")
@@ -149,6 +169,37 @@ class DetectConfig(_Section):
     target_fpr: float = Field(0.05, gt=0.0, lt=1.0, description="threshold: this share of normal validation images is flagged")
 
 
+class UpscaleConfig(_Section):
+    """model.upscale: the upscale task's networks, its two phases and their losses (ESRGAN's recipe)."""
+
+    generator: Literal["rrdb", "srresnet"] = "rrdb"
+    blocks: int = Field(4, gt=0, description="RRDB or residual blocks in G")
+    width: int = Field(32, gt=0, description="G's feature channels")
+    growth: int = Field(16, gt=0, description="RRDB: channels added by each dense layer")
+    d_width: int = Field(32, gt=0)
+    pretrain_steps: int = Field(1000, gt=0, description="steps of the PSNR phase (L1) before the GAN phase")
+    lr_milestones: list[int] = Field(default_factory=list, description="steps into each phase at which its learning rates halve")
+    l1_weight: float = Field(0.01, ge=0.0)
+    perceptual_weight: float = Field(1.0, ge=0.0)
+    gan_weight: float = Field(0.005, gt=0.0)
+    perceptual: Literal["features", "vgg19", "none"] = "features"
+    features: str = "models/features"
+    vgg_weights: str | None = None
+
+    @field_validator("lr_milestones")
+    @classmethod
+    def _increasing(cls, v: list[int]) -> list[int]:
+        if any(m <= 0 for m in v) or v != sorted(set(v)):
+            raise ValueError("must be increasing positive step counts, e.g. [5000, 10000]")
+        return v
+
+    @model_validator(mode="after")
+    def _vgg_needs_weights(self) -> UpscaleConfig:
+        if self.perceptual == "vgg19" and not self.vgg_weights:
+            raise ValueError("model.upscale.vgg_weights: perceptual 'vgg19' needs a path to VGG19 weights on disk (never downloaded)")
+        return self
+
+
 class ModelConfig(_Section):
     task: str = "generate"
     arch: Literal["mlp", "dcgan", "resnet"] = "dcgan"
@@ -162,6 +213,7 @@ class ModelConfig(_Section):
     infogan: InfoGANConfig = InfoGANConfig()
     translate: TranslateConfig = TranslateConfig()
     detect: DetectConfig = DetectConfig()
+    upscale: UpscaleConfig = UpscaleConfig()
 
     @field_validator("task")
     @classmethod
@@ -367,11 +419,13 @@ def cross_key_problem(p: Params) -> str | None:
     if tune.scheduler in ("pbt", "pb2") and tune.perturbation_interval >= evaluations:
         return (f"tune.perturbation_interval: {tune.perturbation_interval} evaluations is not less than the {evaluations} a trial makes, "
                 f"so {tune.scheduler} would never perturb a trial; lower it or raise tune.max_steps")
+    # k-nearest-neighbour metrics (precision/recall, density/coverage) are the generate task's
+    knn = p.model.task == "generate"
     for key, samples in (("evaluate.num_samples", ev.num_samples), ("register.eval_samples", p.register.eval_samples)):
-        if samples <= ev.nearest_k:
+        if knn and samples <= ev.nearest_k:
             return f"evaluate.nearest_k: {ev.nearest_k} needs more than that many samples but {key} = {samples}; raise {key} or lower evaluate.nearest_k"
     for key, samples in (("train.eval_samples", p.train.eval_samples), ("tune.eval_samples", tune.eval_samples)):
-        if samples <= TRAINING_NEAREST_K:
+        if knn and samples <= TRAINING_NEAREST_K:
             return f"{key}: {samples} samples are too few for the metrics' {TRAINING_NEAREST_K} nearest neighbours; use more than {TRAINING_NEAREST_K}"
     if p.prepare.path and (rel := relation(p.prepare.out, p.prepare.path)):
         return (f"prepare.out: {p.prepare.out} {rel} prepare.path = {p.prepare.path}, and preparing would "
@@ -381,6 +435,18 @@ def cross_key_problem(p: Params) -> str | None:
         if "://" not in storage and (rel := relation(p.prepare.out, storage)):
             return f"prepare.out: {p.prepare.out} {rel} {key} = {storage}, and preparing would delete Ray's checkpoints; keep them apart"
     return None
+
+
+def resolve_worker_paths(raw: dict[str, Any]) -> dict[str, Any]:
+    """``params.model_dump()`` with the files that workers read themselves made absolute
+    (``model.upscale.features`` / ``vgg_weights``): Ray Tune runs trials in their own directories."""
+    if raw.get("model", {}).get("task") != "upscale":
+        return raw
+    upscale = raw["model"].get("upscale") or {}
+    for key in ("features", "vgg_weights"):
+        if upscale.get(key):
+            upscale[key] = str(Path(upscale[key]).expanduser().resolve())
+    return raw
 
 
 def load_params(path: str | os.PathLike = "params.yaml", overrides: dict[str, Any] | None = None) -> Params:

@@ -102,6 +102,7 @@ FIELD_TYPES: dict[str, tuple[type, str]] = {
     "z_dim": (int, "a positive whole number"),
     "num_classes": (int, "a whole number >= 0"),
     "class_names": (list, "a list of class names"),
+    "scale": (int, "2 or 4"),
 }
 
 
@@ -118,6 +119,8 @@ def check_fields(spec: dict[str, Any], path: Path) -> None:
             ok = value > 0
         elif ok and key == "num_classes":
             ok = value >= 0
+        elif ok and key == "scale":
+            ok = value in (2, 4)
         elif ok and key == "class_names":
             ok = all(isinstance(v, str) for v in value)
         if not ok:

@@ -290,3 +290,36 @@ def izif_loss(real: torch.Tensor, reconstruction: torch.Tensor, real_features: t
     L_izi_f = 1/n ||x - G(E(x))||^2 + kappa * 1/n_d ||f(x) - f(G(E(x)))||^2
     """
     return (real - reconstruction).pow(2).mean() + kappa * (real_features - fake_features).pow(2).mean()
+
+
+# --- super-resolution (the upscale task; Ledig et al. 2017, Wang et al. 2018) --------------
+
+
+def pixel_loss_l1(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+    """ESRGAN's pixel loss: L_1 = E|G(x_lr) - x_hr| (PSNR-oriented pre-training and x1e-2 in the GAN phase)."""
+    return (sr - hr).abs().mean()
+
+
+def perceptual_loss(sr_features: list[torch.Tensor], hr_features: list[torch.Tensor]) -> torch.Tensor:
+    """Perceptual loss (Johnson et al. 2016; ESRGAN uses VGG19 conv5_4 before its activation):
+    L_percep = sum_l E|phi_l(G(x_lr)) - phi_l(x_hr)| over the feature maps phi_l."""
+    return torch.stack([(a - b).abs().mean() for a, b in zip(sr_features, hr_features, strict=True)]).sum()
+
+
+def d_loss_relativistic_average(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """D's relativistic average loss (Jolicoeur-Martineau 2018; ESRGAN's RaGAN, as BasicSR computes it).
+
+    D_Ra(a, b) = sigma(C(a) - E[C(b)]);
+    L_D = -1/2 E[log D_Ra(x_r, x_f)] - 1/2 E[log(1 - D_Ra(x_f, x_r))]
+        = 1/2 E[softplus(-(r - E f))] + 1/2 E[softplus(f - E r)]
+    """
+    return 0.5 * F.softplus(-(real_logits - fake_logits.mean())).mean() + 0.5 * F.softplus(fake_logits - real_logits.mean()).mean()
+
+
+def g_loss_relativistic_average(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """G's relativistic average loss (symmetric to D's: G benefits from the gradients of real and fake).
+
+    L_G = -1/2 E[log(1 - D_Ra(x_r, x_f))] - 1/2 E[log D_Ra(x_f, x_r)]
+        = 1/2 E[softplus(r - E f)] + 1/2 E[softplus(-(f - E r))]
+    """
+    return 0.5 * F.softplus(real_logits - fake_logits.mean()).mean() + 0.5 * F.softplus(-(fake_logits - real_logits.mean())).mean()

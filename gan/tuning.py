@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from gan import signals
-from gan.config import Params, TuneConfig, parse_params
+from gan.config import Params, TuneConfig, parse_params, resolve_worker_paths
 from gan.errors import ConfigError
 from gan.tasks import lower_is_better, task_class
 
@@ -297,7 +297,7 @@ def run_search(params: Params, data_dir: str, features_dir: str, data_hash: str)
     fn = run_trial if cfg.workers_per_trial == 1 else run_trial_distributed
     # trials get the storage as the driver resolved it: a multi-worker trial runs its own
     # TorchTrainer from the trial's working directory, possibly on another node
-    params_dict = params.model_dump()
+    params_dict = resolve_worker_paths(params.model_dump())
     params_dict["tune"]["storage_path"] = storage
     trainable = tune.with_parameters(fn, params_dict=params_dict, data_dir=str(Path(data_dir).resolve()),
                                      features_dir=str(Path(features_dir).resolve()))

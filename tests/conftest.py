@@ -82,10 +82,20 @@ def prepared_anomaly_digits(tmp_path_factory) -> Path:
 
 @pytest.fixture()
 def mlflow_sqlite(tmp_path, monkeypatch) -> str:
-    """Point MLflow at a fresh SQLite store for one test."""
+    """Point MLflow at a fresh SQLite store for one test (the environment and this process's client).
+
+    ``mlflow.set_tracking_uri``/``set_registry_uri`` as well as the variable: an earlier
+    test's in-process ``gan.tracking.configure()`` would otherwise win over the variable.
+    """
+    import mlflow
+
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    return uri
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    yield uri
+    mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
 
 
 TINY_PARAMS = {

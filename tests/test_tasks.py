@@ -1,7 +1,8 @@
 """The task contract: every registered task, and a toy task that lives only here, pass it.
 
-For each task: its networks build, one training step runs every phase it declares, a
-checkpoint round trip continues bit-exactly, and its export loads back without the
+For each task: its networks build, its whole tiny schedule (``train.steps`` steps) runs
+every phase it declares, a checkpoint round trip from every step (mid-phase and across
+a schedule's switch) continues bit-exactly, and its export loads back without the
 training code and answers its inference contract through the real MLflow pyfunc
 (models-from-code, saved and loaded by MLflow), matching the task's signature.
 
@@ -58,6 +59,14 @@ TASK_PARAMS: dict[str, dict[str, Any]] = {
         "model": {"task": "translate", "g_width": 8, "d_width": 8,
                   "translate": {"arch": "cyclegan", "n_blocks": 1, "d_layers": 1, "pool_size": 4, "decay_start": 0.5}},
     },
+    # two PSNR steps, then the GAN phase: the round trips cover mid-phase and the switch
+    "upscale": {
+        "data": "prepared_pairs",
+        "prepare": {"source": "photos", "channels": 3, "pairs": {"scale": 2, "patch_size": 16, "patches_per_image": 4, "val_size": 24}},
+        "model": {"task": "upscale", "upscale": {"blocks": 1, "width": 8, "growth": 4, "d_width": 4, "pretrain_steps": 2,
+                                                 "lr_milestones": [1]}},
+        "train": {"batch_size": 8, "steps": 4, "beta1": 0.9, "beta2": 0.99},
+    },
 }
 # further architectures of registered tasks
 ARCH_PARAMS: dict[str, dict[str, Any]] = {
@@ -81,7 +90,7 @@ ARCH_PARAMS: dict[str, dict[str, Any]] = {
 }
 
 
-def tiny(overrides: dict[str, Any]) -> Any:
+def tiny(overrides: dict[str, Any], features: Path | None = None) -> Any:
     raw: dict[str, Any] = {
         "prepare": {"image_size": 8},
         "train": {"batch_size": 16, "steps": 2, "log_every": 1, "checkpoint_every": 1, "sample_every": 2,
@@ -89,7 +98,37 @@ def tiny(overrides: dict[str, Any]) -> Any:
     }
     for section, values in overrides.items():
         raw[section] = {**raw.get(section, {}), **values}
+    if features is not None:  # the perceptual loss's feature network (the upscale task)
+        raw["model"]["upscale"] = {**raw["model"]["upscale"], "features": str(features)}
     return parse_params(raw)
+
+
+@pytest.fixture(scope="session")
+def prepared_pairs(tmp_path_factory) -> tuple[Path, Path]:
+    """The bundled photos as x2 super-resolution pairs (16x16 patches) and a feature network trained on them."""
+    from gan.config import FeaturizeConfig
+    from gan.data import load_split, prepare_dataset
+    from gan.features import save_feature_net, train_feature_net
+
+    root = tmp_path_factory.mktemp("pairs")
+    prepare_dataset(tiny({k: v for k, v in TASK_PARAMS["upscale"].items() if k != "data"}, root).prepare, root / "prepared")
+    x, _ = load_split(root / "prepared", "train")
+    vx, _ = load_split(root / "prepared", "val")
+    net, _ = train_feature_net(x, None, vx, None, 0, FeaturizeConfig(epochs=1, batch_size=16, width=4, feature_dim=8))
+    save_feature_net(net, root / "features", {"class_names": []})
+    return root / "prepared", root / "features"
+
+
+def case_data(request: Any, overrides: dict[str, Any]) -> tuple[Path, Path | None, dict[str, Any]]:
+    """(prepared data, perceptual feature network or None, the overrides without "data") of a contract case.
+
+    A case names the session fixture of its kind of data under "data" (default: prepared_digits);
+    a fixture returning a pair also gives a feature network (the upscale task's perceptual loss).
+    """
+    overrides = dict(overrides)
+    value = request.getfixturevalue(overrides.pop("data", "prepared_digits"))
+    data, features = value if isinstance(value, tuple) else (value, None)
+    return data, features, overrides
 
 
 def weights(module: torch.nn.Module) -> torch.Tensor:
@@ -177,9 +216,8 @@ def test_task_metrics_table_agrees_with_each_task(request):
 
     assert set(TASK_METRICS) == set(TASKS)
     for name in TASKS:
-        overrides = dict(TASK_PARAMS[name])
-        data = request.getfixturevalue(overrides.pop("data", "prepared_digits"))
-        task = make_task(tiny(overrides), read_manifest(data))
+        data, features, overrides = case_data(request, TASK_PARAMS[name])
+        task = make_task(tiny(overrides, features), read_manifest(data))
         assert task.metric.primary in TASK_METRICS[name], name
         for metric, lower in TASK_METRICS[name].items():
             assert task.metric.lower(metric) == lower, (name, metric)
@@ -187,10 +225,9 @@ def test_task_metrics_table_agrees_with_each_task(request):
 
 @pytest.mark.parametrize(("label", "factory", "overrides"), CASES, ids=[c[0] for c in CASES])
 def test_task_contract(label, factory, overrides, request, tmp_path):
-    overrides = dict(overrides)
-    prepared_digits = request.getfixturevalue(overrides.pop("data", "prepared_digits"))  # the task's kind of data
-    params = tiny(overrides)
-    manifest = read_manifest(prepared_digits)
+    data, features, overrides = case_data(request, overrides)
+    params = tiny(overrides, features)
+    manifest = read_manifest(data)
     task = factory(params, manifest)
 
     # networks, optimisers and phases are consistent with each other
@@ -199,40 +236,40 @@ def test_task_contract(label, factory, overrides, request, tmp_path):
     opts = task.optimizers()
     assert {n for spec in opts.values() for n in spec.networks} <= set(nets)
     assert set(task.ema.values()) <= set(nets) and set(task.exported.values()) <= set(nets) | set(task.ema)
-    phases = task.phases(0)
-    assert phases and all(p.optimizer in opts for p in phases)
-    # a schedule may switch phases with the step (f-AnoGAN: WGAN-GP, then the encoder)
-    scheduled = [task.phases(step) for step in range(params.train.steps)]
-    assert all(p.optimizer in opts for step in scheduled for p in step)
+    steps = params.train.steps
+    schedule = [task.phases(step) for step in range(steps)]
+    assert all(schedule) and all(p.optimizer in opts for phases in schedule for p in phases)
+    assert all(set(task.copies(step)) <= set(nets) for step in range(steps))
 
-    # one step runs every phase it declares (lazy phases come up on their first count)
-    trainer = GANTrainer(params, prepared_digits, task=task)
+    # the whole tiny schedule runs every phase it declares (lazy phases come up on their first
+    # count, scheduled ones at their steps) and every optimiser moves its networks
+    trainer = GANTrainer(params, data, task=task)
+    names = [*nets, *task.ema]
     before = {name: weights(trainer.network(name)).clone() for name in nets}
-    out = trainer.train_step()
-    assert {p.name for p in phases} == set(trainer.phase_counts)
-    assert all(torch.isfinite(v).all() for v in out.values())
-    for spec in {p.optimizer: opts[p.optimizer] for p in phases}.values():
-        assert any(not torch.equal(before[n], weights(trainer.network(n))) for n in spec.networks), spec
-    health = task.health(out)
-    assert all(torch.isfinite(v) for v in health)
-
-    # checkpoint round trip: a resumed trainer continues bit-exactly
-    saved = TrainCheckpoint(state=trainer.state_dict())
-    save_checkpoint(saved, tmp_path / "ckpt")
-    expected = trainer.train_step()
-    resumed = GANTrainer(params, prepared_digits, task=factory(params, manifest))
-    resumed.load_state_dict(load_checkpoint(tmp_path / "ckpt").state)
-    got = resumed.train_step()
-    for name in [*nets, *task.ema]:
-        assert torch.equal(weights(trainer.network(name)), weights(resumed.network(name))), name
-    assert {k: v.item() for k, v in expected.items()} == {k: v.item() for k, v in got.items()}
-    # after the whole schedule (train.steps = 2) every phase has run and every optimiser has stepped
-    assert {p.name for step in scheduled for p in step} == set(trainer.phase_counts)
+    states, outs, after = [], [], []
+    for _ in range(steps):
+        states.append(trainer.state_dict())
+        outs.append(trainer.train_step())
+        after.append({name: weights(trainer.network(name)).clone() for name in names})
+    assert {p.name for phases in schedule for p in phases} == set(trainer.phase_counts)
+    assert all(torch.isfinite(v).all() for out in outs for v in out.values())
     for spec in opts.values():
-        assert any(not torch.equal(before[n], weights(trainer.network(n))) for n in spec.networks), spec
+        assert any(not torch.equal(before[n], after[-1][n]) for n in spec.networks), spec
+    assert all(torch.isfinite(v) for out in outs for v in task.health(out))
+
+    # checkpoint round trips from every step (mid-phase and across a schedule's switch):
+    # a resumed trainer continues bit-exactly
+    for step in range(1, steps):
+        save_checkpoint(TrainCheckpoint(state=states[step]), tmp_path / f"ckpt{step}")
+        resumed = GANTrainer(params, data, task=factory(params, manifest))
+        resumed.load_state_dict(load_checkpoint(tmp_path / f"ckpt{step}").state)
+        got = resumed.train_step()
+        for name in names:
+            assert torch.equal(after[step][name], weights(resumed.network(name))), (step, name)
+        assert {k: v.item() for k, v in outs[step].items()} == {k: v.item() for k, v in got.items()}, step
 
     # export -> load without training code -> inference through the real MLflow pyfunc
-    _check_export_and_pyfunc(task, params, prepared_digits, tmp_path)
+    _check_export_and_pyfunc(task, params, data, tmp_path)
 
 
 def _check_export_and_pyfunc(task: Task, params: Any, data: Path, tmp_path: Path) -> None:

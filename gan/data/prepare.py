@@ -36,7 +36,14 @@ DOMAIN_SOURCES = ("digits_domains", "domains")
 
 
 def prepare_dataset(cfg: PrepareConfig, out_dir: str | os.PathLike, progress: bool = False) -> dict[str, Any]:
-    """Write ``out_dir`` (train/, val/, manifest.json) from ``cfg``; return the manifest."""
+    """Write ``out_dir`` (train/, val/, manifest.json) from ``cfg``; return the manifest.
+
+    With ``prepare.pairs`` set, super-resolution pairs are written instead (:mod:`gan.data.pairs`).
+    """
+    if cfg.pairs is not None:
+        from gan.data.pairs import prepare_pairs
+
+        return prepare_pairs(cfg, out_dir)
     start = time.perf_counter()
     ignored: list[dict[str, str]] = []
     items, class_names = list_source(cfg, ignored)

@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # torch is imported lazily: prepare itself never needs it
     import torch
 
 MANIFEST = "manifest.json"
+FULL = "full"  # val/full/ of super-resolution pairs: whole validation images, one per file
 
 
 class ShardWriter:
@@ -169,3 +170,41 @@ class ShardedBatches:
         x = torch.from_numpy(np.concatenate(xs))
         y = torch.from_numpy(np.concatenate(ys)) if ys else None
         return x, y
+
+
+# ---- super-resolution pairs (gan.data.pairs writes them) --------------------------------------------------------------------------
+
+
+def paired_batches(data_dir: str | os.PathLike, batch_size: int, rank: int, world_size: int, seed: int, consumed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless ``(lr [B, C, p, p], hr [B, C, P, P])`` batches of the training pairs, after ``consumed`` batches.
+
+    The same seeded per-epoch permutation as :class:`gan.data.ShardedBatches` (ranks take
+    disjoint rows ``rank::world_size``), so a resumed run sees the same batches.
+    """
+    import torch
+
+    source = ShardedBatches(data_dir, "train", batch_size, rank, world_size, seed)
+    folder = Path(data_dir) / "train"
+    lr_maps = [np.load(folder / f"lr-{i:05d}.npy", mmap_mode="r", allow_pickle=False) for i in range(len(source.x_maps))]
+    source.epoch, skip = divmod(consumed, source.batches_per_epoch)
+    while True:
+        perm = np.random.default_rng([source.seed, source.epoch]).permutation(source.n)
+        mine = perm[rank::world_size]
+        for b in range(skip, source.batches_per_epoch):
+            rows = np.sort(mine[b * batch_size : (b + 1) * batch_size])
+            shard = np.searchsorted(source.offsets, rows, side="right") - 1
+            his, los = [], []
+            for k in np.unique(shard):
+                local = rows[shard == k] - source.offsets[k]
+                his.append(source.x_maps[k][local])
+                los.append(lr_maps[k][local])
+            yield torch.from_numpy(np.concatenate(los)), torch.from_numpy(np.concatenate(his))
+        skip = 0
+        source.epoch += 1
+
+
+def val_images(data_dir: str | os.PathLike) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The whole validation images as ``(lr [1, C, h, w], hr [1, C, H, W])`` in [-1, 1], one at a time."""
+    folder = Path(data_dir) / "val" / FULL
+    for hr_path in sorted(folder.glob("hr-*.npy")):
+        yield np.load(hr_path.with_name(hr_path.name.replace("hr-", "lr-", 1))), np.load(hr_path)

@@ -53,7 +53,7 @@ def list_source(cfg: PrepareConfig, ignored: list[dict[str, str]] | None = None)
 
     if cfg.source == "image_folder":
         return _image_folder(cfg, ignored if ignored is not None else [])
-    listers = {"digits": _digits, "npz": _npz, "torchvision": _torchvision,
+    listers = {"digits": _digits, "photos": _photos, "npz": _npz, "torchvision": _torchvision,
                "digits_domains": digits_domains, "domains": domain_folders}  # fmt: skip
     return listers[cfg.source](cfg)
 
@@ -66,6 +66,13 @@ def _digits(cfg: PrepareConfig) -> tuple[list[Item], list[str]]:
     images = (bunch.images * (255.0 / 16.0)).round().astype(np.uint8)  # [N, 8, 8]
     items = [Item(f"digits[{i}]", int(t), _const(images[i])) for i, t in enumerate(bunch.target)]
     return items, [str(c) for c in bunch.target_names]
+
+
+def _photos(cfg: PrepareConfig) -> tuple[list[Item], list[str]]:
+    """The photographs bundled in scikit-image and scikit-learn (:mod:`gan.data.photos`), unlabelled: no download."""
+    from gan.data.photos import PHOTOS, photo_loader
+
+    return [Item(f"photos[{name}]", None, photo_loader(name)) for name in PHOTOS], []
 
 
 def _image_folder(cfg: PrepareConfig, ignored: list[dict[str, str]]) -> tuple[list[Item], list[str]]:

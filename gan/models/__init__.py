@@ -28,6 +28,7 @@ from gan.models.detect import (
 )
 from gan.models.mlp import MLPDiscriminator, MLPGenerator
 from gan.models.resnet import ResNetDiscriminator, ResNetGenerator
+from gan.models.srgan import RRDBNet, SRResNet, VGGStyleDiscriminator
 from gan.models.translate import (
     CycleGANGenerator,
     PatchGANDiscriminator,
@@ -67,6 +68,10 @@ NETWORKS: dict[str, type[nn.Module]] = {
     "fanogan.G": FAnoGANGenerator,
     "fanogan.D": FAnoGANCritic,
     "fanogan.E": FAnoGANEncoder,
+    # super-resolution (the upscale task): low-res image -> high-res image, D on HR patches
+    "rrdb.G": RRDBNet,
+    "srresnet.G": SRResNet,
+    "vgg.D": VGGStyleDiscriminator,
 }
 # Architectures whose D is always spectral-normalised (SNGAN's design).
 ALWAYS_SPECTRAL_D = ("resnet",)
@@ -183,6 +188,11 @@ Image-to-image networks (model.task: translate, model.translate.arch)
   pix2pix   U-Net G with skips, conditional PatchGAN on (input, output); GAN + L1 (Isola et al. 2017)
   stargan   one G(x, target domain) with tiled labels, D with source and domain heads;
             WGAN-GP + domain classification + reconstruction (Choi et al. 2018)
+
+Super-resolution networks (model.task upscale; model.upscale.generator)
+  rrdb      ESRGAN's RRDBNet: residual-in-residual dense blocks, pixel-shuffle x2/x4 (Wang et al. 2018)
+  srresnet  SRGAN's residual generator without BatchNorm (Ledig et al. 2017; BasicSR's MSRResNet)
+  vgg.D     VGG-style strided discriminator on the high-resolution patch (ESRGAN)
 
 Regularisers and training aids
   spectral norm     model.spectral_norm_G / model.spectral_norm_D (Miyato et al. 2018)

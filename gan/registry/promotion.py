@@ -31,7 +31,7 @@ CHAMPION = "champion"
 
 @dataclass(frozen=True)
 class Decision:
-    """The outcome of comparing a challenger with the current champion (lower scores are better unless ``lower_is_better`` is false)."""
+    """The outcome of comparing a challenger with the current champion (better: lower, or higher for AUROC/PSNR/accuracies)."""
 
     promoted: bool
     reason: str
@@ -77,11 +77,10 @@ def decide(
     if champion_unusable:
         return Decision(True, f"champion v{champion_version} cannot be evaluated on the current data ({champion_unusable})", **common)
     assert champion_score is not None
-    sign = 1.0 if lower_is_better else -1.0  # compare -score when higher is better
-    bar = sign * threshold(sign * champion_score, min_improvement)
-    beats = "<" if lower_is_better else ">"
-    if sign * challenger_score < sign * bar or not math.isfinite(champion_score):
-        return Decision(True, f"{metric} {challenger_score:.6g} {beats} {bar:.6g} (champion v{champion_version} {champion_score:.6g}, min_improvement {min_improvement})", **common)
+    bar = threshold(champion_score, min_improvement, lower_is_better)
+    beats = challenger_score < bar if lower_is_better else challenger_score > bar
+    if beats or not math.isfinite(champion_score):
+        return Decision(True, f"{metric} {challenger_score:.6g} {'<' if lower_is_better else '>'} {bar:.6g} (champion v{champion_version} {champion_score:.6g}, min_improvement {min_improvement})", **common)
     return Decision(False, f"{metric} {challenger_score:.6g} does not beat {bar:.6g} (champion v{champion_version} {champion_score:.6g}, min_improvement {min_improvement})", **common)
 
 

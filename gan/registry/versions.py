@@ -176,7 +176,7 @@ def register_generator(
     Returns the decision and the new ModelVersion.
 
     ``score(model)`` evaluates a loaded TaskModel on the current validation data and
-    returns ``metric`` (lower is better unless ``lower_is_better`` is false); it is called on the new version and on the
+    returns ``metric`` (lower is better unless ``lower_is_better`` is false, as for PSNR); it is called on the new version and on the
     champion, both loaded back from the registry, so both are scored the same way now.
     """
     from mlflow import MlflowClient

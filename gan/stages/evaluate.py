@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     else:  # any other task: its primary metric, beside its floor where the task has one
         primary = task.metric.primary
         floor = f" (floor {result[f'floor/{primary}']:.3f})" if f"floor/{primary}" in result else ""
-        summary = f"{primary} {result.get(primary, float('nan')):.3f}{floor}"
+        others = ", ".join(f"{k} {result[k]:.4g}" for k in task.metric.names if k != primary and k in result)
+        summary = f"{primary} {result.get(primary, float('nan')):.3f}{floor}" + (f", {others}" if others else "")
     print(f"evaluate: {summary} -> {out} (MLflow run {run_id}) in {time.perf_counter() - start:.1f}s")
     return 0
 

@@ -77,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     task = make_task(params, manifest)
     if spec["task"] != task.name:
         raise GanError(f"{args.model} is a '{spec['task']}' model but params.yaml's model.task is '{task.name}'; re-run train (dvc repro train).")
+    try:
+        task.metric.check("register.metric", cfg.metric, task.name)
+    except ValueError as err:
+        raise GanError(str(err)) from None
 
     from gan.tracking import check_reachable, ensure_experiment, git_commit, redact
 

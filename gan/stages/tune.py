@@ -52,9 +52,10 @@ def search_plot(rows: list[dict[str, Any]], metric: str, title: str, lower_is_be
     ok = [r for r in rows if r["status"] == "completed" and math.isfinite(r["score"])]
     bad = [r for r in rows if r not in ok]
     if ok:
-        pts = ax.scatter([r["lr_G"] for r in ok], [r["lr_D"] for r in ok], c=[r["score"] for r in ok], cmap="viridis_r", s=60, edgecolors="k")
+        cmap = "viridis_r" if lower_is_better else "viridis"  # the best trials are bright either way
+        pts = ax.scatter([r["lr_G"] for r in ok], [r["lr_D"] for r in ok], c=[r["score"] for r in ok], cmap=cmap, s=60, edgecolors="k")
         fig.colorbar(pts, ax=ax, label=f"{metric} ({'lower' if lower_is_better else 'higher'} is better)")
-        best = min(ok, key=lambda r: r["score"]) if lower_is_better else max(ok, key=lambda r: r["score"])
+        best = min(ok, key=lambda r: r["score"] if lower_is_better else -r["score"])
         ax.scatter([best["lr_G"]], [best["lr_D"]], marker="*", s=300, c="red", label="best")
     if bad:
         ax.scatter([r["lr_G"] for r in bad], [r["lr_D"] for r in bad], marker="x", c="gray", s=60, label="failed")

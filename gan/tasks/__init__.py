@@ -26,6 +26,7 @@ TASKS: dict[str, str] = {
     "generate": "gan.tasks.generate:GenerateTask",
     "translate": "gan.tasks.translate:TranslateTask",
     "detect": "gan.tasks.detect:DetectTask",
+    "upscale": "gan.tasks.upscale:UpscaleTask",
 }
 
 # Metrics tune.metric and register.metric may name, per task, with their direction
@@ -34,6 +35,7 @@ TASKS: dict[str, str] = {
 TASK_METRICS: dict[str, dict[str, bool]] = {
     "generate": {"fid": True, "kid": True},
     "detect": {"auroc": False, "average_precision": False},
+    "upscale": {"psnr": False, "ssim": False, "swd": True},
     "translate": {"target_accuracy": False, "content_accuracy": False, "cycle_l1": True, "fid": True, "psnr": False, "ssim": False},
 }
 

@@ -3,6 +3,8 @@
     task = make_task(params, manifest)          # gan.tasks.make_task: model.task picks the class
     nets = task.build_networks()                # {"G": ..., "D": ...}: pure nn.Modules
     opts = task.optimizers()                    # {"G": OptimizerSpec(("G",), lr, betas), "D": ...}
+    for dst, src in task.copies(step).items():  # snapshots a schedule needs (none by default)
+        nets[dst].load_state_dict(nets[src].state_dict())
     for phase in task.phases(step):             # Dmain, Dreg (every k), Gmain, Greg ...
         loss, metrics = phase.loss(ctx, batch)  # ctx: the networks as this phase may use them
 
@@ -120,6 +122,16 @@ class MetricSpec:
             return self.lower_is_better
         return metric not in self.higher_is_better
 
+    def lower_is_better_for(self, name: str) -> bool:
+        """Alias of :meth:`lower` (what tune's mode and register's gate follow)."""
+        return self.lower(name)
+
+    def check(self, key: str, name: str, task: str) -> None:
+        """ValueError naming ``key`` when ``name`` is not one of this task's metrics."""
+        known = dict.fromkeys((self.primary, *self.names))
+        if name not in known:
+            raise ValueError(f"params.yaml: {key} = {name!r} is not a metric of the {task} task; use one of {', '.join(known)}.")
+
 
 @dataclass(frozen=True)
 class EvalSettings:
@@ -172,6 +184,15 @@ class Task:
     def phases(self, step: int) -> list[Phase]:
         """The phases of training step ``step``, in order (a schedule may change them with the step)."""
         raise NotImplementedError
+
+    def copies(self, step: int) -> dict[str, str]:
+        """``{destination: source}``: networks whose weights are set to another's at the start of ``step``.
+
+        For networks no optimiser trains that keep a phase's result (the upscale task's
+        PSNR-phase generator, frozen when the GAN phase starts) or initialise a stage
+        from another; none by default. The copies are networks, so checkpoints keep them.
+        """
+        return {}
 
     def lr_scale(self, step: int) -> dict[str, float]:
         """Multipliers of each optimiser's learning rate at ``step`` (a decay schedule); none by default."""

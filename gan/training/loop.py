@@ -172,10 +172,12 @@ class GANTrainer:
     # ---- the recipe -------------------------------------------------------------------
 
     def train_step(self) -> dict[str, torch.Tensor]:
-        """The task's phases for this step, then the EMA copies. Scalar metric tensors (no host sync)."""
+        """The task's copies and phases for this step, then the EMA copies. Scalar metric tensors (no host sync)."""
         out: dict[str, torch.Tensor] = {}
         batch: Batch = {}
         self._apply_lr_scale()
+        for dst, src in self.task.copies(self.step).items():  # weights only: optimiser states stay
+            self.network(dst).load_state_dict(self.network(src).state_dict())
         for phase in self.task.phases(self.step):
             count = self.phase_counts.get(phase.name, 0)
             self.phase_counts[phase.name] = count + 1

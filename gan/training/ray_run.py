@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gan import signals
-from gan.config import Params, TrainConfig, parse_params
+from gan.config import Params, TrainConfig, parse_params, resolve_worker_paths
 from gan.errors import DivergenceError, GanError, Interrupted
 from gan.training.checkpoint import TrainCheckpoint, load_checkpoint, save_checkpoint
 from gan.training.factory import task_for
@@ -268,7 +268,7 @@ def run_training(
     if fresh:
         delete_run(name, cfg)
     loop_config = {
-        "params": params.model_dump(mode="json"),
+        "params": resolve_worker_paths(params.model_dump(mode="json")),
         "data_dir": str(Path(data_dir).resolve()),
         "features_dir": str(Path(features_dir).resolve()) if features_dir else None,
         "report_hook": report_hook,
