@@ -36,6 +36,7 @@ from gan.errors import GanError
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
+EXPERIMENT = "gan-register"  # where versions are logged unless the caller names an experiment
 GAN_SRC = Path(__file__).resolve().parent  # .../gan
 MODEL_FILE = GAN_SRC / "mlflow_model.py"
 # What the pyfunc model imports: the model file itself and every architecture build_G may pick.
@@ -416,8 +417,11 @@ def log_generator(
 
     from gan.export import read_spec
     from gan.mlflow_model import GENERATOR_ARTIFACT, input_example, model_signature
+    from gan.tracking import ensure_experiment
 
     spec = read_spec(generator_dir)
+    # not MLflow's "Default" experiment: its artifacts would land in ./mlruns of the caller
+    experiment_id = experiment_id or ensure_experiment(EXPERIMENT)
     extra = {k: str(v) for k, v in (artifacts or {}).items()}
     str_params = {k: _param_value(v) for k, v in params.items()}
     with tempfile.TemporaryDirectory(prefix="gan-model-code-") as tmp, mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:

@@ -29,7 +29,7 @@ from gan.atomic import atomic_write_json
 from gan.config import Params, load_params
 from gan.errors import GanError, run_main
 
-EXPERIMENT = "gan-register"
+from gan.registry import EXPERIMENT
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -27,7 +27,7 @@ import torch
 
 from gan.errors import GanError
 
-from .conftest import ROOT, write_params
+from .conftest import ROOT, SESSION_TRACKING_URI, write_params
 
 MODEL = "test-gan"
 IMAGE_SIZE, Z_DIM = 8, 16
@@ -45,6 +45,7 @@ def free_port() -> int:
 def venv_env(**extra: str) -> dict[str, str]:
     """The environment for child processes: this interpreter's bin first (uvicorn for `models serve`)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["MLFLOW_TRACKING_URI"] = SESSION_TRACKING_URI  # the test's own store when ``extra`` names one
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.update(extra)
     return env
