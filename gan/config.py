@@ -114,6 +114,9 @@ class TrainConfig(_Section):
     max_failures: int = Field(2, ge=0)
     divergence_patience: int = Field(200, gt=0)
     storage_path: str = ".ray_storage"
+    # True: discard this config's checkpoints under storage_path and train from step 0
+    # (a param, so that `dvc exp run -S train.fresh=true` can drive it); False: resume
+    fresh: bool = False
     seed: int = 0
 
     @field_validator("diffaugment")
@@ -184,6 +187,8 @@ class TuneConfig(_Section):
 
 class RegisterConfig(_Section):
     model_name: str = Field("digits-gan", min_length=1)
+    # a registered name stands for one output schema; True lets a new schema replace the champion's
+    allow_schema_change: bool = False
     metric: Literal["fid", "kid"] = "fid"
     min_improvement: float = Field(0.0, ge=0.0, description="relative: challenger must be lower by this fraction")
     eval_samples: int = Field(1000, gt=0)

@@ -226,6 +226,8 @@ class Decision:
     champion_version: str | None
     champion_score: float | None
     min_improvement: float
+    # the version whose weights are byte-identical to the challenger's: nothing new was registered
+    duplicate_of: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -272,6 +274,50 @@ def incompatibility(spec: Mapping[str, Any], manifest: Mapping[str, Any]) -> str
     return None
 
 
+SCHEMA_KEYS = ("task", "channels", "image_size", "num_classes", "class_names")
+
+
+def output_schema(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """What a downstream job loading the model gets: task, image shape, classes (config.json fields)."""
+    return {
+        "task": str(spec.get("task", "generate")),  # generators exported before tasks existed generate
+        "channels": int(spec["channels"]),
+        "image_size": int(spec["image_size"]),
+        "num_classes": int(spec.get("num_classes", 0)),
+        "class_names": [str(c) for c in spec.get("class_names") or []],
+    }
+
+
+def schema_change(champion: Mapping[str, Any], challenger: Mapping[str, Any]) -> str | None:
+    """``"channels 1 -> 3, image_size 16 -> 32"`` when the two specs' output schemas differ, else None."""
+    old, new = output_schema(champion), output_schema(challenger)
+    changes = []
+    for key in SCHEMA_KEYS:
+        if old[key] != new[key]:
+            if key == "class_names":
+                changes.append(f"class names {_short(old[key])} -> {_short(new[key])}")
+            else:
+                changes.append(f"{key} {old[key]} -> {new[key]}")
+    return ", ".join(changes) or None
+
+
+def _short(names: list[str]) -> str:
+    return "[" + ", ".join(names[:4]) + (", ..." if len(names) > 4 else "") + "]"
+
+
+def version_with_weights(client: Any, name: str, weights_sha256: str | None) -> Any | None:
+    """The registered version of ``name`` whose weights have this hash (its ``weights_sha256`` tag), or None."""
+    if not weights_sha256:
+        return None
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = client.search_model_versions(f"name = '{name}' and tags.weights_sha256 = '{weights_sha256}'")
+    except MlflowException:
+        return None  # no such registered model yet
+    return min(found, key=lambda mv: int(mv.version)) if found else None
+
+
 def current_champion(client: Any, name: str) -> ModelRef | None:
     """The version holding the ``champion`` alias, or None (no model or no alias yet)."""
     from mlflow.exceptions import MlflowException
@@ -286,15 +332,16 @@ def current_champion(client: Any, name: str) -> ModelRef | None:
 def lock_path(name: str, uri: str) -> Path:
     """Where the promotion lock of model ``name`` in the store ``uri`` lives.
 
-    Beside the database for a SQLite store (every process using that file sees it);
-    in the temporary directory for a server, keyed by the server's address (without
-    credentials) and the model name.
+    For a SQLite store, in ``mlruns/.locks/`` beside the database (every process using that
+    file sees it; in a project that folder is ignored, not a new file in the repository
+    root); in the temporary directory for a server, keyed by the server's address
+    (without credentials) and the model name.
     """
     from gan.tracking import redact
 
     if uri.startswith("sqlite:///"):
         db = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
-        return db.parent / f".{db.name}.{hashlib.sha256(name.encode()).hexdigest()[:12]}.promote.lock"
+        return db.parent / "mlruns" / ".locks" / f"{db.name}.{hashlib.sha256(name.encode()).hexdigest()[:12]}.promote.lock"
     key = hashlib.sha256(f"{redact(uri)}\n{name}".encode()).hexdigest()[:16]
     return Path(tempfile.gettempdir()) / "gan-registry-locks" / f"{key}.lock"
 
@@ -322,6 +369,47 @@ def promotion_lock(name: str, uri: str | None = None) -> Iterator[Path]:
             yield path
         finally:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def check_schema(client: Any, name: str, spec: Mapping[str, Any], generator_dir: str | Path, allow: bool) -> tuple[str, Any] | None:
+    """Refuse a generator whose output schema differs from ``name``'s champion; return ``(version, loaded champion)``.
+
+    Every downstream job loading ``models:/<name>@champion`` expects one kind of image:
+    a model trained on another data set must get its own name, not silently take over.
+    """
+    champion = current_champion(client, name)
+    if champion is None:
+        return None
+    model = load_model(champion)
+    change = schema_change(model.spec, spec)
+    if change and not allow:
+        raise GanError(
+            f"{generator_dir} makes different output than {name}@champion v{champion.version} ({change}), and jobs loading "
+            f"models:/{name}@champion expect the champion's; set register.model_name to a new name for this data, "
+            f"or register.allow_schema_change: true to replace it on purpose."
+        )
+    return champion.version, model
+
+
+def duplicate_decision(client: Any, name: str, metric: str, min_improvement: float, same: Any) -> Decision:
+    """The decision when the weights are already registered as version ``same``: no new version, no alias moved."""
+    champion = current_champion(client, name)
+    recorded = same.tags.get("decision/challenger_score", "")
+    try:
+        score = float(recorded)
+    except ValueError:
+        score = math.nan
+    return Decision(
+        promoted=False,
+        reason=f"weights identical to v{same.version} (weights_sha256 {str(same.tags.get('weights_sha256'))[:12]}); no new version registered",
+        metric=metric,
+        challenger_version=str(same.version),
+        challenger_score=score,
+        champion_version=champion.version if champion else None,
+        champion_score=None,
+        min_improvement=min_improvement,
+        duplicate_of=str(same.version),
+    )
 
 
 def apply_decision(client: Any, name: str, decision: Decision) -> None:
@@ -485,6 +573,7 @@ def register_generator(
     version_tags: Mapping[str, str] | None = None,
     artifacts: Mapping[str, str | Path] | None = None,
     experiment_id: str | None = None,
+    allow_schema_change: bool = False,
 ) -> tuple[Decision, Any]:
     """Register a new version, score it and the current champion with ``score``, apply the decision.
 
@@ -493,13 +582,26 @@ def register_generator(
     ``score(model)`` evaluates a loaded GeneratorModel on the current validation data and
     returns ``metric`` (lower is better); it is called on the new version and on the
     champion, both loaded back from the registry, so both are scored the same way now.
+
+    Before anything is registered: weights identical to a registered version's (by
+    ``weights_sha256``) add no version (the decision names that version, aliases stay);
+    a generator whose output schema differs from the champion's is refused unless
+    ``allow_schema_change`` (``register.allow_schema_change``).
     """
     from mlflow import MlflowClient
 
+    from gan.export import read_spec
+
     client = MlflowClient()
+    spec = read_spec(generator_dir)
+    same = version_with_weights(client, model_name, spec.get("weights_sha256"))
+    if same is not None:
+        return duplicate_decision(client, model_name, metric, min_improvement, same), same
+    champion_model = check_schema(client, model_name, spec, generator_dir, allow_schema_change)
     version = log_generator(
-        generator_dir, model_name, params=params, metrics=metrics, tags=tags, version_tags=version_tags, artifacts=artifacts, experiment_id=experiment_id
-    )
+        generator_dir, model_name, params=params, metrics=metrics, tags={**tags, "weights_sha256": str(spec.get("weights_sha256", ""))},
+        version_tags=version_tags, artifacts=artifacts, experiment_id=experiment_id,
+    )  # fmt: skip
     challenger = ModelRef(name=model_name, version=str(version.version), requested=f"models:/{model_name}/{version.version}", run_id=version.run_id)
     challenger_score = float(score(load_model(challenger)))
     # The champion is read, scored and replaced under the lock: a register running at the
@@ -508,7 +610,7 @@ def register_generator(
         champion = current_champion(client, model_name)
         champion_score, unusable = None, None
         if champion is not None:
-            model = load_model(champion)
+            model = champion_model[1] if champion_model and champion_model[0] == champion.version else load_model(champion)
             unusable = incompatibility(model.spec, manifest)
             champion_score = None if unusable else float(score(model))
         decision = decide(metric, challenger.version, challenger_score, champion.version if champion else None, champion_score, min_improvement, unusable)

@@ -105,6 +105,8 @@ def summary(root: Path, repro_output: str) -> str:
     if "register" not in ran:
         return f"retrain: ran {', '.join(ran)}; no new model to register; champion {name} v{champion} stays."
     ch, old = d.get("challenger_score"), d.get("champion_score")
+    if d.get("duplicate_of"):
+        return f"retrain: ran {', '.join(ran)}; the weights are those of {name} v{d['duplicate_of']}, so no new version; champion {name} v{champion} stays."
     if d.get("promoted"):
         was = f", was {old:.4g}" if isinstance(old, int | float) else " (first version)"
         return f"retrain: promoted {name} v{d.get('challenger_version')} to champion ({metric} {ch:.4g}{was})."

@@ -1,4 +1,4 @@
-"""The evaluate stage: models/generator/ -> eval/metrics.json + eval/samples.png (and one MLflow run).
+"""The evaluate stage: models/generator/ -> eval/metrics.json, eval/per_class.json, eval/samples.png (and one MLflow run).
 
     python pipelines/evaluate.py               # reads the evaluate: section of params.yaml
     dvc repro evaluate
@@ -8,7 +8,9 @@ validation split in the feature space of models/features/ (FID, KID,
 precision/recall, density/coverage, and with labels Inception-Score-style score,
 mode coverage, class KL and conditional accuracy), and writes each metric beside
 its real-vs-real floor (``fid`` and ``floor/fid``: the training split measured the
-same way). The metrics and the sample grid are logged to MLflow's ``gan-evaluate``
+same way). eval/metrics.json holds the headline figures only (what `dvc metrics show`
+and `dvc exp show` print); per-class values go to eval/per_class.json, one entry per
+class with its name. The metrics and the sample grid are logged to MLflow's ``gan-evaluate``
 experiment, tagged with the git commit.
 """
 
@@ -56,10 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     result = combine(metrics, floor)
     result["num_samples"] = cfg.num_samples
 
+    headline, per_class = split_per_class(result, list(spec.get("class_names") or []))
     images, nrow = sample_grid(G, seed=cfg.seed)
     save_grid(images, out / "samples.png", nrow)
-    atomic_write_json(out / "metrics.json", result)
-    run_id = log_to_mlflow(result, [out / "metrics.json", out / "samples.png"], cfg.model_dump(), spec)
+    atomic_write_json(out / "per_class.json", per_class)
+    atomic_write_json(out / "metrics.json", headline)
+    run_id = log_to_mlflow(headline, [out / "metrics.json", out / "per_class.json", out / "samples.png"], cfg.model_dump(), spec)
     print(
         f"evaluate: fid {result['fid']:.3f} (floor {result['floor/fid']:.3f}), kid {result['kid']:.4f}, "
         f"precision {result['precision']:.3f}, recall {result['recall']:.3f} -> {out} "
@@ -71,6 +75,26 @@ def main(argv: list[str] | None = None) -> int:
 def combine(metrics: dict[str, float], floor: dict[str, float]) -> dict[str, float]:
     """The generator's metrics with the floor of each beside it as ``floor/<name>``."""
     return {**metrics, **{f"floor/{k}": v for k, v in floor.items() if k in metrics}}
+
+
+def split_per_class(result: dict[str, float], class_names: list[str]) -> tuple[dict[str, float], dict[str, Any]]:
+    """``(headline, per_class)``: keys ending in a class index (``conditional_accuracy/3``,
+    ``floor/conditional_accuracy/3``) move to ``{"classes": [{"class": 3, "name": "3", ...}]}``.
+
+    Flattened per-class values made eval/metrics.json 90+ keys wide, which buried the
+    FID in `dvc metrics show` and `dvc exp show`.
+    """
+    headline: dict[str, float] = {}
+    rows: dict[int, dict[str, Any]] = {}
+    for key, value in result.items():
+        metric, _, last = key.rpartition("/")
+        if metric and last.isdigit():
+            k = int(last)
+            row = rows.setdefault(k, {"class": k, "name": class_names[k] if k < len(class_names) else str(k)})
+            row[metric] = value
+        else:
+            headline[key] = value
+    return headline, {"classes": [rows[k] for k in sorted(rows)]}
 
 
 def _check_compatible(spec: dict[str, Any], feature_net: FeatureNet, image_shape: tuple[int, ...], model: str, features: str, data: Path) -> None:

@@ -49,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         "class_names": list(manifest.get("class_names") or []),
         "data_hash": manifest.get("hash"),
         "settings": cfg.model_dump(),
-        "metrics": metrics,
+        # validation figures only: the training time goes to featurize/metrics.json, since this
+        # config.json is a dependency of tune, train and evaluate and must not change run to run
+        "metrics": {k: v for k, v in metrics.items() if k != "seconds"},
         "inception": inception,
     }
     save_feature_net(net, args.out, spec)

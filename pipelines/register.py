@@ -13,6 +13,9 @@ only when its ``register.metric`` beats the current champion's by
 ``register.min_improvement`` (relative), both scored now by the same evaluation
 (``register.eval_samples`` samples, ``register.seed``) on the current validation data,
 with the champion loaded back from the registry. The first version becomes champion.
+Weights already registered under the name (same ``weights_sha256``) add no version; a
+generator whose output (channels, image size, classes) differs from the champion's is
+refused unless ``register.allow_schema_change: true``.
 The decision and both scores go to registry/decision.json and onto the version as tags.
 """
 
@@ -28,7 +31,6 @@ from typing import Any
 from gan.atomic import atomic_write_json
 from gan.config import Params, load_params
 from gan.errors import GanError, run_main
-
 from gan.registry import EXPERIMENT
 
 
@@ -89,12 +91,13 @@ def main(argv: list[str] | None = None) -> int:
         version_tags={f"params/{k}": json.dumps(v, sort_keys=True, default=str) for k, v in settings(spec, tuned).items()},
         artifacts={"samples": samples, "eval_metrics": eval_dir / "metrics.json"},
         experiment_id=experiment_id,
+        allow_schema_change=cfg.allow_schema_change,
     )
     record = {
         **decision.as_dict(),
         "model_name": cfg.model_name,
         "model_uri": f"models:/{cfg.model_name}/{version.version}",
-        "alias": "champion" if decision.promoted else "challenger",
+        "alias": alias_of(decision, version),
         "run_id": version.run_id,
         "eval_samples": cfg.eval_samples,
         "seed": cfg.seed,
@@ -103,12 +106,23 @@ def main(argv: list[str] | None = None) -> int:
         "tracking_uri": redact(uri),
     }
     atomic_write_json(args.out, record)
+    if decision.duplicate_of:
+        print(f"register: {cfg.model_name} v{version.version} already holds these weights, so no new version was registered "
+              f"(champion v{decision.champion_version} stays); {args.out} in {time.perf_counter() - start:.1f}s")  # fmt: skip
+        return 0
     champion = f"v{decision.champion_version} {decision.champion_score:.4g}" if decision.champion_score is not None else "none"
     print(
         f"register: {cfg.model_name} v{version.version} {cfg.metric} {decision.challenger_score:.4g} vs champion {champion} -> "
         f"{record['alias']} ({decision.reason}); {args.out} in {time.perf_counter() - start:.1f}s"
     )
     return 0
+
+
+def alias_of(decision: Any, version: Any) -> str:
+    """The alias the decision left on ``version``: champion, challenger, or (an older duplicate) the ones it holds."""
+    if decision.duplicate_of:
+        return ",".join(sorted(version.aliases or [])) or "none"
+    return "champion" if decision.promoted else "challenger"
 
 
 def read_eval_metrics(path: Path, metric: str) -> dict[str, Any]:

@@ -7,7 +7,10 @@
 Params are validated, tune/best.json applied (when tune.enabled and it exists) and the
 data and models checked before Ray starts. The Ray run is named after a hash of the
 training config, data and code, stored under train.storage_path: re-running after an
-interruption resumes from the last checkpoint; ``--fresh`` starts over. Outputs:
+interruption resumes from the last checkpoint; ``train.fresh: true`` (or ``--fresh``)
+discards that run's checkpoints and starts over. A run that had finished is resumed at
+its last step, so ``dvc repro -f -s train`` exports the same weights again (and register
+adds no version); ``dvc exp run -S train.fresh=true`` retrains from step 0. Outputs:
 models/generator/ (G_ema), train/metrics.json, train/history.csv, train/samples/, and
 one MLflow run in the experiment gan-train.
 """
@@ -139,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     try:
-        outcome = run_training(params, data_dir, name=name, features_dir=features, fresh=args.fresh)
+        outcome = run_training(params, data_dir, name=name, features_dir=features, fresh=args.fresh or cfg.fresh)
     except GanError:
         if connected:
             # worker output reaches this console asynchronously (dead workers' tracebacks
@@ -166,13 +169,19 @@ def main(argv: list[str] | None = None) -> int:
         ) from None
     spec = generator_spec(outcome.checkpoint, manifest, hyperparams, {"mlflow_run_id": run_id, "ray_run": name})
     write_outputs(outcome.checkpoint, spec, metrics, args.model_out, args.out)
-    resumed = f", resumed from step {metrics['resumed_from_step']}" if metrics["resumed_from_step"] else ""
-    print(
-        f"train: {metrics['steps']} steps, loss/D {metrics.get('loss/D', float('nan')):.3f}, loss/G {metrics.get('loss/G', float('nan')):.3f}, "
-        f"{metrics['throughput/img_s']:.0f} img/s, {timing['wall_time_s']:.0f}s{resumed} -> {args.model_out}",
-        flush=True,
-    )
+    print(train_line(metrics, args.model_out), flush=True)
     return 0
+
+
+def train_line(metrics: dict[str, Any], model_out: str) -> str:
+    """The stage's closing line; a run that had already finished says so instead of showing a throughput."""
+    losses = f"loss/D {metrics.get('loss/D', float('nan')):.3f}, loss/G {metrics.get('loss/G', float('nan')):.3f}"
+    if not metrics["steps_trained"]:
+        return (f"train: nothing to train, this config's run had finished at step {metrics['steps']} ({losses}); exported it again -> {model_out} "
+                f"(set train.fresh: true or pass --fresh to train again from step 0)")  # fmt: skip
+    resumed = f", resumed from step {metrics['resumed_from_step']}" if metrics["resumed_from_step"] else ""
+    speed = f"{metrics['throughput/img_s']:.0f} img/s, " if "throughput/img_s" in metrics else ""
+    return f"train: {metrics['steps']} steps, {losses}, {speed}{metrics['wall_time_s']:.0f}s{resumed} -> {model_out}"
 
 
 if __name__ == "__main__":

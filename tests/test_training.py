@@ -330,6 +330,15 @@ def test_outputs_and_mlflow_run_from_a_checkpoint(prepared_digits, tmp_path, mlf
     assert written["steps"] == 4 and written["num_nodes"] == 1 and written["replica_weight_diff"] == 0.0
     assert {"loss/D", "loss/G", "throughput/img_s", "hyperparams", "resumed_from_step"} <= set(written)
     assert sorted(p.name for p in (tmp_path / "train" / "samples").iterdir()) == ["step-0000004.png"]
+    assert sorted(p.name for p in (tmp_path / "train" / "plots").iterdir()) == ["d_outputs.png", "losses.png"]
+    # the exported config.json holds no figure of this invocation (re-exporting changes no byte)
+    assert not {"wall_time_s", "throughput/img_s", "steps_trained"} & set(spec["metrics"]) and written["steps_trained"] == 4
+    # a finished run exported again trained nothing: no throughput, and the stage's line says so
+    again_metrics = final_metrics(ckpt, {"start_step": ckpt.step, "throughput/img_s": 999.0}, used, {"wall_time_s": 1.0})
+    assert again_metrics["steps_trained"] == 0 and "throughput/img_s" not in again_metrics
+    from pipelines.train import train_line
+
+    assert "nothing to train" in train_line(again_metrics, "models/generator") and "img/s" not in train_line(again_metrics, "m")
 
     run = mlflow.MlflowClient(mlflow_sqlite).get_run(run_id)
     assert run.data.tags["git_commit"] == "abc" and run.data.tags["data_hash"] == manifest["hash"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from typing import Any
 
 import numpy as np
@@ -30,7 +29,6 @@ FORMAT = "gan-prepared/1"
 
 def prepare_dataset(cfg: PrepareConfig, out_dir: str | os.PathLike, progress: bool = False) -> dict[str, Any]:
     """Write ``out_dir`` (train/, val/, manifest.json) from ``cfg``; return the manifest."""
-    start = time.perf_counter()
     items, class_names = list_source(cfg)
     labelled = _labelled(items)
     is_val = split_mask([it.label for it in items], cfg.val_fraction, cfg.seed)
@@ -74,7 +72,8 @@ def prepare_dataset(cfg: PrepareConfig, out_dir: str | os.PathLike, progress: bo
             "std": stats.std(),
             "hash": digest.hexdigest(),
             "skipped": skipped,
-            "seconds": round(time.perf_counter() - start, 3),
+            # no wall-clock time here: the manifest is a dependency of every later stage, so
+            # it must be the same bytes for the same data and params (the stage times itself)
         }
         atomic_write_json(tmp / MANIFEST, manifest)
     return manifest
