@@ -423,15 +423,11 @@ def apply_decision(client: Any, name: str, decision: Decision) -> None:
 
 
 def decision_tags(decision: Decision) -> dict[str, str]:
-    """Model-version tags describing the decision (tags are strings; None becomes '')."""
+    """The few model-version tags describing the decision; the whole of it is the register run's decision.json."""
     return {
         "decision": "champion" if decision.promoted else "challenger",
-        "decision/reason": decision.reason,
-        "decision/metric": decision.metric,
+        "decision/reason": decision.reason,  # names the metric, both scores and the champion version
         "decision/challenger_score": repr(decision.challenger_score),
-        "decision/champion_score": "" if decision.champion_score is None else repr(decision.champion_score),
-        "decision/champion_version": decision.champion_version or "",
-        "decision/min_improvement": repr(decision.min_improvement),
     }
 
 
@@ -490,13 +486,18 @@ def log_generator(
     artifacts: Mapping[str, str | Path] | None = None,
     experiment_id: str | None = None,
     run_name: str = "register",
+    run_tags: Mapping[str, str] | None = None,
+    run_json: Mapping[str, Any] | None = None,
+    description: str | None = None,
 ) -> Any:
     """Log ``generator_dir`` as a pyfunc model in a new run, register it; return the ModelVersion.
 
-    ``params`` go to the run and the logged model, ``metrics`` to both and (as strings) to
-    the version's tags, ``tags`` to the run and the version, ``version_tags`` (long values
-    such as whole configs as JSON) to the version only, ``artifacts`` (e.g. the sample
-    grid) to the run and into the model itself, so they travel with the version.
+    ``params`` go to the run and the logged model, ``metrics`` to both, ``tags`` to the run
+    and the version, ``version_tags`` to the version only and ``run_tags`` to the run only.
+    A version carries a few tags (each is a row of the registered-model page); whole
+    configs go to the run as JSON files (``run_json``: file name -> value). ``artifacts``
+    (e.g. the sample grid) go to the run and into the model itself, so they travel with
+    the version. ``description`` (markdown) is the version's; by default it names the run.
     """
     import tempfile
 
@@ -513,8 +514,10 @@ def log_generator(
     extra = {k: str(v) for k, v in (artifacts or {}).items()}
     str_params = {k: _param_value(v) for k, v in params.items()}
     with tempfile.TemporaryDirectory(prefix="gan-model-code-") as tmp, mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
-        mlflow.set_tags(dict(tags))
+        mlflow.set_tags({**tags, **(run_tags or {})})
         _log_params(str_params)
+        for name, value in (run_json or {}).items():
+            mlflow.log_dict(value, name)
         for path in extra.values():
             mlflow.log_artifact(path)
         with _registry_notes_hidden():
@@ -537,9 +540,7 @@ def log_generator(
     version = str(info.registered_model_version)
     for key, value in {**tags, **(version_tags or {})}.items():
         client.set_model_version_tag(model_name, version, key, value)
-    for key, value in metrics.items():
-        client.set_model_version_tag(model_name, version, key, repr(value))
-    client.update_model_version(model_name, version, description=f"{spec['arch']} generator from run {run_id}")
+    client.update_model_version(model_name, version, description=description or f"{spec['arch']} generator from run {run_id}")
     return client.get_model_version(model_name, version)
 
 
@@ -574,6 +575,7 @@ def register_generator(
     artifacts: Mapping[str, str | Path] | None = None,
     experiment_id: str | None = None,
     allow_schema_change: bool = False,
+    log_options: Mapping[str, Any] | None = None,
 ) -> tuple[Decision, Any]:
     """Register a new version, score it and the current champion with ``score``, apply the decision.
 
@@ -586,7 +588,8 @@ def register_generator(
     Before anything is registered: weights identical to a registered version's (by
     ``weights_sha256``) add no version (the decision names that version, aliases stay);
     a generator whose output schema differs from the champion's is refused unless
-    ``allow_schema_change`` (``register.allow_schema_change``).
+    ``allow_schema_change`` (``register.allow_schema_change``). ``log_options`` are passed
+    on to :func:`log_generator` (``run_tags``, ``run_json``, ``description``).
     """
     from mlflow import MlflowClient
 
@@ -600,19 +603,27 @@ def register_generator(
     champion_model = check_schema(client, model_name, spec, generator_dir, allow_schema_change)
     version = log_generator(
         generator_dir, model_name, params=params, metrics=metrics, tags={**tags, "weights_sha256": str(spec.get("weights_sha256", ""))},
-        version_tags=version_tags, artifacts=artifacts, experiment_id=experiment_id,
+        version_tags=version_tags, artifacts=artifacts, experiment_id=experiment_id, **(log_options or {}),
     )  # fmt: skip
     challenger = ModelRef(name=model_name, version=str(version.version), requested=f"models:/{model_name}/{version.version}", run_id=version.run_id)
-    challenger_score = float(score(load_model(challenger)))
-    # The champion is read, scored and replaced under the lock: a register running at the
-    # same time either finished before (we compare with its result) or waits for us.
-    with promotion_lock(model_name):
-        champion = current_champion(client, model_name)
-        champion_score, unusable = None, None
-        if champion is not None:
-            model = champion_model[1] if champion_model and champion_model[0] == champion.version else load_model(champion)
-            unusable = incompatibility(model.spec, manifest)
-            champion_score = None if unusable else float(score(model))
-        decision = decide(metric, challenger.version, challenger_score, champion.version if champion else None, champion_score, min_improvement, unusable)
-        apply_decision(client, model_name, decision)
+    # the register run spans the scoring and the decision too: its end time and status are theirs
+    try:
+        challenger_score = float(score(load_model(challenger)))
+        # The champion is read, scored and replaced under the lock: a register running at the
+        # same time either finished before (we compare with its result) or waits for us.
+        with promotion_lock(model_name):
+            champion = current_champion(client, model_name)
+            champion_score, unusable = None, None
+            if champion is not None:
+                model = champion_model[1] if champion_model and champion_model[0] == champion.version else load_model(champion)
+                unusable = incompatibility(model.spec, manifest)
+                champion_score = None if unusable else float(score(model))
+            decision = decide(metric, challenger.version, challenger_score, champion.version if champion else None, champion_score, min_improvement, unusable)
+            apply_decision(client, model_name, decision)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            client.set_terminated(version.run_id, "FAILED")
+        raise
+    client.log_dict(version.run_id, decision.as_dict(), "decision.json")
+    client.set_terminated(version.run_id, "FINISHED")
     return decision, version

@@ -94,6 +94,14 @@ def git_commit(root: str | os.PathLike | None = None) -> str:
     return f"{sha}-dirty" if dirty else sha
 
 
+def source_tags(script: str, commit: str) -> dict[str, str]:
+    """MLflow's own source tags, so the UI shows where a run came from (the stage script and commit)."""
+    tags = {"mlflow.source.name": script, "mlflow.source.type": "LOCAL"}
+    if commit and commit != "unknown":
+        tags["mlflow.source.git.commit"] = commit.removesuffix("-dirty")
+    return tags
+
+
 def redact(uri: str) -> str:
     """Drop credentials from a URI before it is printed or logged (``user:pass@`` -> ``***@``)."""
     if "@" in uri and "://" in uri:

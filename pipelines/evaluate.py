@@ -17,7 +17,9 @@ experiment, tagged with the git commit.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,17 +55,19 @@ def main(argv: list[str] | None = None) -> int:
     _check_compatible(spec, feature_net, val_x.shape[1:], args.model, args.features, data)
 
     knobs: dict[str, Any] = {"seed": cfg.seed, "batch_size": cfg.batch_size, "nearest_k": cfg.nearest_k, "kid_subset_size": cfg.kid_subset_size}
-    metrics = evaluate_generator(G, feature_net, val_x, val_y, cfg.num_samples, **knobs)
-    floor = real_floor(feature_net, train_x, train_y, val_x, val_y, num_samples=cfg.num_samples, **knobs)
-    result = combine(metrics, floor)
-    result["num_samples"] = cfg.num_samples
+    # the MLflow run spans the measuring (its duration is the real one); an error ends it FAILED
+    with mlflow_run(cfg.model_dump(), spec) as run_id:
+        metrics = evaluate_generator(G, feature_net, val_x, val_y, cfg.num_samples, **knobs)
+        floor = real_floor(feature_net, train_x, train_y, val_x, val_y, num_samples=cfg.num_samples, **knobs)
+        result = combine(metrics, floor)
+        result["num_samples"] = cfg.num_samples
 
-    headline, per_class = split_per_class(result, list(spec.get("class_names") or []))
-    images, nrow = sample_grid(G, seed=cfg.seed)
-    save_grid(images, out / "samples.png", nrow)
-    atomic_write_json(out / "per_class.json", per_class)
-    atomic_write_json(out / "metrics.json", headline)
-    run_id = log_to_mlflow(headline, [out / "metrics.json", out / "per_class.json", out / "samples.png"], cfg.model_dump(), spec)
+        headline, per_class = split_per_class(result, list(spec.get("class_names") or []))
+        images, nrow = sample_grid(G, seed=cfg.seed)
+        save_grid(images, out / "samples.png", nrow)
+        atomic_write_json(out / "per_class.json", per_class)
+        atomic_write_json(out / "metrics.json", headline)
+        log_results(headline, [out / "metrics.json", out / "per_class.json", out / "samples.png"])
     print(
         f"evaluate: fid {result['fid']:.3f} (floor {result['floor/fid']:.3f}), kid {result['kid']:.4f}, "
         f"precision {result['precision']:.3f}, recall {result['recall']:.3f} -> {out} "
@@ -107,20 +111,30 @@ def _check_compatible(spec: dict[str, Any], feature_net: FeatureNet, image_shape
         raise GanError(f"{model} generates {gen} images but {features} expects {want}; re-run train on the current prepared data (dvc repro train).")
 
 
-def log_to_mlflow(metrics: dict[str, float], artifacts: list[Path], settings: dict[str, Any], spec: dict[str, Any]) -> str:
-    """One run in the ``gan-evaluate`` experiment of :func:`gan.tracking.tracking_uri`; returns its id."""
+@contextlib.contextmanager
+def mlflow_run(settings: dict[str, Any], spec: dict[str, Any]) -> Iterator[str]:
+    """One run in the ``gan-evaluate`` experiment of :func:`gan.tracking.tracking_uri` around the work; yields its id."""
     import mlflow
 
-    from gan.tracking import ensure_experiment, git_commit
+    from gan.tracking import ensure_experiment, git_commit, source_tags
 
     experiment_id = ensure_experiment(EXPERIMENT)
-    tags = {"git_commit": git_commit(), "stage": "evaluate", "generator_arch": str(spec.get("arch"))}
+    commit = git_commit()
+    tags = {"git_commit": commit, "stage": "evaluate", "generator_arch": str(spec.get("arch")), **source_tags("pipelines/evaluate.py", commit)}
+    if spec.get("mlflow_run_id"):
+        tags["train_run_id"] = str(spec["mlflow_run_id"])
     with mlflow.start_run(experiment_id=experiment_id, run_name="evaluate", tags=tags) as run:
         mlflow.log_params({f"evaluate.{k}": v for k, v in settings.items()})
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
-        for path in artifacts:
-            mlflow.log_artifact(str(path))
-        return run.info.run_id
+        yield run.info.run_id
+
+
+def log_results(metrics: dict[str, float], artifacts: list[Path]) -> None:
+    """The headline metrics and the output files, into the active run."""
+    import mlflow
+
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+    for path in artifacts:
+        mlflow.log_artifact(str(path))
 
 
 if __name__ == "__main__":

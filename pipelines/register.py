@@ -22,6 +22,7 @@ The decision and both scores go to registry/decision.json and onto the version a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import time
@@ -73,11 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     feature_net = load_feature_net(args.features)
     val_x, val_y = load_split(data, "val")
 
-    from gan.tracking import check_reachable, ensure_experiment, git_commit, redact
+    from gan.tracking import check_reachable, ensure_experiment, git_commit, redact, source_tags
 
     uri = check_reachable()
     experiment_id = ensure_experiment(EXPERIMENT)
     commit, data_hash = git_commit(), str(manifest.get("hash", "unknown"))
+    links = provenance(spec, tuned)
     decision, version = register_generator(
         args.model,
         cfg.model_name,
@@ -87,11 +89,16 @@ def main(argv: list[str] | None = None) -> int:
         manifest=manifest,
         params=version_params(spec, tuned, params),
         metrics={f"eval/{k}": v for k, v in numeric_metrics(eval_metrics).items()},
-        tags={"git_commit": commit, "data_hash": data_hash, "stage": "register", "generator_arch": str(spec["arch"])},
-        version_tags={f"params/{k}": json.dumps(v, sort_keys=True, default=str) for k, v in settings(spec, tuned).items()},
+        tags={"git_commit": commit, "data_hash": data_hash, "generator_arch": str(spec["arch"])},
+        version_tags={**{k: v for k, v in links.items() if k.endswith("_run_id")}, f"eval/{cfg.metric}": repr(float(eval_metrics[cfg.metric]))},
         artifacts={"samples": samples, "eval_metrics": eval_dir / "metrics.json"},
         experiment_id=experiment_id,
         allow_schema_change=cfg.allow_schema_change,
+        log_options={
+            "run_tags": {"stage": "register", **links, **source_tags("pipelines/register.py", commit)},
+            "run_json": {"settings.json": settings(spec, tuned)},
+            "description": describe(spec, links),
+        },
     )
     record = {
         **decision.as_dict(),
@@ -155,6 +162,38 @@ def check_same_data(spec: dict[str, Any], manifest: dict[str, Any], model: str, 
     trained_on, current = spec.get("data_hash"), manifest.get("hash")
     if trained_on and current and trained_on != current:
         raise GanError(f"{model} was trained on data {trained_on} but {data} is {current}; re-run train and evaluate (dvc repro) before registering.")
+
+
+def provenance(spec: dict[str, Any], tuned: dict[str, Any]) -> dict[str, str]:
+    """``train_run_id`` / ``tune_run_id`` (and their experiment ids) of the runs that made the generator, where known.
+
+    The train run's id is in the exported config.json; the tune search's parent run is
+    found by its name (tune/best.json's ``search``) in the ``gan-tune`` experiment.
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client, found = MlflowClient(), {}
+    with contextlib.suppress(MlflowException):
+        if spec.get("mlflow_run_id"):
+            run = client.get_run(str(spec["mlflow_run_id"]))
+            found.update(train_run_id=run.info.run_id, train_experiment_id=run.info.experiment_id)
+        experiment = client.get_experiment_by_name("gan-tune")
+        if tuned.get("search") and experiment is not None:
+            runs = client.search_runs([experiment.experiment_id], filter_string=f"attributes.run_name = '{tuned['search']}' and tags.stage = 'tune'",
+                                      order_by=["attributes.start_time DESC"], max_results=1)  # fmt: skip
+            if runs:
+                found.update(tune_run_id=runs[0].info.run_id, tune_experiment_id=runs[0].info.experiment_id)
+    return found
+
+
+def describe(spec: dict[str, Any], links: dict[str, str]) -> str:
+    """The version's description (markdown): what it is and one-click links to the runs that made it."""
+    lines = [f"{spec['arch']} generator, {spec['channels']}x{spec['image_size']}x{spec['image_size']}, {spec.get('num_classes', 0)} classes."]
+    for stage in ("train", "tune"):
+        if f"{stage}_run_id" in links:
+            lines.append(f"- {stage}: [run {links[f'{stage}_run_id'][:8]}](#/experiments/{links[f'{stage}_experiment_id']}/runs/{links[f'{stage}_run_id']})")
+    return "\n".join(lines)
 
 
 def settings(spec: dict[str, Any], tuned: dict[str, Any]) -> dict[str, Any]:

@@ -89,7 +89,26 @@ def init_ray() -> bool:
         logging_config=ray.LoggingConfig(encoding="TEXT", log_level=os.environ.get("GAN_RAY_LOG_LEVEL", "ERROR")),
         log_to_driver=True,
     )
+    from gan.ray_session import hide_actor_output
+
+    hide_actor_output()  # Ray Train's PlacementGroupCleaner traceback when another Ray runs here
     return True
+
+
+def placement_problem(strategy: str, num_workers: int, per_worker: dict[str, float], nodes: list[dict[str, float]]) -> str | None:
+    """Why ``num_workers`` bundles of ``per_worker`` can never be placed on ``nodes`` with ``strategy``, or None.
+
+    STRICT_SPREAD puts every worker on a different node; STRICT_PACK puts them all on one.
+    PACK and SPREAD are preferences Ray relaxes, so only the totals matter for them
+    (checked by :func:`check_resources`).
+    """
+    if strategy == "STRICT_SPREAD":
+        fits = sum(all(node.get(k, 0.0) >= v for k, v in per_worker.items()) for node in nodes)
+        if fits < num_workers:
+            return f"puts each of the {num_workers} workers on a different node, but this Ray has {fits} node(s) that can hold one"
+    if strategy == "STRICT_PACK" and not any(all(node.get(k, 0.0) >= v * num_workers for k, v in per_worker.items()) for node in nodes):
+        return f"puts all {num_workers} workers on one node, but no node of this Ray has room for them all"
+    return None
 
 
 def check_resources(params: Params) -> None:
@@ -99,6 +118,14 @@ def check_resources(params: Params) -> None:
     if os.environ.get("RAY_ADDRESS"):
         return  # a cluster may autoscale
     cfg = params.train
+    per_worker = {"CPU": cfg.cpus_per_worker, **({"GPU": cfg.gpus_per_worker} if cfg.use_gpu else {})}
+    nodes = [{k: float(v) for k, v in n["Resources"].items()} for n in ray.nodes() if n.get("Alive")]
+    problem = placement_problem(cfg.placement_strategy, cfg.num_workers, per_worker, nodes)
+    if problem:
+        raise ConfigError(
+            f"params.yaml: train.placement_strategy = {cfg.placement_strategy} {problem}; "
+            f"use PACK or SPREAD, lower train.num_workers, or set RAY_ADDRESS to a cluster with enough nodes."
+        )
     have = ray.cluster_resources()
     need = {"CPU": cfg.num_workers * cfg.cpus_per_worker}
     if cfg.use_gpu:
@@ -114,15 +141,20 @@ def check_resources(params: Params) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    t0 = time.perf_counter()
+    t0, start_ms = time.perf_counter(), int(time.time() * 1000)
     params = load_params(args.params)
     data_dir = args.data or params.prepare.out
 
     from gan.data import read_manifest
-    from gan.tracking import ensure_experiment, git_commit
+    from gan.tracking import ensure_experiment, git_commit, source_tags
     from gan.training.outputs import final_metrics, generator_spec, write_outputs
     from gan.training.settings import apply_tuned, run_name
-    from gan.training.tracking import EXPERIMENT, TrackingUnavailable, log_training_run
+    from gan.training.tracking import (
+        EXPERIMENT,
+        TrackingUnavailable,
+        log_failed_run,
+        log_training_run,
+    )
 
     manifest = read_manifest(data_dir)
     params, hyperparams = apply_tuned(params, args.tuned)
@@ -141,9 +173,12 @@ def main(argv: list[str] | None = None) -> int:
         f"lr_G {cfg.lr_G:.2e}, lr_D {cfg.lr_D:.2e} (from {hyperparams['source']})",
         flush=True,
     )
+    commit = git_commit()
+    tags = {"git_commit": commit, "data_hash": str(manifest.get("hash")), "stage": "train", "ray_run": name, **source_tags("pipelines/train.py", commit)}
     try:
         outcome = run_training(params, data_dir, name=name, features_dir=features, fresh=args.fresh or cfg.fresh)
-    except GanError:
+    except (GanError, KeyboardInterrupt) as err:
+        log_failed_run(name, tags, str(err) or type(err).__name__, start_ms)
         if connected:
             # worker output reaches this console asynchronously (dead workers' tracebacks
             # too): disconnect first, so that the stage's own sentence is the last line
@@ -155,9 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     if outcome.startup_s is not None:
         timing["startup_s"] = round(outcome.startup_s, 2)
     metrics = final_metrics(outcome.checkpoint, outcome.summary, hyperparams, timing)
-    tags = {"git_commit": git_commit(), "data_hash": str(manifest.get("hash")), "stage": "train", "ray_run": name}
     try:
-        run_id = log_training_run(params.model_dump(mode="json"), outcome.checkpoint, metrics, tags, name)
+        run_id = log_training_run(params.model_dump(mode="json"), outcome.checkpoint, metrics, tags, name, start_ms=start_ms)
     except TrackingUnavailable as err:
         # the training is not lost: its outputs are written now, the checkpoint stays in
         # Ray's storage, and the re-run logs it from there without training again

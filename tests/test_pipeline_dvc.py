@@ -136,6 +136,30 @@ def test_no_lock_or_store_file_lands_in_the_repository(tiny_pipeline):
     assert not [p for p in untracked if p.endswith(".lock")], untracked
 
 
+def test_mlflow_runs_span_the_work_and_the_version_links_to_them(tiny_pipeline):
+    """From the registered version to the train and tune runs that made it; runs with real durations and sources."""
+    from mlflow import MlflowClient
+
+    repo, _ = tiny_pipeline
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    mv = client.get_model_version("digits-gan", "1")
+    assert len(mv.tags) <= 15, sorted(mv.tags)
+    train_run, tune_run = client.get_run(mv.tags["train_run_id"]), client.get_run(mv.tags["tune_run_id"])
+    assert mv.tags["train_run_id"] in mv.description and mv.tags["tune_run_id"] in mv.description
+    assert train_run.data.tags["stage"] == "train" and tune_run.data.tags["stage"] == "tune"
+    assert {"best.lr_G", "best.lr_D"} <= set(tune_run.data.params)
+    register_run = client.get_run(mv.run_id)
+    for run in (train_run, tune_run, register_run):
+        assert run.info.status == "FINISHED" and run.data.tags["mlflow.source.name"].startswith("pipelines/")
+    # each run spans the real work: it started before the first file the work wrote (Ray's
+    # storage of the training / the search), and register's ended after the scoring that
+    # follows the version's creation
+    for run, folder in ((train_run, train_run.data.tags["ray_run"]), (tune_run, tune_run.info.run_name)):
+        written = [p.stat().st_mtime * 1000 for p in (repo / ".ray_storage" / folder).rglob("*") if p.is_file()]
+        assert written and run.info.start_time < min(written) and run.info.end_time > max(written), folder
+    assert register_run.info.start_time <= mv.creation_timestamp < register_run.info.end_time
+
+
 def test_forced_train_reexports_the_finished_run_and_train_fresh_trains_again(tiny_pipeline):
     """`dvc repro -f -s train` resumes the finished run: nothing trained, no throughput, byte-identical
     outputs (so nothing downstream re-runs); `-S train.fresh=true` trains again from step 0."""
