@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import compileall
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -94,8 +95,11 @@ def test_metrics_and_plots_show(tiny_pipeline, tmp_path):
     assert "file://" in dvc(repo, "plots", "show", "-o", str(tmp_path / "html"))
     page = (tmp_path / "html" / "index.html").read_text()
     # the images are files beside the page (shown without a network), each exactly once
+    sources = re.findall(r'<img src="([^"]+)"', page)
     for name in ("losses.png", "d_outputs.png", "samples.png", "search.png"):
-        assert page.count(name) == 1, f"{name} appears {page.count(name)} times in the plots page"
+        shown = [src for src in sources if src.endswith(name)]
+        assert len(shown) == 1, f"{name} is shown {len(shown)} times in the plots page: {sources}"
+        assert (tmp_path / "html" / shown[0]).stat().st_size > 0, shown[0]
 
 
 def test_headline_metrics_apart_from_per_class_detail_and_a_short_exp_show(tiny_pipeline):
