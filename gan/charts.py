@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")  # no display on a server or in CI
@@ -26,12 +26,12 @@ def _pyplot() -> Any:
     return plt
 
 
-def _png(fig: Any) -> bytes:
+def png_bytes(fig: Any) -> bytes:
     """The figure as PNG bytes, without the Software/date metadata that would change them run to run."""
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png", metadata={"Software": None})
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return buf.getvalue()
 
 
@@ -53,7 +53,7 @@ def line_chart(
     title: str,
 ) -> bytes:
     """PNG: one line per column of ``ys`` against column ``x`` (rows as in train/history.csv)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
     xs = [_number(row.get(x)) for row in rows]
     drawn = 0
@@ -68,4 +68,4 @@ def line_chart(
     ax.grid(True, alpha=0.3)
     if drawn:
         ax.legend(loc="best", fontsize=8)
-    return _png(fig)
+    return png_bytes(fig)

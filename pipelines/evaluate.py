@@ -10,7 +10,10 @@ mode coverage, class KL and conditional accuracy), and writes each metric beside
 its real-vs-real floor (``fid`` and ``floor/fid``: the training split measured the
 same way). eval/metrics.json holds the headline figures only (what `dvc metrics show`
 and `dvc exp show` print); per-class values go to eval/per_class.json, one entry per
-class with its name. The metrics and the sample grid are logged to MLflow's ``gan-evaluate``
+class with its name, with its recall and coverage measured within the class beside
+that class's real-vs-real floor (eval/per_class.png); a class whose coverage falls
+below half its floor prints an ``evaluate: alert:`` line and counts in
+``classes_below_floor``. The metrics and the sample grid are logged to MLflow's ``gan-evaluate``
 experiment, tagged with the git commit.
 """
 
@@ -23,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from gan.atomic import atomic_write_json
+from gan.atomic import atomic_write_bytes, atomic_write_json
 from gan.config import load_params
 from gan.data import load_split, read_manifest
 from gan.errors import GanError, run_main
@@ -31,6 +34,7 @@ from gan.evaluation import evaluate_generator, real_floor
 from gan.export import load_generator
 from gan.features import FeatureNet, load_feature_net
 from gan.grid import sample_grid, save_grid
+from gan.per_class import class_report, coverage_alerts, per_class_chart
 
 EXPERIMENT = "gan-evaluate"
 
@@ -62,17 +66,33 @@ def main(argv: list[str] | None = None) -> int:
         result = combine(metrics, floor)
         result["num_samples"] = cfg.num_samples
 
-        headline, per_class = split_per_class(result, list(spec.get("class_names") or []))
+        class_names = list(spec.get("class_names") or [])
+        headline, per_class = split_per_class(result, class_names)
+        alerts: list[str] = []
+        artifacts = [out / "metrics.json", out / "per_class.json", out / "samples.png"]
+        if int(getattr(G, "num_classes", 0)) and val_y is not None and train_y is not None:
+            # within each class: the blind spot of the global metrics (a class collapsed onto
+            # its background still counts as "covered" by mode_coverage)
+            rows, floor_rows = class_report(G, feature_net, train_x, train_y, val_x, val_y, cfg.num_samples, cfg.seed, cfg.batch_size, cfg.nearest_k)
+            alerts = coverage_alerts(rows, floor_rows, class_names)
+            per_class = add_class_quality(per_class, rows, floor_rows, alerts)
+            headline["classes_below_floor"] = len(alerts)
+            atomic_write_bytes(out / "per_class.png", per_class_chart(rows, floor_rows, class_names))
+        else:
+            atomic_write_bytes(out / "per_class.png", per_class_chart([], [], []))
+        artifacts.append(out / "per_class.png")
         images, nrow = sample_grid(G, seed=cfg.seed)
         save_grid(images, out / "samples.png", nrow)
         atomic_write_json(out / "per_class.json", per_class)
         atomic_write_json(out / "metrics.json", headline)
-        log_results(headline, [out / "metrics.json", out / "per_class.json", out / "samples.png"])
+        log_results(headline, artifacts)
     print(
         f"evaluate: fid {result['fid']:.3f} (floor {result['floor/fid']:.3f}), kid {result['kid']:.4f}, "
         f"precision {result['precision']:.3f}, recall {result['recall']:.3f} -> {out} "
         f"(MLflow run {run_id}) in {time.perf_counter() - start:.1f}s"
     )
+    for alert in alerts:
+        print(f"evaluate: alert: {alert} (see {out / 'per_class.png'})")
     return 0
 
 
@@ -99,6 +119,16 @@ def split_per_class(result: dict[str, float], class_names: list[str]) -> tuple[d
         else:
             headline[key] = value
     return headline, {"classes": [rows[k] for k in sorted(rows)]}
+
+
+def add_class_quality(per_class: dict[str, Any], rows: list[dict[str, Any]], floor: list[dict[str, Any]], alerts: list[str]) -> dict[str, Any]:
+    """per_class.json with each class's recall and coverage beside its floor, and the alert sentences."""
+    classes = {c["class"]: dict(c) for c in per_class["classes"]}
+    for k, (row, base) in enumerate(zip(rows, floor, strict=True)):
+        entry = classes.setdefault(k, {"class": k, "name": str(k)})
+        entry.update(recall=row["recall"], coverage=row["coverage"], samples=int(row["fake"]), real=int(row["real"]))
+        entry.update({"floor/recall": base["recall"], "floor/coverage": base["coverage"]})
+    return {"classes": [classes[k] for k in sorted(classes)], "alerts": alerts}
 
 
 def _check_compatible(spec: dict[str, Any], feature_net: FeatureNet, image_shape: tuple[int, ...], model: str, features: str, data: Path) -> None:

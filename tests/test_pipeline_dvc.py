@@ -81,7 +81,7 @@ def test_metrics_and_plots_show(tiny_pipeline, tmp_path):
     assert workspace["data"]["train/metrics.json"]["data"]["steps"] > 0
 
     plots = json.loads(dvc(repo, "plots", "show", "--json", "-o", str(tmp_path / "plots")))["data"]
-    charts, images = ("Loss curves", "Discriminator outputs"), ("train/plots/losses.png", "train/plots/d_outputs.png", "eval/samples.png", "tune/search.png")
+    charts, images = ("Loss curves", "Discriminator outputs"), ("train/plots/losses.png", "train/plots/d_outputs.png", "eval/samples.png", "eval/per_class.png", "tune/search.png")
     assert set(plots) == {*charts, *images}, sorted(plots)
     y_labels = {"Loss curves": "loss", "Discriminator outputs": "mean sigmoid(D) (1 = judged real)"}
     for plot_id in charts:
@@ -96,7 +96,7 @@ def test_metrics_and_plots_show(tiny_pipeline, tmp_path):
     page = (tmp_path / "html" / "index.html").read_text()
     # the images are files beside the page (shown without a network), each exactly once
     sources = re.findall(r'<img src="([^"]+)"', page)
-    for name in ("losses.png", "d_outputs.png", "samples.png", "search.png"):
+    for name in ("losses.png", "d_outputs.png", "samples.png", "per_class.png", "search.png"):
         shown = [src for src in sources if src.endswith(name)]
         assert len(shown) == 1, f"{name} is shown {len(shown)} times in the plots page: {sources}"
         assert (tmp_path / "html" / shown[0]).stat().st_size > 0, shown[0]
