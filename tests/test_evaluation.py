@@ -311,3 +311,20 @@ def test_a_class_collapsed_onto_one_point_raises_a_coverage_alert_only_for_that_
     (alert,) = coverage_alerts(rows, floor, ["face", "background"])
     assert alert.startswith("class 'background': coverage") and "floor" in alert
     assert per_class_chart(rows, floor, ["face", "background"])[:4] == b"\x89PNG"
+
+
+def test_featurize_reports_whether_its_feature_space_sees_blur_and_noise(featurized_digits):
+    """featurize/metrics.json: FID of blurred and of noised real images against the floor; not in config.json."""
+    from gan.sensitivity import blind_spot_warning, gaussian_blur
+
+    metrics = json.loads((featurized_digits.parent / "metrics.json").read_text())
+    floor = metrics["sensitivity/fid_floor"]
+    assert metrics["sensitivity/fid_blur"] > floor and metrics["sensitivity/fid_noise"] > floor
+    assert metrics["sensitivity/blur_ratio"] == pytest.approx(metrics["sensitivity/fid_blur"] / floor)
+    assert not [k for k in json.loads((featurized_digits / "config.json").read_text())["metrics"] if k.startswith("sensitivity")]
+    # the blur keeps a flat image flat and softens an edge; a blind space gets a warning naming the knobs
+    flat, edge = torch.full((1, 1, 8, 8), 0.3), torch.zeros(1, 1, 8, 8)
+    edge[..., 4:] = 1.0
+    assert torch.allclose(gaussian_blur(flat, 0.7), flat) and 0 < gaussian_blur(edge, 0.7)[0, 0, 0, 3] < 0.5
+    warning = blind_spot_warning({"sensitivity/fid_blur": 1.6, "sensitivity/fid_floor": 1.69, "sensitivity/blur_ratio": 0.95})
+    assert warning and "featurize.feature_dim" in warning and blind_spot_warning({**metrics, "sensitivity/blur_ratio": 3.0}) is None
