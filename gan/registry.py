@@ -599,7 +599,8 @@ def register_generator(
     spec = read_spec(generator_dir)
     same = version_with_weights(client, model_name, spec.get("weights_sha256"))
     if same is not None:
-        return duplicate_decision(client, model_name, metric, min_improvement, same), same
+        # read back by name and version: search results carry no aliases
+        return duplicate_decision(client, model_name, metric, min_improvement, same), client.get_model_version(model_name, str(same.version))
     champion_model = check_schema(client, model_name, spec, generator_dir, allow_schema_change)
     version = log_generator(
         generator_dir, model_name, params=params, metrics=metrics, tags={**tags, "weights_sha256": str(spec.get("weights_sha256", ""))},
