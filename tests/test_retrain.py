@@ -200,11 +200,11 @@ def test_retrain_from_a_data_registry_picks_up_a_new_version_and_fails_clearly_w
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "retrained")
 
-    # the registry goes away: one sentence, exit 1, nothing changed
+    # the registry goes away: one sentence, a non-zero exit (2, like every GanError), nothing changed
     lock, imported = (repo / "dvc.lock").read_bytes(), (repo / "data/raw/digits.dvc").read_bytes()
     shutil.move(registry, tmp_path / "moved")
     proc = subprocess.run([str(BIN / "gan"), "retrain"], cwd=repo, env=env_for(repo), capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 1 and proc.stdout == "", proc
+    assert proc.returncode == 2 and proc.stdout == "", proc
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith("error: the data registry behind data/raw/digits.dvc (") and str(registry) in line and line.endswith(".")
     assert (repo / "dvc.lock").read_bytes() == lock and (repo / "data/raw/digits.dvc").read_bytes() == imported
