@@ -622,9 +622,10 @@ def register_generator(
             decision = decide(metric, challenger.version, challenger_score, champion.version if champion else None, champion_score, min_improvement, unusable)
             apply_decision(client, model_name, decision)
     except BaseException:
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception), contextlib.redirect_stdout(io.StringIO()):
             client.set_terminated(version.run_id, "FAILED")
         raise
     client.log_dict(version.run_id, decision.as_dict(), "decision.json")
-    client.set_terminated(version.run_id, "FINISHED")
+    with contextlib.redirect_stdout(io.StringIO()):  # MLflow prints the run's URL again; the run already said it
+        client.set_terminated(version.run_id, "FINISHED")
     return decision, version
