@@ -251,6 +251,9 @@ class TrainConfig(_Section):
     max_failures: int = Field(2, ge=0)
     divergence_patience: int = Field(200, gt=0)
     storage_path: str = ".ray_storage"
+    # True: discard this config's checkpoints under storage_path and train from step 0
+    # (a param, so that `dvc exp run -S train.fresh=true` can drive it); False: resume
+    fresh: bool = False
     seed: int = Field(0, ge=0, le=SEED_MAX)
 
     @field_validator("diffaugment")
@@ -321,6 +324,8 @@ class TuneConfig(_Section):
 
 class RegisterConfig(_Section):
     model_name: str = Field("digits-gan", min_length=1)
+    # a registered name stands for one output schema; True lets a new schema replace the champion's
+    allow_schema_change: bool = False
     metric: str = Field("fid", description="the task's metric to gate on (gan.tasks.TASK_METRICS: generate fid | kid; detect auroc | average_precision; translate target_accuracy ...)")
     min_improvement: float = Field(0.0, ge=0.0, description="relative: challenger must beat the champion by this fraction")
     eval_samples: int = Field(1000, gt=0)

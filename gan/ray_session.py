@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 
 from gan import signals
 from gan.console import quiet_console
@@ -49,3 +50,40 @@ def init_ray(num_cpus: int | None = None, *, stream_worker_output: bool = False)
         logging.getLogger(name).setLevel(logging.WARNING)
     signals.reinstall()  # ray.init replaced the SIGTERM handler with sys.exit(15)
     return True
+
+# Ray-internal actors whose console output is noise to the user. PlacementGroupCleaner (Ray
+# Train V2) looks its controller up through the State API without an address; with a second
+# Ray instance on the machine that lookup raises "Found multiple active Ray instances" and
+# its monitor thread prints a ~25-line traceback. It is harmless (the thread only cleans up
+# after a crashed controller) and stays in Ray's log files.
+HIDDEN_ACTORS = frozenset({"PlacementGroupCleaner"})
+
+
+def without_actors(handler: Callable[[dict], None], actors: frozenset[str] = HIDDEN_ACTORS) -> Callable[[dict], None]:
+    """``handler`` for Ray's worker-log batches, minus the batches printed by ``actors``."""
+
+    def handle(data: dict) -> None:
+        if data.get("actor_name") not in actors:
+            handler(data)
+
+    handle.__wrapped__ = handler  # type: ignore[attr-defined]
+    return handle
+
+
+def hide_actor_output(actors: frozenset[str] = HIDDEN_ACTORS) -> bool:
+    """Keep ``actors``' output off this driver's console (``log_to_driver=True``); True when applied.
+
+    Wraps the handler Ray registers as ``ray_print_logs``; a Ray without that hook is left
+    alone (its output then shows, nothing breaks).
+    """
+    try:
+        from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
+    except ImportError:
+        return False
+    with dispatcher._lock:
+        found = False
+        for i, (name, handler) in enumerate(dispatcher.handlers):
+            if name == "ray_print_logs" and not hasattr(handler, "__wrapped__"):
+                dispatcher.handlers[i] = (name, without_actors(handler, actors))
+                found = True
+    return found

@@ -85,6 +85,30 @@ def raw_imports(root: Path) -> list[Path]:
     return found
 
 
+def import_source(dvc_file: Path) -> str:
+    """Where a ``dvc import`` came from: ``<repo url> <path>`` (or the URL of a ``dvc import-url``)."""
+    import yaml
+
+    dep = (yaml.safe_load(dvc_file.read_text()) or {}).get("deps", [{}])[0]
+    repo = dep.get("repo", {}).get("url")
+    return f"{repo} {dep.get('path', '')}".strip() if repo else str(dep.get("path", "?"))
+
+
+def update_import(root: Path, target: Path, log: TextIO) -> None:
+    """``dvc update`` one import; a data registry that cannot be reached fails in one sentence.
+
+    DVC leaves the import as it was when the update fails, so nothing has changed yet.
+    """
+    relative = str(target.relative_to(root))
+    try:
+        _run(["dvc", "update", relative], root, log)
+    except GanError:
+        raise GanError(
+            f"the data registry behind {relative} ({import_source(target)}) cannot be reached or read, so nothing was updated "
+            f"or retrained; check that the registry repository and its DVC remote are available (full log in {log.name})."
+        ) from None
+
+
 def has_remote(root: Path, log: TextIO) -> bool:
     """Whether the repo has a DVC remote to pull from."""
     return bool(_run(["dvc", "remote", "list"], root, log).strip())
@@ -105,6 +129,8 @@ def summary(root: Path, repro_output: str) -> str:
     if "register" not in ran:
         return f"retrain: ran {', '.join(ran)}; no new model to register; champion {name} v{champion} stays."
     ch, old = d.get("challenger_score"), d.get("champion_score")
+    if d.get("duplicate_of"):
+        return f"retrain: ran {', '.join(ran)}; the weights are those of {name} v{d['duplicate_of']}, so no new version; champion {name} v{champion} stays."
     if d.get("promoted"):
         was = f", was {old:.4g}" if isinstance(old, int | float) else " (first version)"
         return f"retrain: promoted {name} v{d.get('challenger_version')} to champion ({metric} {ch:.4g}{was})."
@@ -134,7 +160,7 @@ def retrain(root: Path, wait: float, pull: bool = True) -> str:
         with open(logs / f"retrain-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log", "a") as log:  # append: the commands write to it too
             if pull:
                 for target in raw_imports(root):
-                    _run(["dvc", "update", str(target.relative_to(root))], root, log)
+                    update_import(root, target, log)
                 if has_remote(root, log):
                     _run(["dvc", "pull", "--allow-missing"], root, log)
             out = _run(["dvc", "repro"], root, log)

@@ -66,7 +66,7 @@ def ensure_experiment(name: str) -> str:
         if exp is not None:
             return exp.experiment_id
         try:
-            return mlflow.create_experiment(name)
+            return mlflow.create_experiment(name, artifact_location=artifact_location(uri, name))
         except mlflow.exceptions.MlflowException:
             # another process created it between our lookup and create
             exp = mlflow.get_experiment_by_name(name)
@@ -75,6 +75,20 @@ def ensure_experiment(name: str) -> str:
             return exp.experiment_id
     except mlflow.exceptions.MlflowException as err:
         raise GanError(f"MLflow tracking server {redact(uri)} cannot be used ({_first_line(err)}); check MLFLOW_TRACKING_URI or start the server.") from None
+
+
+def artifact_location(uri: str, experiment: str) -> str | None:
+    """Where a new experiment of a SQLite store keeps its artifacts: ``mlruns/<experiment>`` beside the database.
+
+    MLflow's own default is ``./mlruns`` of whatever directory the process runs in, so a
+    store used from two places would scatter its artifacts (and a command run from the
+    project root would write into the project's ``mlruns/``). A server decides for itself
+    (``--artifacts-destination``), so other schemes keep MLflow's default (None).
+    """
+    if not uri.startswith("sqlite:///"):
+        return None
+    db = Path(uri.removeprefix("sqlite:///").split("?", 1)[0]).resolve()
+    return (db.parent / "mlruns" / experiment).as_uri()
 
 
 def git_commit(root: str | os.PathLike | None = None) -> str:
@@ -86,6 +100,14 @@ def git_commit(root: str | os.PathLike | None = None) -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return f"{sha}-dirty" if dirty else sha
+
+
+def source_tags(script: str, commit: str) -> dict[str, str]:
+    """MLflow's own source tags, so the UI shows where a run came from (the stage script and commit)."""
+    tags = {"mlflow.source.name": script, "mlflow.source.type": "LOCAL"}
+    if commit and commit != "unknown":
+        tags["mlflow.source.git.commit"] = commit.removesuffix("-dirty")
+    return tags
 
 
 def redact(uri: str) -> str:

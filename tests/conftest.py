@@ -7,6 +7,7 @@ uses the session-scoped ``ray_cluster`` fixture instead of starting its own.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,32 @@ os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# No test writes into the project's own MLflow store (ROOT/mlflow.db, ROOT/mlruns), nor
+# into a server a developer's MLFLOW_TRACKING_URI points at: a test that names no store
+# of its own (in process, in a stage subprocess, in a Ray worker started from here) gets
+# this throw-away one. tests/test_isolation.py checks the project's store after the suite.
+SESSION_STORE = Path(tempfile.mkdtemp(prefix="gan-tests-mlflow-"))
+SESSION_TRACKING_URI = f"sqlite:///{SESSION_STORE / 'mlflow.db'}"
+os.environ["MLFLOW_TRACKING_URI"] = SESSION_TRACKING_URI
+os.environ.pop("MLFLOW_REGISTRY_URI", None)
+PROJECT_STORE = ("mlflow.db", "mlruns", "mlartifacts")
+
+
+def store_state(root: Path = ROOT) -> dict[str, tuple[int, int]]:
+    """Every file of the MLflow store under ``root`` (``mlflow.db``, ``mlruns/``, ...) -> (size, mtime_ns); promotion locks too."""
+    paths = [root / name for name in PROJECT_STORE] + sorted(root.glob(".mlflow.db.*.lock"))
+    files = [f for p in paths for f in ([p] if p.is_file() else sorted(p.rglob("*")) if p.is_dir() else []) if f.is_file()]
+    return {str(f.relative_to(root)): (f.stat().st_size, f.stat().st_mtime_ns) for f in files}
+
+
+PROJECT_STORE_AT_START = store_state()
+
+
+def pytest_collection_modifyitems(config, items):
+    """The check that the suite left the project's MLflow store alone runs last."""
+    last = [item for item in items if item.nodeid.startswith("tests/test_isolation.py::test_suite_left")]
+    items[:] = [item for item in items if item not in last] + last
 
 
 @pytest.fixture(scope="session")

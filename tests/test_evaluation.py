@@ -198,7 +198,14 @@ def test_evaluate_stage_end_to_end(featurized, prepared_digits, tmp_path, mlflow
     assert run.data.metrics["fid"] == pytest.approx(metrics["fid"]) and "floor/fid" in run.data.metrics
     assert run.data.tags["git_commit"] and run.data.params["evaluate.num_samples"] == "200"
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
-    assert artifacts == {"metrics.json", "samples.png"}
+    assert artifacts == {"metrics.json", "per_class.json", "per_class.png", "samples.png"}
+    # headline figures only in metrics.json; per-class values, named, in per_class.json
+    assert not [k for k in metrics if k.rpartition("/")[2].isdigit()]
+    classes = json.loads((out / "per_class.json").read_text())["classes"]
+    assert [c["class"] for c in classes] == list(range(10)) and all("conditional_accuracy" in c for c in classes)
+    assert all({"recall", "coverage", "floor/recall", "floor/coverage"} <= set(c) for c in classes)
+    assert metrics["classes_below_floor"] == len(json.loads((out / "per_class.json").read_text())["alerts"])
+    assert run.info.status == "FINISHED" and run.data.tags["mlflow.source.name"] == "pipelines/evaluate.py"
 
 
 def _stage_error(capsys, main, argv: list[str]) -> str:
@@ -282,3 +289,42 @@ def test_inception_features_from_weights_on_disk(prepared_digits, featurized, tm
     weights.write_bytes(weights.read_bytes()[:1000] + b"changed")
     with pytest.raises(GanError, match="changed since featurize"):
         load_feature_net(out)
+
+
+def test_a_class_collapsed_onto_one_point_raises_a_coverage_alert_only_for_that_class():
+    """Global metrics can miss it; within the class, coverage falls far below its real-vs-real floor."""
+    from gan.evaluation import Embedding
+    from gan.per_class import coverage_alerts, per_class_chart, per_class_quality
+
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.arange(2).repeat_interleave(200)  # [400] classes 0, 1
+
+    def embedding(collapse: bool) -> Embedding:
+        x = torch.randn(400, 8, generator=gen) + 4 * labels[:, None].float()
+        if collapse:
+            x[labels == 1] = x[labels == 1].mean(0) + 0.01 * torch.randn(200, 8, generator=gen)  # one blob: the "background"
+        return Embedding(x, None, labels)
+
+    real, other_real, fake = embedding(False), embedding(False), embedding(True)
+    rows, floor = per_class_quality(real, fake, 2, nearest_k=5), per_class_quality(real, other_real, 2, nearest_k=5)
+    assert floor[1]["coverage"] > 0.8 and rows[0]["coverage"] > 0.8 and rows[1]["coverage"] < 0.2
+    (alert,) = coverage_alerts(rows, floor, ["face", "background"])
+    assert alert.startswith("class 'background': coverage") and "floor" in alert
+    assert per_class_chart(rows, floor, ["face", "background"])[:4] == b"\x89PNG"
+
+
+def test_featurize_reports_whether_its_feature_space_sees_blur_and_noise(featurized_digits):
+    """featurize/metrics.json: FID of blurred and of noised real images against the floor; not in config.json."""
+    from gan.sensitivity import blind_spot_warning, gaussian_blur
+
+    metrics = json.loads((featurized_digits.parent / "metrics.json").read_text())
+    floor = metrics["sensitivity/fid_floor"]
+    assert metrics["sensitivity/fid_blur"] > floor and metrics["sensitivity/fid_noise"] > floor
+    assert metrics["sensitivity/blur_ratio"] == pytest.approx(metrics["sensitivity/fid_blur"] / floor)
+    assert not [k for k in json.loads((featurized_digits / "config.json").read_text())["metrics"] if k.startswith("sensitivity")]
+    # the blur keeps a flat image flat and softens an edge; a blind space gets a warning naming the knobs
+    flat, edge = torch.full((1, 1, 8, 8), 0.3), torch.zeros(1, 1, 8, 8)
+    edge[..., 4:] = 1.0
+    assert torch.allclose(gaussian_blur(flat, 0.7), flat) and 0 < gaussian_blur(edge, 0.7)[0, 0, 0, 3] < 0.5
+    warning = blind_spot_warning({"sensitivity/fid_blur": 1.6, "sensitivity/fid_floor": 1.69, "sensitivity/blur_ratio": 0.95})
+    assert warning and "featurize.feature_dim" in warning and blind_spot_warning({**metrics, "sensitivity/blur_ratio": 3.0}) is None

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import compileall
 import json
+import re
+import shlex
 from pathlib import Path
 
 import pytest
 import yaml
 
-from .pipeline_repo import declared_outputs, dvc, ran, skipped, stage_names
+from .pipeline_repo import ROOT, declared_outputs, dvc, git, ran, skipped, stage_names
 
 pytestmark = pytest.mark.slow
 
@@ -79,13 +81,105 @@ def test_metrics_and_plots_show(tiny_pipeline, tmp_path):
     assert workspace["data"]["train/metrics.json"]["data"]["steps"] > 0
 
     plots = json.loads(dvc(repo, "plots", "show", "--json", "-o", str(tmp_path / "plots")))["data"]
-    expected = {"Loss curves", "Discriminator outputs", "Tuning search", "eval/samples.png", "tune/search.png"}
-    assert expected <= set(plots), sorted(plots)
-    for plot_id in ("Loss curves", "Discriminator outputs", "Tuning search"):
+    charts, images = ("Loss curves", "Discriminator outputs"), ("train/plots/losses.png", "train/plots/d_outputs.png", "eval/samples.png", "eval/per_class.png", "tune/search.png")
+    assert set(plots) == {*charts, *images}, sorted(plots)
+    y_labels = {"Loss curves": "loss", "Discriminator outputs": "mean sigmoid(D) (1 = judged real)"}
+    for plot_id in charts:
         (chart,) = plots[plot_id]
         assert chart["content"]["data"]["values"], f"plot {plot_id!r} has no data"
-    for plot_id in ("eval/samples.png", "tune/search.png"):
+        spec = json.dumps(chart["content"])  # the axis titles, wherever the template's layers put them
+        assert '"title": "training step"' in spec and f'"title": "{y_labels[plot_id]}"' in spec, plot_id
+    for plot_id in images:
         (image,) = plots[plot_id]
-        assert Path(image["url"]).stat().st_size > 0, image["url"]
+        assert Path(image["url"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", image["url"]
     assert "file://" in dvc(repo, "plots", "show", "-o", str(tmp_path / "html"))
-    assert (tmp_path / "html" / "index.html").stat().st_size > 0
+    page = (tmp_path / "html" / "index.html").read_text()
+    # the images are files beside the page (shown without a network), each exactly once
+    sources = re.findall(r'<img src="([^"]+)"', page)
+    for name in ("losses.png", "d_outputs.png", "samples.png", "per_class.png", "search.png"):
+        shown = [src for src in sources if src.endswith(name)]
+        assert len(shown) == 1, f"{name} is shown {len(shown)} times in the plots page: {sources}"
+        assert (tmp_path / "html" / shown[0]).stat().st_size > 0, shown[0]
+
+
+def test_headline_metrics_apart_from_per_class_detail_and_a_short_exp_show(tiny_pipeline):
+    """eval/metrics.json holds no per-class keys; the README's `dvc exp show` view is a few columns wide."""
+    repo, _ = tiny_pipeline
+    headline = json.loads((repo / "eval/metrics.json").read_text())
+    assert not [k for k in headline if k.rpartition("/")[2].isdigit()], sorted(headline)
+    assert len(headline) <= 25 and {"fid", "floor/fid", "kid", "recall", "coverage"} <= set(headline)
+    classes = json.loads((repo / "eval/per_class.json").read_text())["classes"]
+    assert [c["name"] for c in classes] == [str(k) for k in range(10)] and "conditional_accuracy" in classes[0]
+
+    readme = (ROOT / "README.md").read_text()
+    (command,) = [line.strip() for line in readme.splitlines() if line.strip().startswith(".venv/bin/dvc exp show")]
+    args = shlex.split(command)[1:]
+    header = dvc(repo, *args, "--no-pager", "--csv").splitlines()[0].split(",")  # csv: no cut to the terminal's width
+    assert set(header) == {"Experiment", "eval/metrics.json:fid", "eval/metrics.json:kid", "recall", "coverage",
+                           "train.steps", "train.lr_G", "train.lr_D"}, header  # fmt: skip
+
+
+def test_byte_identical_rerun_of_prepare_invalidates_nothing_downstream(tiny_pipeline):
+    """No wall-clock time in data/prepared/manifest.json or models/features/config.json."""
+    repo, _ = tiny_pipeline
+    manifest = (repo / "data/prepared/manifest.json").read_bytes()
+    assert "seconds" not in json.loads((repo / "models/features/config.json").read_text())["metrics"]
+    out = dvc(repo, "repro", "-f", "prepare")
+    assert ran(out) == {"prepare"}, out
+    assert (repo / "data/prepared/manifest.json").read_bytes() == manifest
+    assert json.loads((repo / "prepare/metrics.json").read_text())["seconds"] >= 0
+    assert "Data and pipelines are up to date." in dvc(repo, "status")
+
+
+def test_no_lock_or_store_file_lands_in_the_repository(tiny_pipeline):
+    """The promotion lock lives under the ignored mlruns/, not as a new file in the repository root."""
+    repo, _ = tiny_pipeline
+    tracked = git(repo, "ls-files").splitlines()
+    assert not [p for p in tracked if p.endswith(".lock") and p != "dvc.lock" or p.startswith(("mlruns/", "mlflow.db"))], tracked
+    untracked = [line[3:] for line in git(repo, "status", "--porcelain", "--untracked-files=all").splitlines() if line.startswith("??")]
+    assert not [p for p in untracked if p.endswith(".lock")], untracked
+
+
+def test_mlflow_runs_span_the_work_and_the_version_links_to_them(tiny_pipeline):
+    """From the registered version to the train and tune runs that made it; runs with real durations and sources."""
+    from mlflow import MlflowClient
+
+    repo, _ = tiny_pipeline
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    mv = client.get_model_version("digits-gan", "1")
+    assert len(mv.tags) <= 15, sorted(mv.tags)
+    train_run, tune_run = client.get_run(mv.tags["train_run_id"]), client.get_run(mv.tags["tune_run_id"])
+    assert mv.tags["train_run_id"] in mv.description and mv.tags["tune_run_id"] in mv.description
+    assert train_run.data.tags["stage"] == "train" and tune_run.data.tags["stage"] == "tune"
+    assert {"best.lr_G", "best.lr_D"} <= set(tune_run.data.params)
+    register_run = client.get_run(mv.run_id)
+    for run in (train_run, tune_run, register_run):
+        assert run.info.status == "FINISHED" and run.data.tags["mlflow.source.name"].startswith("pipelines/")
+    # each run spans the real work: it started before the first file the work wrote (Ray's
+    # storage of the training / the search), and register's ended after the scoring that
+    # follows the version's creation
+    for run, folder in ((train_run, train_run.data.tags["ray_run"]), (tune_run, tune_run.info.run_name)):
+        written = [p.stat().st_mtime * 1000 for p in (repo / ".ray_storage" / folder).rglob("*") if p.is_file()]
+        assert written and run.info.start_time < min(written) and run.info.end_time > max(written), folder
+    assert register_run.info.start_time <= mv.creation_timestamp < register_run.info.end_time
+
+
+def test_forced_train_reexports_the_finished_run_and_train_fresh_trains_again(tiny_pipeline):
+    """`dvc repro -f -s train` resumes the finished run: nothing trained, no throughput, byte-identical
+    outputs (so nothing downstream re-runs); `-S train.fresh=true` trains again from step 0."""
+    repo, _ = tiny_pipeline
+    steps = yaml.safe_load((repo / "params.yaml").read_text())["train"]["steps"]
+    generator = {p.name: p.read_bytes() for p in (repo / "models/generator").iterdir()}
+    out = dvc(repo, "repro", "-f", "-s", "train")  # -s: train alone (-f alone forces its upstream stages too)
+    assert ran(out) == {"train"}, out
+    forced = json.loads((repo / "train/metrics.json").read_text())
+    assert forced["steps"] == steps and forced["steps_trained"] == 0 and "throughput/img_s" not in forced
+    assert "nothing to train" in out
+    assert {p.name: p.read_bytes() for p in (repo / "models/generator").iterdir()} == generator
+    assert "Data and pipelines are up to date." in dvc(repo, "status")
+
+    out = dvc(repo, "exp", "run", "-S", "train.fresh=true")
+    fresh = json.loads((repo / "train/metrics.json").read_text())
+    assert "train" in ran(out) and fresh["steps_trained"] == steps and fresh["resumed_from_step"] == 0
+    assert fresh["throughput/img_s"] > 0
+    dvc(repo, "exp", "run", "-S", "train.fresh=false")  # leave the shared repo as it was

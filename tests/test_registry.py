@@ -27,7 +27,7 @@ import torch
 
 from gan.errors import GanError
 
-from .conftest import ROOT, write_params
+from .conftest import ROOT, SESSION_TRACKING_URI, write_params
 
 MODEL = "test-gan"
 IMAGE_SIZE, Z_DIM = 8, 16
@@ -45,6 +45,7 @@ def free_port() -> int:
 def venv_env(**extra: str) -> dict[str, str]:
     """The environment for child processes: this interpreter's bin first (uvicorn for `models serve`)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["MLFLOW_TRACKING_URI"] = SESSION_TRACKING_URI  # the test's own store when ``extra`` names one
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.update(extra)
     return env
@@ -174,17 +175,21 @@ def register(params: Path, model_dir: Path, eval_dir: Path, prepared: Path, feat
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, prepared_digits, featurized_digits):
-    """bad (v1), good (v2), bad again (v3) registered on one real server; yields paths and decisions."""
+    """bad (v1), good (v2), another bad (v3) registered on one real server, then good again
+    (identical weights: no v4); yields paths and decisions."""
     root = tmp_path_factory.mktemp("registry")
     params = write_params(root / "params.yaml", register={"model_name": MODEL, "eval_samples": 300, "min_improvement": 0.05})
     bad, bad_spec = make_generator(prepared_digits, fit_steps=0, arch="dcgan")
     good, good_spec = make_generator(prepared_digits, fit_steps=150)
+    bad2, bad2_spec = make_generator(prepared_digits, fit_steps=0, arch="dcgan", seed=1)
     with mlflow_server(root / "server") as uri, tracking(uri):
         bad_dir, bad_eval = export_and_evaluate(root, "bad", bad, bad_spec, prepared_digits, featurized_digits, params)
         good_dir, good_eval = export_and_evaluate(root, "good", good, good_spec, prepared_digits, featurized_digits, params)
+        bad2_dir, bad2_eval = export_and_evaluate(root, "bad2", bad2, bad2_spec, prepared_digits, featurized_digits, params)
+        runs = [(bad_dir, bad_eval), (good_dir, good_eval), (bad2_dir, bad2_eval), (good_dir, good_eval)]
         decisions = [
             register(params, model_dir, eval_dir, prepared_digits, featurized_digits, root / f"registry{i}" / "decision.json")
-            for i, (model_dir, eval_dir) in enumerate([(bad_dir, bad_eval), (good_dir, good_eval), (bad_dir, bad_eval)], start=1)
+            for i, (model_dir, eval_dir) in enumerate(runs, start=1)
         ]
         yield {"uri": uri, "root": root, "params": params, "decisions": decisions, "prepared": prepared_digits,
                "features": featurized_digits, "good_dir": good_dir, "good_eval": good_eval, "bad_dir": bad_dir}  # fmt: skip
@@ -196,7 +201,7 @@ def world(tmp_path_factory, prepared_digits, featurized_digits):
 def test_register_twice_better_becomes_champion_worse_stays_challenger(world):
     from mlflow import MlflowClient
 
-    first, better, worse = world["decisions"]
+    first, better, worse, again = world["decisions"]
     # the fitted generator really is better on this evaluation, by far more than min_improvement
     assert better["challenger_score"] < 0.5 * first["challenger_score"]
 
@@ -207,11 +212,15 @@ def test_register_twice_better_becomes_champion_worse_stays_challenger(world):
     # the champion was re-scored now, from the registry: v1 scored again equals v1's own score
     assert better["champion_score"] == pytest.approx(first["challenger_score"], rel=1e-6)
     assert worse["champion_score"] == pytest.approx(better["challenger_score"], rel=1e-6)
-    assert worse["challenger_score"] == pytest.approx(first["challenger_score"], rel=1e-6)
+    assert worse["challenger_score"] > better["challenger_score"]
+    # the good weights once more: recognised by their hash, no v4, aliases untouched
+    assert (again["duplicate_of"], again["challenger_version"], again["promoted"], again["champion_version"]) == ("2", "2", False, "2")
+    assert again["alias"] == "champion" and "weights identical to v2" in again["reason"]
 
     client = MlflowClient()
     assert client.get_model_version_by_alias(MODEL, "champion").version == "2"
     assert client.get_model_version_by_alias(MODEL, "challenger").version == "3"
+    assert sorted(int(mv.version) for mv in client.search_model_versions(f"name = '{MODEL}'")) == [1, 2, 3]
 
 
 def test_model_version_carries_metrics_params_commit_data_hash_grid_and_decision(world, tmp_path):
@@ -222,20 +231,53 @@ def test_model_version_carries_metrics_params_commit_data_hash_grid_and_decision
 
     mv = MlflowClient().get_model_version(MODEL, "3")
     tags = mv.tags
-    eval_metrics = json.loads((world["good_eval"].parent / "bad" / "metrics.json").read_text())
+    # a few tags per version (each is a row on the registered-model page); the rest is in the run
+    assert len(tags) <= 12, sorted(tags)
+    eval_metrics = json.loads((world["good_eval"].parent / "bad2" / "metrics.json").read_text())
     assert float(tags["eval/fid"]) == pytest.approx(eval_metrics["fid"])
-    assert json.loads(tags["params/train"]) == {"lr_G": 0.01}
-    assert json.loads(tags["params/tuned"]) == {"source": "test"}
     assert tags["data_hash"] == read_manifest(world["prepared"])["hash"]
     assert tags["git_commit"] and tags["git_commit"] == world["decisions"][2]["git_commit"]
-    assert tags["decision"] == "challenger" and tags["decision/champion_version"] == "2"
+    assert tags["decision"] == "challenger" and "champion v2" in tags["decision/reason"]
     assert float(tags["decision/challenger_score"]) == pytest.approx(world["decisions"][2]["challenger_score"])
-    assert float(tags["decision/champion_score"]) == pytest.approx(world["decisions"][2]["champion_score"])
     assert MlflowClient().get_model_version(MODEL, "2").tags["decision"] == "champion"
+    # the whole configs and the whole decision are JSON files of the register run, which spans the scoring
+    run = MlflowClient().get_run(mv.run_id)
+    settings = mlflow.artifacts.load_dict(f"runs:/{mv.run_id}/settings.json")
+    assert settings["train"] == {"lr_G": 0.01} and settings["tuned"] == {"source": "test"}
+    decision = mlflow.artifacts.load_dict(f"runs:/{mv.run_id}/decision.json")
+    assert decision["champion_version"] == "2" and decision["champion_score"] == pytest.approx(world["decisions"][2]["champion_score"])
+    assert run.info.status == "FINISHED" and run.info.end_time > run.info.start_time
+    assert run.data.tags["mlflow.source.name"] == "pipelines/register.py" and run.data.params["train.lr_G"] == "0.01"
     # the sample grid travels inside the model version itself
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{MODEL}/3", dst_path=str(tmp_path)))
-    assert (local / "artifacts" / "samples.png").read_bytes() == (world["good_eval"].parent / "bad" / "samples.png").read_bytes()
+    assert (local / "artifacts" / "samples.png").read_bytes() == (world["good_eval"].parent / "bad2" / "samples.png").read_bytes()
     assert not list(local.rglob("*.pkl")) and not list(local.rglob("python_model*"))  # nothing pickled
+
+
+def test_a_new_output_schema_is_refused_unless_opted_in(prepared_digits, tmp_path):
+    """A 16x16 challenger under an 8x8 champion's name: one sentence naming register.model_name, nothing registered."""
+    from mlflow import MlflowClient
+
+    from gan.export import save_generator
+    from gan.models import build_G
+    from gan.registry import register_generator
+
+    small, spec = make_generator(prepared_digits, fit_steps=0)
+    save_generator(small, spec, tmp_path / "small")
+    G_kwargs = {**spec["G_kwargs"], "out_shape": [1, 16, 16]}
+    save_generator(build_G("mlp", **G_kwargs).eval(), {**spec, "G_kwargs": G_kwargs, "image_size": 16}, tmp_path / "large")
+    manifest16 = {"channels": 1, "image_size": 16, "num_classes": spec["num_classes"]}
+    kw = dict(metric="fid", min_improvement=0.0, score=lambda model: 1.0, params={}, metrics={}, tags={})
+    with tracking(f"sqlite:///{tmp_path / 'mlflow.db'}"):
+        register_generator(tmp_path / "small", "schema-gan", manifest={**manifest16, "image_size": 8}, **kw)
+        with pytest.raises(GanError) as err:
+            register_generator(tmp_path / "large", "schema-gan", manifest=manifest16, **kw)
+        assert sorted(str(mv.version) for mv in MlflowClient().search_model_versions("name = 'schema-gan'")) == ["1"]
+        decision, version = register_generator(tmp_path / "large", "schema-gan", manifest=manifest16, allow_schema_change=True, **kw)
+    message = str(err.value)
+    assert "image_size 8 -> 16" in message and "register.model_name" in message and "register.allow_schema_change" in message
+    assert message.count(". ") == 0 and message.endswith(".") and "\n" not in message
+    assert decision.promoted and str(version.version) == "2"
 
 
 # ---------------------------------------------------------------- loading without the training code

@@ -80,7 +80,9 @@ def test_second_retrain_exits_75_and_a_waiting_one_queues(tiny_pipeline):
     logs_before = len(list((repo / "logs").glob("retrain-*.log"))) if (repo / "logs").exists() else 0
     version_before = int(json.loads((repo / "registry/decision.json").read_text())["challenger_version"])
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["evaluate"]["seed"] += 1  # evaluate, register and augment_eval run again: a retrain with work to do
+    # train and what follows run again with new weights: a retrain with a new version to register
+    # (a change that left the weights as they were would register nothing new)
+    params["train"]["seed"] += 1
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
     first = gan_retrain(repo)
@@ -126,3 +128,84 @@ def test_retrain_with_nothing_changed_prints_one_line(tiny_pipeline):
 
 def champion(decision: dict) -> str:
     return decision["challenger_version"] if decision["promoted"] else decision["champion_version"]
+
+
+# ---------------------------------------------------------------- a real data registry
+
+
+def make_data_registry(root: Path, per_class: int) -> Path:
+    """A git + DVC repo holding labelled PNGs (data/digits/<class>/*.png) pushed to a local-directory remote."""
+    from .pipeline_repo import dvc, git
+
+    registry = root / "data-registry"
+    registry.mkdir(parents=True)
+    git(registry, "init", "-q")
+    git(registry, "config", "user.email", "ci@example.com")
+    git(registry, "config", "user.name", "ci")
+    dvc(registry, "init", "-q")
+    dvc(registry, "remote", "add", "-d", "storage", str(root / "remote"))
+    add_images(registry, 0, per_class)
+    return registry
+
+
+def add_images(registry: Path, start: int, per_class: int) -> None:
+    """Write ``per_class`` more 8x8 digits per class as PNG (from sklearn's bundled set), then dvc add, commit and push."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    from .pipeline_repo import dvc, git
+
+    digits = load_digits()
+    for label in range(10):
+        folder = registry / "data" / "digits" / str(label)
+        folder.mkdir(parents=True, exist_ok=True)
+        rows = np.flatnonzero(digits.target == label)[start : start + per_class]
+        for row in rows:
+            Image.fromarray((digits.images[row] * 255 / 16).astype(np.uint8)).save(folder / f"{row:04d}.png")
+    dvc(registry, "add", "data/digits")
+    git(registry, "add", "-A")
+    git(registry, "commit", "-qm", f"digits {start}..{start + per_class} per class")
+    dvc(registry, "push")
+
+
+@pytest.mark.slow
+def test_retrain_from_a_data_registry_picks_up_a_new_version_and_fails_clearly_when_it_is_gone(tiny_pipeline, tmp_path):
+    """The recommended set-up of docs/retraining.md, end to end: `dvc import` from a git + DVC data registry
+    with a local-directory remote; new images committed and pushed there are what the next `gan retrain` trains on."""
+    import shutil
+
+    from .pipeline_repo import dvc, git
+
+    repo, _ = tiny_pipeline
+    registry = make_data_registry(tmp_path, per_class=20)
+    dvc(repo, "import", str(registry), "data/digits", "-o", "data/raw/digits")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["prepare"].update(source="image_folder", path="data/raw/digits")
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    dvc(repo, "repro")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "train on the data registry's digits")
+    assert json.loads((repo / "prepare/metrics.json").read_text())["train_images"] + json.loads((repo / "prepare/metrics.json").read_text())["val_images"] == 200
+
+    add_images(registry, 20, per_class=10)  # the registry's next version: 300 images
+    proc = subprocess.run([str(BIN / "gan"), "retrain"], cwd=repo, env=env_for(repo), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    (line,) = proc.stdout.strip().splitlines()
+    assert line.startswith(("retrain: promoted digits-gan v", "retrain: kept champion digits-gan v")), line
+    counts = json.loads((repo / "prepare/metrics.json").read_text())
+    assert counts["train_images"] + counts["val_images"] == 300
+    log = sorted((repo / "logs").glob("retrain-*.log"))[-1].read_text()
+    assert "$ dvc update data/raw/digits.dvc" in log and "Running stage 'prepare'" in log
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "retrained")
+
+    # the registry goes away: one sentence, a non-zero exit (2, like every GanError), nothing changed
+    lock, imported = (repo / "dvc.lock").read_bytes(), (repo / "data/raw/digits.dvc").read_bytes()
+    shutil.move(registry, tmp_path / "moved")
+    proc = subprocess.run([str(BIN / "gan"), "retrain"], cwd=repo, env=env_for(repo), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stdout == "", proc
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("error: the data registry behind data/raw/digits.dvc (") and str(registry) in line and line.endswith(".")
+    assert (repo / "dvc.lock").read_bytes() == lock and (repo / "data/raw/digits.dvc").read_bytes() == imported
+    shutil.move(tmp_path / "moved", registry)

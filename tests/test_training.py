@@ -336,6 +336,15 @@ def test_outputs_and_mlflow_run_from_a_checkpoint(prepared_digits, tmp_path, mlf
     assert written["steps"] == 4 and written["num_nodes"] == 1 and written["replica_weight_diff"] == 0.0
     assert {"loss/D", "loss/G", "throughput/img_s", "hyperparams", "resumed_from_step"} <= set(written)
     assert sorted(p.name for p in (tmp_path / "train" / "samples").iterdir()) == ["step-0000004.png"]
+    assert sorted(p.name for p in (tmp_path / "train" / "plots").iterdir()) == ["d_outputs.png", "losses.png"]
+    # the exported config.json holds no figure of this invocation (re-exporting changes no byte)
+    assert not {"wall_time_s", "throughput/img_s", "steps_trained"} & set(spec["metrics"]) and written["steps_trained"] == 4
+    # a finished run exported again trained nothing: no throughput, and the stage's line says so
+    again_metrics = final_metrics(ckpt, {"start_step": ckpt.step, "throughput/img_s": 999.0}, used, {"wall_time_s": 1.0})
+    assert again_metrics["steps_trained"] == 0 and "throughput/img_s" not in again_metrics
+    from gan.stages.train import train_line
+
+    assert "nothing to train" in train_line(again_metrics, "models/generator") and "img/s" not in train_line(again_metrics, "m")
 
     run = mlflow.MlflowClient(mlflow_sqlite).get_run(run_id)
     assert run.data.tags["git_commit"] == "abc" and run.data.tags["data_hash"] == manifest["hash"]
@@ -374,3 +383,49 @@ def test_stage_rejects_bad_params_before_ray_starts(prepared_digits, tmp_path, m
                     "--model-out", str(tmp_path / "gen"), "--tuned", str(tmp_path / "none.json")])
     assert calls == []
     assert not (tmp_path / "out").exists() and not (tmp_path / "gen").exists()
+
+
+def test_placement_problem_on_the_nodes_ray_reports():
+    from gan.stages.train import placement_problem
+
+    one, two = [{"CPU": 4.0}], [{"CPU": 4.0}, {"CPU": 2.0}]
+    assert "different node" in placement_problem("STRICT_SPREAD", 2, {"CPU": 1.0}, one)
+    assert placement_problem("STRICT_SPREAD", 2, {"CPU": 1.0}, two) is None
+    assert "1 node(s)" in placement_problem("STRICT_SPREAD", 2, {"CPU": 3.0}, two)  # the 2-CPU node cannot hold one
+    assert "one node" in placement_problem("STRICT_PACK", 3, {"CPU": 2.0}, two)
+    assert placement_problem("STRICT_PACK", 2, {"CPU": 2.0}, two) is None
+    assert placement_problem("PACK", 8, {"CPU": 1.0}, one) is None and placement_problem("SPREAD", 8, {"CPU": 1.0}, one) is None
+
+
+def test_strict_spread_on_a_single_node_ray_is_refused_before_training(ray_cluster, prepared_digits, tmp_path, mlflow_sqlite, monkeypatch):
+    """The session's one-node Ray: one sentence naming the key, at once, instead of a worker group that never starts."""
+    import gan.stages.train as stage
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    path = _write_params(tmp_path, num_workers=2, placement_strategy="STRICT_SPREAD", storage_path=str(tmp_path / "ray"))
+    with pytest.raises(ConfigError, match=r"train.placement_strategy = STRICT_SPREAD puts each of the 2 workers on a different node") as err:
+        stage.main(["--params", str(path), "--data", str(prepared_digits), "--out", str(tmp_path / "out"),
+                    "--model-out", str(tmp_path / "gen"), "--tuned", str(tmp_path / "none.json")])
+    assert "\n" not in str(err.value) and str(err.value).endswith(".")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "gen").exists() and not (tmp_path / "ray").exists()
+
+
+def test_ray_train_placement_group_cleaner_output_is_kept_off_the_console():
+    """Batches from Ray Train's PlacementGroupCleaner actor are dropped; every other worker's output passes."""
+    from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
+
+    from gan.ray_session import hide_actor_output
+
+    printed: list[str] = []
+    saved = list(dispatcher.handlers)  # a Ray this session connected to keeps its own handlers
+    dispatcher.handlers = []
+    dispatcher.add_handler("ray_print_logs", lambda data: printed.append(data["lines"][0]))
+    try:
+        assert hide_actor_output() is True
+        assert hide_actor_output() is False  # wrapped once only
+        dispatcher.emit({"actor_name": "PlacementGroupCleaner", "lines": ["ConnectionError: Found multiple active Ray instances"]})
+        dispatcher.emit({"actor_name": "RayTrainWorker", "lines": ["step 20/40 | loss/D 1.2"]})
+        dispatcher.emit({"task_name": "trial", "lines": ["a task's line"]})
+    finally:
+        dispatcher.handlers = saved
+    assert printed == ["step 20/40 | loss/D 1.2", "a task's line"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import json
 import math
@@ -76,6 +77,14 @@ def test_tune_stage_end_to_end_with_a_diverging_trial(tmp_path, ray_cluster, pre
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(parents) == 1 and len(children) == 4
+    (parent,) = parents
+    assert parent.info.run_name == best["search"] and parent.info.status == "FINISHED"
+    assert float(parent.data.params["best.lr_G"]) == best["config"]["lr_G"] and float(parent.data.params["best.lr_D"]) == best["config"]["lr_D"]
+    files = {f.path for f in mlflow.MlflowClient().list_artifacts(parent.info.run_id)}
+    assert {"search.png", "trials.csv", "best.json"} <= files, files
+    # the run spans the search: it started before the first trial run was created
+    assert parent.info.start_time < min(c.info.start_time for c in children) and parent.info.end_time >= max(c.info.end_time for c in children)
+    assert {c.data.tags["status"] for c in children} == {"completed", "failed"}
     # re-running the same search restores it (Tuner.restore) and trains nothing new
     p = load_params(params)
     again = run_search(p, str(prepared_digits), str(featurized_digits), json.loads((prepared_digits / "manifest.json").read_text())["hash"])
@@ -109,3 +118,10 @@ def test_the_search_space_holds_the_tasks_learning_rates():
     assert len(grid_points(cfg, ("lr_G", "lr_D"))) == 9 and len(grid_points(cfg, ("lr_D",))) == 9  # 3 x 3, or 9 on one axis
     with pytest.raises(ConfigError, match=r"tune.lr_E range"):
         learning_rate_ranges(cfg, ("lr_G", "lr_E"))
+
+
+def test_trials_stopped_early_by_asha_are_shown_as_stopped():
+    rows = [{"trial_id": "a", "status": "completed", "steps": 20}, {"trial_id": "b", "status": "completed", "steps": 60},
+            {"trial_id": "c", "status": "failed", "steps": 5}]  # fmt: skip
+    assert [tune_stage.shown_status(r, max_steps=60) for r in rows] == ["stopped", "completed", "failed"]
+    assert [r["status"] for r in csv.DictReader(io.StringIO(tune_stage.trials_csv(rows, 60)))] == ["stopped", "completed", "failed"]

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from typing import Any
 
 import numpy as np
@@ -44,7 +43,6 @@ def prepare_dataset(cfg: PrepareConfig, out_dir: str | os.PathLike, progress: bo
         from gan.data.pairs import prepare_pairs
 
         return prepare_pairs(cfg, out_dir)
-    start = time.perf_counter()
     ignored: list[dict[str, str]] = []
     items, class_names = list_source(cfg, ignored)
     labelled = _labelled(items)
@@ -98,7 +96,8 @@ def prepare_dataset(cfg: PrepareConfig, out_dir: str | os.PathLike, progress: bo
             "skipped": skipped,
             "ignored": ignored,
             **({"anomaly": _anomaly_entry(anomaly, counts)} if anomaly is not None else {}),
-            "seconds": round(time.perf_counter() - start, 3),
+            # no wall-clock time here: the manifest is a dependency of every later stage, so
+            # it must be the same bytes for the same data and params (the stage times itself)
         }
         if cfg.source in DOMAIN_SOURCES:  # the translate task's data: labels are domains
             manifest["domains"] = class_names

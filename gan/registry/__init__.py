@@ -45,6 +45,7 @@ from gan.registry.promotion import (
 )
 from gan.registry.uris import ModelRef, aliases, load_model, parse_model_uri, resolve_model
 from gan.registry.versions import (
+    EXPERIMENT,
     flatten,
     log_generator,
     numeric_metrics,
@@ -53,7 +54,7 @@ from gan.registry.versions import (
 )
 
 __all__ = [
-    "CHALLENGER", "CHAMPION", "GAN_SRC", "MODEL_ARTIFACT_NAME", "MODEL_CODE_ENTRIES", "MODEL_FILE", "TRAINING_SIDE",
+    "CHALLENGER", "CHAMPION", "EXPERIMENT", "GAN_SRC", "MODEL_ARTIFACT_NAME", "MODEL_CODE_ENTRIES", "MODEL_FILE", "TRAINING_SIDE",
     "Decision", "ModelRef", "aliases", "apply_decision", "current_champion", "decide", "decision_tags", "flatten",
     "gan_imports", "incompatibility", "load_model", "lock_path", "log_generator", "model_code_files", "module_path",
     "numeric_metrics", "parse_model_uri", "pip_requirements", "promotion_lock", "register_generator", "resolve_model",

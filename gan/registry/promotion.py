@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from gan.registry.uris import ModelRef
+from gan.errors import GanError
+from gan.registry.uris import ModelRef, load_model
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
@@ -96,6 +97,50 @@ def incompatibility(spec: Mapping[str, Any], manifest: Mapping[str, Any]) -> str
     return None
 
 
+SCHEMA_KEYS = ("task", "channels", "image_size", "num_classes", "class_names")
+
+
+def output_schema(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """What a downstream job loading the model gets: task, image shape, classes (config.json fields)."""
+    return {
+        "task": str(spec.get("task", "generate")),  # generators exported before tasks existed generate
+        "channels": int(spec["channels"]),
+        "image_size": int(spec["image_size"]),
+        "num_classes": int(spec.get("num_classes", 0)),
+        "class_names": [str(c) for c in spec.get("class_names") or []],
+    }
+
+
+def schema_change(champion: Mapping[str, Any], challenger: Mapping[str, Any]) -> str | None:
+    """``"channels 1 -> 3, image_size 16 -> 32"`` when the two specs' output schemas differ, else None."""
+    old, new = output_schema(champion), output_schema(challenger)
+    changes = []
+    for key in SCHEMA_KEYS:
+        if old[key] != new[key]:
+            if key == "class_names":
+                changes.append(f"class names {_short(old[key])} -> {_short(new[key])}")
+            else:
+                changes.append(f"{key} {old[key]} -> {new[key]}")
+    return ", ".join(changes) or None
+
+
+def _short(names: list[str]) -> str:
+    return "[" + ", ".join(names[:4]) + (", ..." if len(names) > 4 else "") + "]"
+
+
+def version_with_weights(client: Any, name: str, weights_sha256: str | None) -> Any | None:
+    """The registered version of ``name`` whose weights have this hash (its ``weights_sha256`` tag), or None."""
+    if not weights_sha256:
+        return None
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = client.search_model_versions(f"name = '{name}' and tags.weights_sha256 = '{weights_sha256}'")
+    except MlflowException:
+        return None  # no such registered model yet
+    return min(found, key=lambda mv: int(mv.version)) if found else None
+
+
 def current_champion(client: Any, name: str) -> ModelRef | None:
     """The version holding the ``champion`` alias, or None (no model or no alias yet)."""
     from mlflow.exceptions import MlflowException
@@ -110,15 +155,16 @@ def current_champion(client: Any, name: str) -> ModelRef | None:
 def lock_path(name: str, uri: str) -> Path:
     """Where the promotion lock of model ``name`` in the store ``uri`` lives.
 
-    Beside the database for a SQLite store (every process using that file sees it);
-    in the temporary directory for a server, keyed by the server's address (without
-    credentials) and the model name.
+    For a SQLite store, in ``mlruns/.locks/`` beside the database (every process using that
+    file sees it; in a project that folder is ignored, not a new file in the repository
+    root); in the temporary directory for a server, keyed by the server's address
+    (without credentials) and the model name.
     """
     from gan.tracking import redact
 
     if uri.startswith("sqlite:///"):
         db = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
-        return db.parent / f".{db.name}.{hashlib.sha256(name.encode()).hexdigest()[:12]}.promote.lock"
+        return db.parent / "mlruns" / ".locks" / f"{db.name}.{hashlib.sha256(name.encode()).hexdigest()[:12]}.promote.lock"
     key = hashlib.sha256(f"{redact(uri)}\n{name}".encode()).hexdigest()[:16]
     return Path(tempfile.gettempdir()) / "gan-registry-locks" / f"{key}.lock"
 
@@ -148,6 +194,47 @@ def promotion_lock(name: str, uri: str | None = None) -> Iterator[Path]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
+def check_schema(client: Any, name: str, spec: Mapping[str, Any], generator_dir: str | Path, allow: bool) -> tuple[str, Any] | None:
+    """Refuse a generator whose output schema differs from ``name``'s champion; return ``(version, loaded champion)``.
+
+    Every downstream job loading ``models:/<name>@champion`` expects one kind of image:
+    a model trained on another data set must get its own name, not silently take over.
+    """
+    champion = current_champion(client, name)
+    if champion is None:
+        return None
+    model = load_model(champion)
+    change = schema_change(model.spec, spec)
+    if change and not allow:
+        raise GanError(
+            f"{generator_dir} makes different output than {name}@champion v{champion.version} ({change}), and jobs loading "
+            f"models:/{name}@champion expect the champion's; set register.model_name to a new name for this data, "
+            f"or register.allow_schema_change: true to replace it on purpose."
+        )
+    return champion.version, model
+
+
+def duplicate_decision(client: Any, name: str, metric: str, min_improvement: float, same: Any) -> Decision:
+    """The decision when the weights are already registered as version ``same``: no new version, no alias moved."""
+    champion = current_champion(client, name)
+    recorded = same.tags.get("decision/challenger_score", "")
+    try:
+        score = float(recorded)
+    except ValueError:
+        score = math.nan
+    return Decision(
+        promoted=False,
+        reason=f"weights identical to v{same.version} (weights_sha256 {str(same.tags.get('weights_sha256'))[:12]}); no new version registered",
+        metric=metric,
+        challenger_version=str(same.version),
+        challenger_score=score,
+        champion_version=champion.version if champion else None,
+        champion_score=None,
+        min_improvement=min_improvement,
+        duplicate_of=str(same.version),
+    )
+
+
 def apply_decision(client: Any, name: str, decision: Decision) -> None:
     """Set ``challenger`` (always) and ``champion`` (when promoted); record the decision as version tags."""
     version = decision.challenger_version
@@ -159,13 +246,9 @@ def apply_decision(client: Any, name: str, decision: Decision) -> None:
 
 
 def decision_tags(decision: Decision) -> dict[str, str]:
-    """Model-version tags describing the decision (tags are strings; None becomes '')."""
+    """The few model-version tags describing the decision; the whole of it is the register run's decision.json."""
     return {
         "decision": "champion" if decision.promoted else "challenger",
-        "decision/reason": decision.reason,
-        "decision/metric": decision.metric,
+        "decision/reason": decision.reason,  # names the metric, both scores and the champion version
         "decision/challenger_score": repr(decision.challenger_score),
-        "decision/champion_score": "" if decision.champion_score is None else repr(decision.champion_score),
-        "decision/champion_version": decision.champion_version or "",
-        "decision/min_improvement": repr(decision.min_improvement),
     }

@@ -20,10 +20,13 @@ from gan.registry.code import MODEL_ARTIFACT_NAME, MODEL_FILE, stage_model_code
 from gan.registry.promotion import (
     Decision,
     apply_decision,
+    check_schema,
     current_champion,
     decide,
+    duplicate_decision,
     incompatibility,
     promotion_lock,
+    version_with_weights,
 )
 from gan.registry.uris import ModelRef, load_model
 
@@ -71,6 +74,9 @@ def _registry_notes_hidden() -> Iterator[None]:
         raise
 
 
+EXPERIMENT = "gan-register"  # where versions are logged unless the caller names an experiment
+
+
 def log_generator(
     generator_dir: str | Path,
     model_name: str,
@@ -83,13 +89,18 @@ def log_generator(
     experiment_id: str | None = None,
     run_name: str = "register",
     created: dict[str, str] | None = None,
+    run_tags: Mapping[str, str] | None = None,
+    run_json: Mapping[str, Any] | None = None,
+    description: str | None = None,
 ) -> Any:
     """Log ``generator_dir`` as a pyfunc model in a new run, register it; return the ModelVersion.
 
-    ``params`` go to the run and the logged model, ``metrics`` to both and (as strings) to
-    the version's tags, ``tags`` to the run and the version, ``version_tags`` (long values
-    such as whole configs as JSON) to the version only, ``artifacts`` (e.g. the sample
-    grid) to the run and into the model itself, so they travel with the version.
+    ``params`` go to the run and the logged model, ``metrics`` to both, ``tags`` to the run
+    and the version, ``version_tags`` to the version only and ``run_tags`` to the run only.
+    A version carries a few tags (each is a row of the registered-model page); whole
+    configs go to the run as JSON files (``run_json``: file name -> value). ``artifacts``
+    (e.g. the sample grid) go to the run and into the model itself, so they travel with
+    the version. ``description`` (markdown) is the version's; by default it names the run.
     ``created`` receives ``run_id`` and ``model_id`` as soon as they exist, so that a
     caller can remove them when a later step fails (:func:`roll_back`).
     """
@@ -100,15 +111,20 @@ def log_generator(
     from gan.export import read_spec
     from gan.inference import inference_module, inference_name
     from gan.mlflow_model import GENERATOR_ARTIFACT
+    from gan.tracking import ensure_experiment
 
     spec = read_spec(generator_dir)
+    # not MLflow's "Default" experiment: its artifacts would land in ./mlruns of the caller
+    experiment_id = experiment_id or ensure_experiment(EXPERIMENT)
     extra = {k: str(v) for k, v in (artifacts or {}).items()}
     str_params = {k: _param_value(v) for k, v in params.items()}
     with tempfile.TemporaryDirectory(prefix="gan-model-code-") as tmp, mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
         if created is not None:
             created["run_id"] = run.info.run_id
-        mlflow.set_tags(dict(tags))
+        mlflow.set_tags({**tags, **(run_tags or {})})
         _log_params(str_params)
+        for name, value in (run_json or {}).items():
+            mlflow.log_dict(value, name)
         for path in extra.values():
             mlflow.log_artifact(path)
         with _registry_notes_hidden():
@@ -133,9 +149,7 @@ def log_generator(
     version = str(info.registered_model_version)
     for key, value in {**tags, **(version_tags or {})}.items():
         client.set_model_version_tag(model_name, version, key, value)
-    for key, value in metrics.items():
-        client.set_model_version_tag(model_name, version, key, repr(value))
-    client.update_model_version(model_name, version, description=f"{spec['task']} model ({', '.join(e['network'] for e in spec['networks'].values())}) from run {run_id}")
+    client.update_model_version(model_name, version, description=description or f"{spec['task']} model ({', '.join(e['network'] for e in spec['networks'].values())}) from run {run_id}")
     return client.get_model_version(model_name, version)
 
 
@@ -170,6 +184,8 @@ def register_generator(
     artifacts: Mapping[str, str | Path] | None = None,
     experiment_id: str | None = None,
     lower_is_better: bool = True,
+    allow_schema_change: bool = False,
+    log_options: Mapping[str, Any] | None = None,
 ) -> tuple[Decision, Any]:
     """Register a new version, score it and the current champion with ``score``, apply the decision.
 
@@ -178,16 +194,39 @@ def register_generator(
     ``score(model)`` evaluates a loaded TaskModel on the current validation data and
     returns ``metric`` (lower is better unless ``lower_is_better`` is false, as for PSNR); it is called on the new version and on the
     champion, both loaded back from the registry, so both are scored the same way now.
+
+    Before anything is registered: weights identical to a registered version's (by
+    ``weights_sha256``) add no version (the decision names that version, aliases stay);
+    a model whose output schema differs from the champion's is refused unless
+    ``allow_schema_change`` (``register.allow_schema_change``). ``log_options`` are passed
+    on to :func:`log_generator` (``run_tags``, ``run_json``, ``description``). The register
+    run spans the scoring and the decision (its end time and status are theirs), and
+    holds ``decision.json``.
     """
     from mlflow import MlflowClient
 
+    from gan.export import read_spec
+
     client = MlflowClient()
+    spec = read_spec(generator_dir)
+    same = version_with_weights(client, model_name, spec.get("weights_sha256"))
+    if same is not None:
+        # read back by name and version: search results carry no aliases
+        return duplicate_decision(client, model_name, metric, min_improvement, same), client.get_model_version(model_name, str(same.version))
+    champion_model = check_schema(client, model_name, spec, generator_dir, allow_schema_change)
+    tags = {**tags, "weights_sha256": str(spec.get("weights_sha256", ""))}
     aliases_before = alias_snapshot(client, model_name)
     created: dict[str, str] = {}
     try:
-        return _register_and_decide(client, generator_dir, model_name, metric, min_improvement, score, manifest, created,
-                                    lower_is_better, params=params, metrics=metrics, tags=tags, version_tags=version_tags, artifacts=artifacts,
-                                    experiment_id=experiment_id)  # fmt: skip
+        decision, version = _register_and_decide(
+            client, generator_dir, model_name, metric, min_improvement, score, manifest, created, lower_is_better, champion_model,
+            params=params, metrics=metrics, tags=tags, version_tags=version_tags, artifacts=artifacts, experiment_id=experiment_id,
+            **(log_options or {}),
+        )  # fmt: skip
+        client.log_dict(version.run_id, decision.as_dict(), "decision.json")
+        with contextlib.redirect_stdout(io.StringIO()):  # MLflow prints the run's URL again; the run already said it
+            client.set_terminated(version.run_id, "FINISHED")
+        return decision, version
     except BaseException as err:
         # a half-made version must not stay behind: consumers of the registry would find a
         # version without its decision, or an alias pointing at it
@@ -271,6 +310,7 @@ def _register_and_decide(
     manifest: Mapping[str, Any],
     created: dict[str, str],
     lower_is_better: bool,
+    champion_model: tuple[str, Any] | None,
     **log_kwargs: Any,
 ) -> tuple[Decision, Any]:
     """The steps of :func:`register_generator` that write to the registry, in order."""
@@ -283,7 +323,8 @@ def _register_and_decide(
         champion = current_champion(client, model_name)
         champion_score, unusable = None, None
         if champion is not None:
-            model = load_model(champion)
+            # the champion check_schema loaded, when it is still the champion
+            model = champion_model[1] if champion_model and champion_model[0] == champion.version else load_model(champion)
             unusable = incompatibility(model.spec, manifest)
             champion_score = None if unusable else float(score(model))
         decision = decide(metric, challenger.version, challenger_score, champion.version if champion else None, champion_score, min_improvement, unusable, lower_is_better)

@@ -1,4 +1,4 @@
-"""The evaluate stage: models/generator/ -> eval/metrics.json + eval/samples.png (and one MLflow run).
+"""The evaluate stage: models/generator/ -> eval/metrics.json, eval/per_class.json, eval/samples.png (and one MLflow run).
 
     python pipelines/evaluate.py               # reads the evaluate: section of params.yaml
     dvc repro evaluate
@@ -16,18 +16,21 @@ experiment, tagged with the git commit.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from gan.atomic import atomic_write_json
+from gan.atomic import atomic_write_bytes, atomic_write_json
 from gan.config import load_params
-from gan.data import read_manifest
+from gan.data import load_split, read_manifest
 from gan.errors import GanError
 from gan.export import load_networks
 from gan.features import FeatureNet, load_feature_net
 from gan.grid import save_grid
 from gan.paths import check_outputs
+from gan.per_class import class_report, coverage_alerts, per_class_chart
 from gan.stages import stage_parser
 from gan.tasks import make_task
 from gan.tasks.base import EvalSettings
@@ -59,30 +62,84 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = EvalSettings(num_samples=cfg.num_samples, seed=cfg.seed, batch_size=cfg.batch_size, nearest_k=cfg.nearest_k,
                             kid_subset_size=cfg.kid_subset_size)  # fmt: skip
-    metrics = task.evaluate(nets, feature_net, data, settings)
-    floor = task.real_floor(feature_net, data, settings)
-    result = combine(metrics, floor)
-    result["num_samples"] = cfg.num_samples
+    # the MLflow run spans the measuring (its duration is the real one); an error ends it FAILED
+    with mlflow_run(cfg.model_dump(), spec) as run_id:
+        metrics = task.evaluate(nets, feature_net, data, settings)
+        floor = task.real_floor(feature_net, data, settings)
+        result = combine(metrics, floor)
+        result["num_samples"] = cfg.num_samples
 
-    images, nrow = task.grid(nets, seed=cfg.seed)
-    save_grid(images, out / "samples.png", nrow)
-    atomic_write_json(out / "metrics.json", result)
-    run_id = log_to_mlflow(result, [out / "metrics.json", out / "samples.png"], cfg.model_dump(), spec)
+        class_names = list(spec.get("class_names") or [])
+        headline, per_class = split_per_class(result, class_names)
+        alerts: list[str] = []
+        artifacts = [out / "metrics.json", out / "per_class.json", out / "samples.png", out / "per_class.png"]
+        G = nets.get("G")
+        if task.name == "generate" and G is not None and int(getattr(G, "num_classes", 0)) and manifest.get("labelled"):
+            # within each class: the blind spot of the global metrics (a class collapsed onto
+            # its background still counts as "covered" by mode_coverage)
+            train_x, train_y = load_split(data, "train")
+            val_x, val_y = load_split(data, "val")
+            rows, floor_rows = class_report(G, feature_net, train_x, train_y, val_x, val_y, cfg.num_samples, cfg.seed, cfg.batch_size, cfg.nearest_k)
+            alerts = coverage_alerts(rows, floor_rows, class_names)
+            per_class = add_class_quality(per_class, rows, floor_rows, alerts)
+            headline["classes_below_floor"] = len(alerts)
+            atomic_write_bytes(out / "per_class.png", per_class_chart(rows, floor_rows, class_names))
+        else:
+            atomic_write_bytes(out / "per_class.png", per_class_chart([], [], []))
+        images, nrow = task.grid(nets, seed=cfg.seed)
+        save_grid(images, out / "samples.png", nrow)
+        atomic_write_json(out / "per_class.json", per_class)
+        atomic_write_json(out / "metrics.json", headline)
+        log_results(headline, artifacts)
     if all(k in result for k in ("fid", "floor/fid", "kid", "precision", "recall")):  # the generate task's line
         summary = (f"fid {result['fid']:.3f} (floor {result['floor/fid']:.3f}), kid {result['kid']:.4f}, "
                    f"precision {result['precision']:.3f}, recall {result['recall']:.3f}")  # fmt: skip
     else:  # any other task: its primary metric, beside its floor where the task has one
         primary = task.metric.primary
-        floor = f" (floor {result[f'floor/{primary}']:.3f})" if f"floor/{primary}" in result else ""
+        floor_text = f" (floor {result[f'floor/{primary}']:.3f})" if f"floor/{primary}" in result else ""
         others = ", ".join(f"{k} {result[k]:.4g}" for k in task.metric.names if k != primary and k in result)
-        summary = f"{primary} {result.get(primary, float('nan')):.3f}{floor}" + (f", {others}" if others else "")
+        summary = f"{primary} {result.get(primary, float('nan')):.3f}{floor_text}" + (f", {others}" if others else "")
     print(f"evaluate: {summary} -> {out} (MLflow run {run_id}) in {time.perf_counter() - start:.1f}s")
+    for alert in alerts[:3]:
+        print(f"evaluate: alert: {alert} (see {out / 'per_class.png'})")
+    if len(alerts) > 3:
+        print(f"evaluate: alert: {len(alerts) - 3} more classes below half their coverage floor (eval/per_class.json lists them all)")
     return 0
 
 
 def combine(metrics: dict[str, float], floor: dict[str, float]) -> dict[str, float]:
     """The generator's metrics with the floor of each beside it as ``floor/<name>``."""
     return {**metrics, **{f"floor/{k}": v for k, v in floor.items() if k in metrics}}
+
+
+def split_per_class(result: dict[str, float], class_names: list[str]) -> tuple[dict[str, float], dict[str, Any]]:
+    """``(headline, per_class)``: keys ending in a class index (``conditional_accuracy/3``,
+    ``floor/conditional_accuracy/3``) move to ``{"classes": [{"class": 3, "name": "3", ...}]}``.
+
+    Flattened per-class values made eval/metrics.json 90+ keys wide, which buried the
+    FID in `dvc metrics show` and `dvc exp show`.
+    """
+    headline: dict[str, float] = {}
+    rows: dict[int, dict[str, Any]] = {}
+    for key, value in result.items():
+        metric, _, last = key.rpartition("/")
+        if metric and last.isdigit():
+            k = int(last)
+            row = rows.setdefault(k, {"class": k, "name": class_names[k] if k < len(class_names) else str(k)})
+            row[metric] = value
+        else:
+            headline[key] = value
+    return headline, {"classes": [rows[k] for k in sorted(rows)]}
+
+
+def add_class_quality(per_class: dict[str, Any], rows: list[dict[str, Any]], floor: list[dict[str, Any]], alerts: list[str]) -> dict[str, Any]:
+    """per_class.json with each class's recall and coverage beside its floor, and the alert sentences."""
+    classes = {c["class"]: dict(c) for c in per_class["classes"]}
+    for k, (row, base) in enumerate(zip(rows, floor, strict=True)):
+        entry = classes.setdefault(k, {"class": k, "name": str(k)})
+        entry.update(recall=row["recall"], coverage=row["coverage"], samples=int(row["fake"]), real=int(row["real"]))
+        entry.update({"floor/recall": base["recall"], "floor/coverage": base["coverage"]})
+    return {"classes": [classes[k] for k in sorted(classes)], "alerts": alerts}
 
 
 def _check_compatible(spec: dict[str, Any], feature_net: FeatureNet, image_shape: tuple[int, ...], model: str, features: str, data: Path) -> None:
@@ -95,18 +152,28 @@ def _check_compatible(spec: dict[str, Any], feature_net: FeatureNet, image_shape
         raise GanError(f"{model} generates {gen} images but {features} expects {want}; re-run train on the current prepared data (dvc repro train).")
 
 
-def log_to_mlflow(metrics: dict[str, float], artifacts: list[Path], settings: dict[str, Any], spec: dict[str, Any]) -> str:
-    """One run in the ``gan-evaluate`` experiment of :func:`gan.tracking.tracking_uri`; returns its id."""
+@contextlib.contextmanager
+def mlflow_run(settings: dict[str, Any], spec: dict[str, Any]) -> Iterator[str]:
+    """One run in the ``gan-evaluate`` experiment of :func:`gan.tracking.tracking_uri` around the work; yields its id."""
     import mlflow
 
-    from gan.tracking import ensure_experiment, git_commit
+    from gan.tracking import ensure_experiment, git_commit, source_tags
 
     experiment_id = ensure_experiment(EXPERIMENT)
-    tags = {"git_commit": git_commit(), "stage": "evaluate", "task": str(spec["task"]), "generator_arch": str(spec.get("arch"))}
+    commit = git_commit()
+    tags = {"git_commit": commit, "stage": "evaluate", "task": str(spec["task"]), "generator_arch": str(spec.get("arch")),
+            **source_tags("pipelines/evaluate.py", commit)}  # fmt: skip
+    if spec.get("mlflow_run_id"):
+        tags["train_run_id"] = str(spec["mlflow_run_id"])
     with mlflow.start_run(experiment_id=experiment_id, run_name="evaluate", tags=tags) as run:
         mlflow.log_params({f"evaluate.{k}": v for k, v in settings.items()})
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
-        for path in artifacts:
-            mlflow.log_artifact(str(path))
-        return run.info.run_id
+        yield run.info.run_id
 
+
+def log_results(metrics: dict[str, float], artifacts: list[Path]) -> None:
+    """The headline metrics and the output files, into the active run."""
+    import mlflow
+
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, int | float)})
+    for path in artifacts:
+        mlflow.log_artifact(str(path))

@@ -5,7 +5,9 @@
 
 Trains the small domain network that defines the metrics' feature space (a
 classifier when the prepared data has labels, an autoencoder otherwise) on the
-training split and reports its validation accuracy/loss. With
+training split and reports its validation accuracy/loss, and how far real images
+blurred by 0.7 px or noised move FID above the real-vs-real floor (featurize/metrics.json,
+``sensitivity/*``), with a warning line when blur barely moves it. With
 ``featurize.inception_weights`` set, Inception-v3 features from those weights on disk
 are recorded too (checked here so a bad file fails now, not at evaluation).
 """
@@ -19,12 +21,14 @@ from gan.config import load_params
 from gan.data import load_split, read_manifest
 from gan.features import (
     file_sha256,
+    load_feature_net,
     load_inception,
     resolve_inception_weights,
     save_feature_net,
     train_feature_net,
 )
 from gan.paths import check_outputs
+from gan.sensitivity import BLUR_SIGMA, NOISE_STD, blind_spot_warning, sensitivity
 from gan.stages import stage_parser
 
 
@@ -49,15 +53,27 @@ def main(argv: list[str] | None = None) -> int:
         "class_names": list(manifest.get("class_names") or []),
         "data_hash": manifest.get("hash"),
         "settings": cfg.model_dump(),
-        "metrics": metrics,
+        # validation figures only: the training time goes to featurize/metrics.json, since this
+        # config.json is a dependency of tune, train and evaluate and must not change run to run
+        "metrics": {k: v for k, v in metrics.items() if k != "seconds"},
         "inception": inception,
     }
     save_feature_net(net, args.out, spec)
+    # can this space see blur and noise at all? (report only: config.json above stays as it was)
+    report = sensitivity(load_feature_net(args.out), train_x, val_x, seed=cfg.seed, batch_size=cfg.batch_size)
+    metrics.update(report)
     atomic_write_json(args.metrics, metrics)
     summary = f"val_accuracy {metrics['val_accuracy']:.4f}" if "val_accuracy" in metrics else f"val_loss {metrics['val_loss']:.4f}"
     kind = "classifier" if num_classes else "autoencoder"
     extra = " + Inception-v3 features" if inception else ""
     print(f"featurize: {kind}{extra}, {summary} -> {args.out} in {metrics['seconds']:.1f}s")
+    print(
+        f"featurize: sensitivity: FID real-vs-real {report['sensitivity/fid_floor']:.3g}, blurred by {BLUR_SIGMA} px "
+        f"{report['sensitivity/fid_blur']:.3g} ({report['sensitivity/blur_ratio']:.1f}x), noise {NOISE_STD} {report['sensitivity/fid_noise']:.3g}"
+    )
+    warning = blind_spot_warning(report)
+    if warning:
+        print(f"featurize: warning: {warning}.")
     return 0
 
 

@@ -13,12 +13,16 @@ only when its ``register.metric`` beats the current champion's by
 ``register.min_improvement`` (relative; in the metric's direction: lower FID, higher AUROC), both scored now by the same evaluation
 (``register.eval_samples`` samples, ``register.seed``) on the current validation data,
 with the champion loaded back from the registry. The first version becomes champion.
+Weights already registered under the name (same ``weights_sha256``) add no version; a
+generator whose output (channels, image size, classes) differs from the champion's is
+refused unless ``register.allow_schema_change: true``.
 The decision and both scores go to registry/decision.json and onto the version as tags.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import time
@@ -29,10 +33,9 @@ from gan.atomic import atomic_write_json
 from gan.config import Params, load_params
 from gan.errors import GanError
 from gan.paths import check_outputs
+from gan.registry import EXPERIMENT
 from gan.stages import stage_parser
 from gan.tracking import store_file
-
-EXPERIMENT = "gan-register"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -82,11 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         raise GanError(str(err)) from None
 
-    from gan.tracking import check_reachable, ensure_experiment, git_commit, redact
+    from gan.tracking import check_reachable, ensure_experiment, git_commit, redact, source_tags
 
     uri = check_reachable()
     experiment_id = ensure_experiment(EXPERIMENT)
     commit, data_hash = git_commit(), str(manifest.get("hash", "unknown"))
+    links = provenance(spec, tuned)
     decision, version = register_generator(
         args.model,
         cfg.model_name,
@@ -96,17 +100,23 @@ def main(argv: list[str] | None = None) -> int:
         manifest=manifest,
         params=version_params(spec, tuned, params),
         metrics={f"eval/{k}": v for k, v in numeric_metrics(eval_metrics).items()},
-        tags={"git_commit": commit, "data_hash": data_hash, "stage": "register", "task": str(spec["task"]), "generator_arch": str(spec.get("arch"))},
-        version_tags={f"params/{k}": json.dumps(v, sort_keys=True, default=str) for k, v in settings(spec, tuned).items()},
+        tags={"git_commit": commit, "data_hash": data_hash, "task": str(spec["task"]), "generator_arch": str(spec.get("arch"))},
+        version_tags={**{k: v for k, v in links.items() if k.endswith("_run_id")}, f"eval/{cfg.metric}": repr(float(eval_metrics[cfg.metric]))},
         artifacts={"samples": samples, "eval_metrics": eval_dir / "metrics.json"},
         experiment_id=experiment_id,
+        allow_schema_change=cfg.allow_schema_change,
+        log_options={
+            "run_tags": {"stage": "register", **links, **source_tags("pipelines/register.py", commit)},
+            "run_json": {"settings.json": settings(spec, tuned)},
+            "description": describe(spec, links),
+        },
         lower_is_better=task.metric.lower(cfg.metric),
     )
     record = {
         **decision.as_dict(),
         "model_name": cfg.model_name,
         "model_uri": f"models:/{cfg.model_name}/{version.version}",
-        "alias": "champion" if decision.promoted else "challenger",
+        "alias": alias_of(decision, version),
         "run_id": version.run_id,
         "eval_samples": cfg.eval_samples,
         "seed": cfg.seed,
@@ -115,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
         "tracking_uri": redact(uri),
     }
     atomic_write_json(args.out, record)
+    if decision.duplicate_of:
+        print(f"register: {cfg.model_name} v{version.version} already holds these weights, so no new version was registered "
+              f"(champion v{decision.champion_version} stays); {args.out} in {time.perf_counter() - start:.1f}s")  # fmt: skip
+        return 0
     champion = f"v{decision.champion_version} {decision.champion_score:.4g}" if decision.champion_score is not None else "none"
     print(
         f"register: {cfg.model_name} v{version.version} {cfg.metric} {decision.challenger_score:.4g} vs champion {champion} -> "
@@ -161,6 +175,13 @@ def check_generator_runs(model_dir: str | Path) -> None:
             )
 
 
+def alias_of(decision: Any, version: Any) -> str:
+    """The alias the decision left on ``version``: champion, challenger, or (an older duplicate) the ones it holds."""
+    if decision.duplicate_of:
+        return ",".join(sorted(version.aliases or [])) or "none"
+    return "champion" if decision.promoted else "challenger"
+
+
 def read_eval_metrics(path: Path, metric: str) -> dict[str, Any]:
     """eval/metrics.json; a diverged generator (non-finite metric) is never registered."""
     if not path.exists():
@@ -191,6 +212,38 @@ def check_same_data(spec: dict[str, Any], manifest: dict[str, Any], model: str, 
     trained_on, current = spec.get("data_hash"), manifest.get("hash")
     if trained_on and current and trained_on != current:
         raise GanError(f"{model} was trained on data {trained_on} but {data} is {current}; re-run train and evaluate (dvc repro) before registering.")
+
+
+def provenance(spec: dict[str, Any], tuned: dict[str, Any]) -> dict[str, str]:
+    """``train_run_id`` / ``tune_run_id`` (and their experiment ids) of the runs that made the generator, where known.
+
+    The train run's id is in the exported config.json; the tune search's parent run is
+    found by its name (tune/best.json's ``search``) in the ``gan-tune`` experiment.
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client, found = MlflowClient(), {}
+    with contextlib.suppress(MlflowException):
+        if spec.get("mlflow_run_id"):
+            run = client.get_run(str(spec["mlflow_run_id"]))
+            found.update(train_run_id=run.info.run_id, train_experiment_id=run.info.experiment_id)
+        experiment = client.get_experiment_by_name("gan-tune")
+        if tuned.get("search") and experiment is not None:
+            runs = client.search_runs([experiment.experiment_id], filter_string=f"attributes.run_name = '{tuned['search']}' and tags.stage = 'tune'",
+                                      order_by=["attributes.start_time DESC"], max_results=1)  # fmt: skip
+            if runs:
+                found.update(tune_run_id=runs[0].info.run_id, tune_experiment_id=runs[0].info.experiment_id)
+    return found
+
+
+def describe(spec: dict[str, Any], links: dict[str, str]) -> str:
+    """The version's description (markdown): what it is and one-click links to the runs that made it."""
+    lines = [f"{spec['arch']} generator, {spec['channels']}x{spec['image_size']}x{spec['image_size']}, {spec.get('num_classes', 0)} classes."]
+    for stage in ("train", "tune"):
+        if f"{stage}_run_id" in links:
+            lines.append(f"- {stage}: [run {links[f'{stage}_run_id'][:8]}](#/experiments/{links[f'{stage}_experiment_id']}/runs/{links[f'{stage}_run_id']})")
+    return "\n".join(lines)
 
 
 def settings(spec: dict[str, Any], tuned: dict[str, Any]) -> dict[str, Any]:

@@ -14,10 +14,12 @@ With ``tune.enabled: false`` the search is skipped and train uses train.* as the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import math
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +34,13 @@ from gan.tracking import store_file
 CSV_FIELDS = ("trial_id", "lr_G", "lr_D", "beta1", "n_critic", "final_lr_G", "final_lr_D", "status", "score", "last_score", "steps", "error")
 
 
-def trials_csv(rows: list[dict[str, Any]]) -> str:
+def trials_csv(rows: list[dict[str, Any]], max_steps: int) -> str:
+    """tune/trials.csv: one row per trial; ``status`` is completed, stopped (early, by ASHA) or failed."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: row.get(k, "") for k in CSV_FIELDS})
+        writer.writerow({**{k: row.get(k, "") for k in CSV_FIELDS}, "status": shown_status(row, max_steps)})
     return buf.getvalue()
 
 
@@ -80,24 +83,57 @@ def best_config(row: dict[str, Any], scheduler: str) -> dict[str, Any]:
     return config
 
 
-def log_to_mlflow(params: Params, result: dict[str, Any], best: dict[str, Any] | None) -> None:
-    """One parent run for the search, one nested child run per trial, from the driver."""
+def shown_status(row: dict[str, Any], max_steps: int) -> str:
+    """A trial's status for people: ``stopped`` for one ASHA ended early (Ray calls it completed)."""
+    if row["status"] == "completed" and int(row.get("steps") or 0) < max_steps:
+        return "stopped"
+    return str(row["status"])
+
+
+def start_parent_run(name: str, start_ms: int) -> str:
+    """The search's parent run, started when the stage started (so its duration is the search's); returns its id."""
     import mlflow
 
-    from gan.tracking import ensure_experiment, git_commit
+    from gan.tracking import ensure_experiment, git_commit, source_tags
 
-    exp = ensure_experiment("gan-tune")
-    with mlflow.start_run(experiment_id=exp, run_name=result["name"], tags={"git_commit": git_commit(), "stage": "tune"}):
-        mlflow.log_params({f"tune.{k}": v for k, v in params.tune.model_dump().items()})
+    commit = git_commit()
+    tags = {"git_commit": commit, "stage": "tune", **source_tags("pipelines/tune.py", commit)}
+    run = mlflow.MlflowClient().create_run(ensure_experiment("gan-tune"), start_time=start_ms, run_name=name, tags=tags)
+    return run.info.run_id
+
+
+def log_to_mlflow(params: Params, result: dict[str, Any], best: dict[str, Any] | None, out: Path, run_id: str) -> None:
+    """Into the parent run: settings, the best lr_G/lr_D, search.png and trials.csv; one nested run per trial."""
+    import mlflow
+
+    cfg = params.tune
+    with mlflow.start_run(run_id=run_id) as parent:
+        mlflow.log_params({f"tune.{k}": v for k, v in cfg.model_dump().items()})
         if best:
-            mlflow.log_metric(f"best/{params.tune.metric}", best["score"])
+            mlflow.log_metric(f"best/{cfg.metric}", best["score"])
+            mlflow.log_params({f"best.{k}": v for k, v in best_config(best, cfg.scheduler).items()})
+            mlflow.set_tag("best_trial", str(best["trial_id"]))
         mlflow.log_metric("trials/failed", sum(r["status"] == "failed" for r in result["rows"]))
+        mlflow.log_metric("trials/stopped", sum(shown_status(r, cfg.max_steps) == "stopped" for r in result["rows"]))
+        for name in ("search.png", "trials.csv", "best.json"):
+            if (out / name).exists():
+                mlflow.log_artifact(str(out / name))
         for row in result["rows"]:
-            with mlflow.start_run(experiment_id=exp, run_name=row["trial_id"] or "trial", nested=True):
+            with mlflow.start_run(experiment_id=parent.info.experiment_id, run_name=row["trial_id"] or "trial", nested=True):
                 mlflow.log_params({k: row[k] for k in ("lr_G", "lr_D", "beta1", "n_critic") if k in row})
-                mlflow.set_tag("status", row["status"])
+                mlflow.set_tag("status", shown_status(row, cfg.max_steps))
                 for point in row["curve"]:
-                    mlflow.log_metric(params.tune.metric, point[params.tune.metric], step=int(point["step"]))
+                    mlflow.log_metric(cfg.metric, point[cfg.metric], step=int(point["step"]))
+
+
+def end_failed(run_id: str, error: str) -> None:
+    """Mark the parent run FAILED with the error; quietly, since the stage's own error is what matters."""
+    import mlflow
+
+    with contextlib.suppress(Exception):
+        client = mlflow.MlflowClient()
+        client.set_tag(run_id, "error", error[:5000])
+        client.set_terminated(run_id, "FAILED")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--features", default="models/features")
     parser.add_argument("--out", default="tune", help="output directory (default: tune)")
     args = parser.parse_args(argv)
+    start_ms = int(time.time() * 1000)
     params = load_params(args.params)
     out = Path(args.out)
     cfg = params.tune
@@ -112,10 +149,10 @@ def main(argv: list[str] | None = None) -> int:
                                    "tune.storage_path": cfg.storage_path, "the MLflow store": store_file()})
     # one tune stage per output at a time: a second one would restore the same search
     with output_lock(out):
-        return tune(args, params, out)
+        return tune(args, params, out, start_ms)
 
 
-def tune(args: argparse.Namespace, params: Params, out: Path) -> int:
+def tune(args: argparse.Namespace, params: Params, out: Path, start_ms: int) -> int:
     """The stage's work once its output is known to be its own."""
     cfg = params.tune
     if not cfg.enabled:
@@ -127,7 +164,7 @@ def tune(args: argparse.Namespace, params: Params, out: Path) -> int:
     from gan.ray_session import init_ray
     from gan.tasks import task_class
     from gan.tracking import ensure_experiment
-    from gan.tuning import best_row, num_trials, run_search
+    from gan.tuning import best_row, num_trials, run_search, search_fingerprint, tree_hash
 
     data_dir = args.data or params.prepare.out
     manifest = read_manifest(data_dir)
@@ -136,19 +173,25 @@ def tune(args: argparse.Namespace, params: Params, out: Path) -> int:
     ensure_experiment("gan-tune")  # once, before any trial starts (SQLite breaks under parallel creation)
     init_ray()
     print(f"tune: {num_trials(cfg, task_class(params.model.task).tunable)} trials x {cfg.max_steps} steps, {cfg.search_alg} search, {cfg.scheduler} scheduler ...", flush=True)
-    result = run_search(params, data_dir, args.features, manifest["hash"])
-    if not result["finished"]:
-        raise Interrupted(
-            f"tune was interrupted ({signals.name(signals.received() or signal.SIGINT)}) with {len(result['rows'])} of {num_trials(cfg)} trials "
-            f"started; the outputs in {out} were left as they were, and running the same command again resumes the search saved in {result['path']}.",
-            signals.received() or signal.SIGINT,
-        )
-    best = best_row(result["rows"], result.get("lower_is_better", True))
-    if best is None:
-        errors = [r["error"] for r in result["rows"] if r["error"]]
-        raise GanError(f"every tuning trial failed or diverged (first error: {errors[0] if errors else 'no score reported'}); narrow tune.lr_G / tune.lr_D and run again.")
+    # named like the search in Ray's storage, so that register finds it from tune/best.json's "search"
+    run_id = start_parent_run(search_fingerprint(params, manifest["hash"], tree_hash(args.features)), start_ms)
+    try:
+        result = run_search(params, data_dir, args.features, manifest["hash"])
+        if not result["finished"]:
+            raise Interrupted(
+                f"tune was interrupted ({signals.name(signals.received() or signal.SIGINT)}) with {len(result['rows'])} of {num_trials(cfg)} trials "
+                f"started; the outputs in {out} were left as they were, and running the same command again resumes the search saved in {result['path']}.",
+                signals.received() or signal.SIGINT,
+            )
+        best = best_row(result["rows"], result.get("lower_is_better", True))
+        if best is None:
+            errors = [r["error"] for r in result["rows"] if r["error"]]
+            raise GanError(f"every tuning trial failed or diverged (first error: {errors[0] if errors else 'no score reported'}); narrow tune.lr_G / tune.lr_D and run again.")
+    except (Exception, KeyboardInterrupt) as err:
+        end_failed(run_id, str(err) or type(err).__name__)
+        raise
     write_outputs(out, params, result, best)
-    log_to_mlflow(params, result, best)
+    log_to_mlflow(params, result, best, out, run_id)
     failed = sum(r["status"] == "failed" for r in result["rows"])
     print(f"tune: best {cfg.metric} {best['score']:.3f} with lr_G {best['lr_G']:.2e}, lr_D {best['lr_D']:.2e} "
           f"({len(result['rows'])} trials, {failed} failed, {result['wall_s']:.0f}s{', resumed' if result['resumed'] else ''})")
@@ -173,7 +216,7 @@ def write_outputs(out: Path, params: Params, result: dict[str, Any], best: dict[
         f"best_{cfg.metric}": None if best is None else best["score"],
     }
     title = f"{cfg.search_alg} + {cfg.scheduler}: {len(rows)} trials" if cfg.enabled else "search disabled"
-    atomic_write_text(out / "trials.csv", trials_csv(rows))
+    atomic_write_text(out / "trials.csv", trials_csv(rows, cfg.max_steps))
     atomic_write_bytes(out / "search.png", search_plot(rows, cfg.metric, title, result.get("lower_is_better", True)))
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_json(out / "best.json", best_json)  # last: train depends on it

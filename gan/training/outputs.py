@@ -3,6 +3,7 @@
     models/generator/     the task's exported networks (generate: G_ema as G) via gan.export.save_networks
     train/metrics.json    final losses, steps, img/s, wall time, start-up, the values used
     train/history.csv     one row per logged step (DVC plots)
+    train/plots/          losses.png, d_outputs.png: the same curves as images (offline `dvc plots show`)
     train/samples/        the sample grids, step-0000500.png ...
 """
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gan.atomic import atomic_dir, atomic_write_json, atomic_write_text
+from gan.charts import line_chart
 from gan.export import save_networks
 from gan.models import build_network
 from gan.tasks.base import Task
@@ -20,6 +22,9 @@ from gan.training.checkpoint import TrainCheckpoint, history_csv
 
 # Columns of the last history row copied into metrics.json.
 FINAL_KEYS = ("loss/D", "loss/G", "loss/E", "D(x)", "D(G(z))", "grad_norm/D", "grad_norm/G", "fid", "kid", "auroc")
+# Entries of train/metrics.json that measure this invocation, not the model: they stay out
+# of models/generator/config.json so that re-exporting the same weights changes no byte there.
+RUN_ONLY_KEYS = ("throughput/img_s", "steps_trained", "wall_time_s", "train_time_s", "startup_s", "resumed_from_step")
 
 
 def exported_networks(task: Task, ckpt: TrainCheckpoint) -> dict[str, dict[str, Any]]:
@@ -64,16 +69,22 @@ def export_generator(task: Task, ckpt: TrainCheckpoint, spec: dict[str, Any], ou
 
 
 def final_metrics(ckpt: TrainCheckpoint, summary: dict[str, Any], hyperparams: dict[str, Any], timing: dict[str, Any]) -> dict[str, Any]:
-    """train/metrics.json: the last logged values, throughput, timing and the values used."""
+    """train/metrics.json: the last logged values, throughput, timing and the values used.
+
+    ``steps_trained`` counts this invocation's steps; when it is 0 (the run had finished
+    and was only exported again) there is no throughput to report, so the key is absent
+    rather than a number nothing measured.
+    """
     last = ckpt.history[-1] if ckpt.history else {}
+    start = int(summary.get("start_step", ckpt.step))
     img_s = summary.get("throughput/img_s")
-    if not img_s:  # nothing trained in this invocation (the run had finished): the last logged value
-        img_s = last.get("throughput/img_s", 0.0)
+    measured = {"throughput/img_s": round(float(img_s), 2)} if ckpt.step > start and img_s else {}
     return {
         "steps": ckpt.step,
+        "steps_trained": ckpt.step - start,
         **{k: last[k] for k in FINAL_KEYS if k in last},
-        "throughput/img_s": round(float(img_s), 2),
-        "resumed_from_step": int(summary.get("start_step", ckpt.step)),
+        **measured,
+        "resumed_from_step": start,
         "num_workers": int(summary.get("world_size", ckpt.state.get("world_size", 1))),
         "num_nodes": len(set(summary.get("node_ids", []))) or 1,
         "replica_weight_diff": replica_weight_diff(summary.get("replica_checksums", [])),
@@ -100,9 +111,24 @@ def write_outputs(
 ) -> None:
     """Write models/generator, train/metrics.json, train/history.csv and train/samples/ (``data_dir``: see export_generator)."""
     out_dir = Path(out_dir)
-    export_generator(task, ckpt, {**spec, "metrics": metrics}, model_dir, data_dir)
+    model_metrics = {k: v for k, v in metrics.items() if k not in RUN_ONLY_KEYS}
+    export_generator(task, ckpt, {**spec, "metrics": model_metrics}, model_dir, data_dir)
     with atomic_dir(out_dir / "samples") as tmp:
         for name, data in ckpt.samples.items():
             (tmp / name).write_bytes(data)
+    with atomic_dir(out_dir / "plots") as tmp:
+        for name, data in training_charts(ckpt.history).items():
+            (tmp / name).write_bytes(data)
     atomic_write_text(out_dir / "history.csv", history_csv(ckpt.history))
     atomic_write_json(out_dir / "metrics.json", metrics)
+
+
+def training_charts(history: list[dict[str, Any]]) -> dict[str, bytes]:
+    """train/plots/: the loss curves and D's mean outputs against the training step, as PNG."""
+    return {
+        "losses.png": line_chart(history, "step", ["loss/D", "loss/G"], xlabel="training step", ylabel="loss", title="Loss curves"),
+        "d_outputs.png": line_chart(
+            history, "step", ["D(x)", "D(G(z))"], xlabel="training step",
+            ylabel="mean sigmoid(D) (1 = judged real)", title="Discriminator outputs: real D(x), fake D(G(z))",
+        ),  # fmt: skip
+    }

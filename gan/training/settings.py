@@ -38,6 +38,7 @@ NOT_IN_RUN_NAME = (
     "placement_strategy",
     "cpus_per_worker",
     "gpus_per_worker",
+    "fresh",  # how to start, not what is trained: the fresh run keeps the config's name
 )
 # Source files whose change must start a fresh run rather than resume an old one.
 CODE_GLOBS = ("training/*.py", "tasks/*.py", "models/*.py", "sampling.py", "losses.py", "ema.py", "diffaugment.py", "data/shards.py")

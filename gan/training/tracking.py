@@ -1,5 +1,8 @@
 """One MLflow run per training, logged from the driver once training has finished.
 
+The run's start time is the stage's start, so MLflow shows the real duration; a
+training that fails leaves a FAILED run with the error (:func:`log_failed_run`).
+
 Logging from the driver (not from the workers) means a worker on another node needs
 no access to the tracking store, and an interrupted-then-resumed training still
 gives exactly one run. Metrics are logged with their training step, so MLflow's
@@ -45,14 +48,40 @@ def flatten(prefix: str, obj: Any) -> dict[str, Any]:
     return {prefix: obj}
 
 
+def log_failed_run(run_name: str, tags: dict[str, str], error: str, start_ms: int) -> str | None:
+    """A FAILED run in ``gan-train`` spanning the failed attempt, with the error; None when MLflow is unreachable.
+
+    Best effort and quick (one probe first): the stage's own error is what the user must see.
+    """
+    import mlflow
+
+    from gan.tracking import configure, ensure_experiment
+
+    uri = configure()
+    if not _reachable(uri):
+        return None
+    try:
+        client = mlflow.MlflowClient()
+        run = client.create_run(ensure_experiment(EXPERIMENT), start_time=start_ms, run_name=run_name, tags={**tags, "error": error[:5000]})
+        client.set_terminated(run.info.run_id, "FAILED")
+        return run.info.run_id
+    except Exception:  # never hide the training error behind a logging one
+        return None
+
+
 def log_training_run(
     params: dict[str, Any],
     ckpt: TrainCheckpoint,
     metrics: dict[str, Any],
     tags: dict[str, str],
     run_name: str,
+    start_ms: int | None = None,
 ) -> str:
-    """Log params, per-step history, final metrics, sample grids and history.csv; return the run id."""
+    """Log params, per-step history, final metrics, sample grids and history.csv; return the run id.
+
+    ``start_ms`` (epoch milliseconds) is when the stage started: the run spans the real
+    work in MLflow's UI (start, end, duration), though it is written when training ends.
+    """
     import mlflow
     from mlflow.entities import Metric, Param, RunTag
 
@@ -66,7 +95,7 @@ def log_training_run(
         existing = finished_run(client, experiment_id, run_name, ckpt.step)
         if existing is not None:  # the stage re-exported a finished training: same run, no duplicate
             return existing
-        run = client.create_run(experiment_id, run_name=run_name, tags={**tags, "ray_run": run_name})
+        run = client.create_run(experiment_id, start_time=start_ms, run_name=run_name, tags={**tags, "ray_run": run_name})
     except Exception as err:  # GanError from the probe, MlflowException after MLflow's own retries
         if isinstance(err, GanError) or not _reachable(uri):
             raise TrackingUnavailable(redact(uri), _why(err)) from None

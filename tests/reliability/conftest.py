@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import ROOT
+from ..conftest import ROOT, SESSION_TRACKING_URI
 
 STAGES = ROOT / "pipelines"
 
@@ -24,6 +24,7 @@ STAGES = ROOT / "pipelines"
 def child_env(**extra: str) -> dict[str, str]:
     """Environment for a stage or CLI subprocess: this interpreter's bin first, the project importable."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["MLFLOW_TRACKING_URI"] = SESSION_TRACKING_URI  # the test's own store when ``extra`` names one
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
     env.update(extra)
