@@ -57,31 +57,21 @@ def ada_augment(x: torch.Tensor, p: torch.Tensor | float) -> torch.Tensor:
     t = (t.round().long() * use[:, None]).clamp(-(min(H, W) - 1), min(H, W) - 1)  # [N, 2]
     iy = _reflect(torch.arange(H, device=dev)[None] - t[:, :1], H)  # [N, H]
     ix = _reflect(torch.arange(W, device=dev)[None] - t[:, 1:], W)  # [N, W]
-    x = x[torch.arange(N, device=dev)[:, None, None], :, iy[:, :, None], ix[:, None, :]].permute(
-        0, 3, 1, 2
-    )
+    x = x[torch.arange(N, device=dev)[:, None, None], :, iy[:, :, None], ix[:, None, :]]  # [N, H, W, C]
+    x = x.permute(0, 3, 1, 2)
     # brightness: x + b, b ~ N(0, 0.2)
-    b = (
-        torch.randn(N, 1, 1, 1, device=dev)
-        * BRIGHTNESS_STD
-        * _chosen(N, p, dev)[:, None, None, None]
-    )
-    x = x + b
-    # contrast: scale around the per-image mean by 2^N(0, 0.5)
-    c = torch.exp2(
-        torch.randn(N, 1, 1, 1, device=dev) * CONTRAST_STD * _chosen(N, p, dev)[:, None, None, None]
-    )
+    b = torch.randn(N, 1, 1, 1, device=dev) * BRIGHTNESS_STD
+    x = torch.where(_chosen(N, p, dev)[:, None, None, None], x + b, x)
+    # contrast: scale around the per-image mean by 2^N(0, 0.5); samples not chosen keep x
+    # exactly ((x - m) * 1 + m is not x in floating point)
+    c = torch.exp2(torch.randn(N, 1, 1, 1, device=dev) * CONTRAST_STD)
     mean = x.mean(dim=[1, 2, 3], keepdim=True)
-    x = (x - mean) * c + mean
+    x = torch.where(_chosen(N, p, dev)[:, None, None, None], (x - mean) * c + mean, x)
     # saturation (RGB): scale the distance from the pixel's gray value by 2^N(0, 1)
     if C == 3:
-        s = torch.exp2(
-            torch.randn(N, 1, 1, 1, device=dev)
-            * SATURATION_STD
-            * _chosen(N, p, dev)[:, None, None, None]
-        )
+        s = torch.exp2(torch.randn(N, 1, 1, 1, device=dev) * SATURATION_STD)
         gray = x.mean(dim=1, keepdim=True)
-        x = (x - gray) * s + gray
+        x = torch.where(_chosen(N, p, dev)[:, None, None, None], (x - gray) * s + gray, x)
     return x
 
 

@@ -254,7 +254,10 @@ class StyleGAN2Generator(nn.Module):
     :func:`gan.models.layers.halving_widths`); ``w_dim`` the style size; ``mapping_layers``
     the depth of the mapping MLP (8 in the paper). One w per layer input: ``num_ws =
     2 * log2(image_size) - 2`` (each resolution's two convs, plus the last toRGB).
+    ``truncation_space = "w"`` tells :mod:`gan.sampling` to pass truncation as psi.
     """
+
+    truncation_space = "w"
 
     def __init__(self, z_dim: int, num_classes: int = 0, channels: int = 1, image_size: int = 16, width: int = 64,
                  w_dim: int = 64, mapping_layers: int = 2) -> None:  # fmt: skip
