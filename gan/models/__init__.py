@@ -74,12 +74,12 @@ def build_network(key: str, **kwargs: Any) -> nn.Module:
 
 
 def build_G(arch: str, **G_kwargs: Any) -> nn.Module:
-    """The generator of ``arch`` (mlp | dcgan | resnet) built from ``G_kwargs``."""
+    """The generator of ``arch`` (mlp | dcgan | resnet | stylegan2) built from ``G_kwargs``."""
     return _lookup(GENERATORS, arch, "generator")(**G_kwargs)
 
 
 def build_D(arch: str, **D_kwargs: Any) -> nn.Module:
-    """The discriminator of ``arch`` (mlp | dcgan | resnet) built from ``D_kwargs``."""
+    """The discriminator of ``arch`` (mlp | dcgan | resnet | stylegan2) built from ``D_kwargs``."""
     return _lookup(DISCRIMINATORS, arch, "discriminator")(**D_kwargs)
 
 
