@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from gan.errors import ConfigError
 from gan.tasks import TASK_METRICS, TASKS
 
-ARCHS = ("mlp", "dcgan", "resnet")
+ARCHS = ("mlp", "dcgan", "resnet", "stylegan2")
 LOSSES = ("minimax", "nonsaturating", "hinge", "wgan-gp", "lsgan")
 SOURCES = ("digits", "photos", "image_folder", "npz", "torchvision", "digits_domains", "domains")
 # The embedded domains default's image transforms (gan/data/domains.py), in the order StarGAN's default uses them.
@@ -41,7 +41,7 @@ TRAINING_NEAREST_K = 5
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,255}$"
 # The smallest resolution each architecture can produce (its first feature map is 4x4,
 # doubled by each upsampling block) and the largest we support.
-MIN_RESOLUTION = {"mlp": 8, "dcgan": 8, "resnet": 8}
+MIN_RESOLUTION = {"mlp": 8, "dcgan": 8, "resnet": 8, "stylegan2": 8}
 MAX_RESOLUTION = 128
 
 
@@ -200,9 +200,31 @@ class UpscaleConfig(_Section):
         return self
 
 
+class StyleGAN2ModelConfig(_Section):
+    """StyleGAN2's network knobs (used when model.arch is stylegan2)."""
+
+    w_dim: int = Field(64, gt=0, description="size of the intermediate latent w (512 in the paper)")
+    mapping_layers: int = Field(2, gt=0, description="depth of the mapping MLP (8 in the paper)")
+    mbstd_group: int = Field(4, gt=0, description="minibatch-stddev group size in D")
+
+
+class StyleGAN2TrainConfig(_Section):
+    """StyleGAN2's training knobs (Karras et al. 2020; used when model.arch is stylegan2)."""
+
+    mixing_prob: float = Field(0.9, ge=0.0, le=1.0, description="style mixing probability")
+    pl_weight: float = Field(2.0, ge=0.0, description="path-length regularisation weight (0 = off)")
+    pl_interval: int = Field(4, gt=0, description="G steps between path-length regularisation steps")
+    pl_decay: float = Field(0.01, gt=0.0, le=1.0, description="decay of the path-length running mean")
+    pl_batch_shrink: int = Field(2, gt=0, description="path-length batch = batch_size // pl_batch_shrink")
+    w_avg_beta: float = Field(0.995, ge=0.0, lt=1.0, description="tracking of w_avg for truncation")
+    ada_target: float = Field(0.6, ge=0.0, lt=1.0, description="ADA target for E[sign(D(x))] (0 = no ADA)")
+    ada_interval: int = Field(4, gt=0, description="D steps between adjustments of p")
+    ada_kimg: float = Field(500.0, gt=0.0, description="thousands of images for p to move by 1")
+
+
 class ModelConfig(_Section):
     task: str = "generate"
-    arch: Literal["mlp", "dcgan", "resnet"] = "dcgan"
+    arch: Literal["mlp", "dcgan", "resnet", "stylegan2"] = "dcgan"
     conditional: bool = True
     z_dim: int = Field(64, gt=0)
     g_width: int = Field(64, gt=0)
@@ -214,6 +236,7 @@ class ModelConfig(_Section):
     translate: TranslateConfig = TranslateConfig()
     detect: DetectConfig = DetectConfig()
     upscale: UpscaleConfig = UpscaleConfig()
+    stylegan2: StyleGAN2ModelConfig = StyleGAN2ModelConfig()
 
     @field_validator("task")
     @classmethod
@@ -241,6 +264,7 @@ class TrainConfig(_Section):
     r1_interval: int = Field(16, gt=0)
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
     diffaugment: str = ""
+    stylegan2: StyleGAN2TrainConfig = StyleGAN2TrainConfig()
     mixed_precision: Literal["bf16", "none"] = "bf16"
     channels_last: bool = True
     checkpoint_every: int = Field(200, gt=0)

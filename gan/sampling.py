@@ -14,7 +14,11 @@ Export, the sample grid, evaluation, the MLflow pyfunc and ``gan augment`` all c
 * the truncation trick (Brock et al. 2019) draws each latent entry from N(0, 1)
   truncated to [-t, t] by inverse-CDF sampling: one uniform draw per entry, so the cost
   does not depend on the threshold (rejection sampling needs ~1/P(|z| < t) draws:
-  hopeless for t = 1e-4).
+  hopeless for t = 1e-4);
+* a generator with ``truncation_space = "w"`` (StyleGAN2) truncates in w-space instead
+  (Karras et al. 2019): z is drawn untruncated and ``truncation`` is psi in
+  ``w' = w_avg + psi (w - w_avg)`` (per class when conditional), applied by
+  :func:`run_generator`, which every caller uses to run G on a batch.
 
 This module imports nothing from training, data or evaluation: it travels with every
 registered model version (see :mod:`gan.registry`).
@@ -40,12 +44,33 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
     return x.float().add(1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8)
 
 
-def check_truncation(truncation: float | None) -> None:
-    """Raise GanError unless ``truncation`` is None or a positive finite threshold."""
+def truncates_in_w(G: torch.nn.Module) -> bool:
+    """Whether ``G`` takes the truncation as psi in w-space (``truncation_space = "w"``, StyleGAN2)."""
+    return getattr(G, "truncation_space", "z") == "w"
+
+
+def check_truncation(truncation: float | None, w_space: bool = False) -> None:
+    """Raise GanError unless ``truncation`` is None, a positive finite threshold, or (w-space) a psi >= 0."""
     if truncation is None:
         return
-    if isinstance(truncation, bool) or not isinstance(truncation, int | float) or not math.isfinite(truncation) or truncation <= 0:
+    bad = isinstance(truncation, bool) or not isinstance(truncation, int | float) or not math.isfinite(truncation)
+    if w_space:
+        if bad or truncation < 0:
+            raise GanError(f"truncation = {truncation!r} is invalid; this generator truncates in w-space: use psi in [0, 1] such as 0.7, or omit it.")
+        return
+    if bad or truncation <= 0:
         raise GanError(f"truncation = {truncation!r} is invalid; use a positive threshold such as 1.0, or omit it.")
+
+
+def run_generator(G: torch.nn.Module, z: torch.Tensor, y: torch.Tensor | None, truncation: float | None = None) -> torch.Tensor:
+    """``G(z, y)`` with w-space truncation (psi) for a generator that has it; ``[B, C, H, W]``.
+
+    For other generators the truncation was already applied when z was drawn
+    (:func:`latent_label_batches`), so ``truncation`` is ignored here.
+    """
+    if truncation is not None and truncates_in_w(G):
+        return G(z, y, truncation_psi=float(truncation))
+    return G(z, y)
 
 
 def truncated_normal(shape: tuple[int, ...], threshold: float, generator: torch.Generator) -> torch.Tensor:
@@ -118,17 +143,22 @@ def check_count(n: int) -> None:
 
 def latent_label_batches(
     n: int, z_dim: int, num_classes: int, labels: Sequence[int] | None = None, seed: int = 0,
-    truncation: float | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
+    truncation: float | None = None, batch_size: int = DEFAULT_BATCH_SIZE, w_space: bool = False,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:  # fmt: skip
-    """``(z [B, z_dim], y [B] | None)`` batches for ``n`` samples: the inputs :func:`sample` feeds G."""
+    """``(z [B, z_dim], y [B] | None)`` batches for ``n`` samples: the inputs :func:`sample` feeds G.
+
+    ``w_space``: the generator truncates in w-space (:func:`truncates_in_w`), so z is drawn
+    untruncated and the caller passes ``truncation`` to :func:`run_generator`.
+    """
     check_count(n)
+    check_truncation(truncation, w_space)
     n = int(n)
     if batch_size <= 0:
         raise GanError(f"batch_size = {batch_size} is invalid; use a positive number such as {DEFAULT_BATCH_SIZE}.")
     check_labels(labels or None, num_classes)
     cycle = list(labels) if labels else list(range(num_classes))
     done = 0
-    for z in rebatch(latent_blocks(n, z_dim, seed, truncation), batch_size):
+    for z in rebatch(latent_blocks(n, z_dim, seed, None if w_space else truncation), batch_size):
         y = cycled_labels(done, len(z), cycle) if num_classes else None
         yield z, y
         done += len(z)
@@ -148,11 +178,13 @@ def sample(
 
     ``G`` has ``z_dim`` and ``num_classes`` attributes (every generator in
     :mod:`gan.models` does); ``device`` defaults to the device of G's parameters.
+    ``truncation``: a threshold on z, or psi in w-space for a StyleGAN2 G (see the module docstring).
     """
     num_classes = int(getattr(G, "num_classes", 0))
     if device is None:
         device = next(G.parameters()).device
-    for z, y in latent_label_batches(n, int(G.z_dim), num_classes, labels, seed, truncation, batch_size):
+    w_space = truncates_in_w(G)
+    for z, y in latent_label_batches(n, int(G.z_dim), num_classes, labels, seed, truncation, batch_size, w_space):
         yb = None if y is None else y.to(device)
-        x = G(z.to(device), yb)  # [B, C, H, W]
+        x = run_generator(G, z.to(device), yb, truncation)  # [B, C, H, W]
         yield x.float().clamp_(-1, 1).cpu(), y

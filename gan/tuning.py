@@ -184,7 +184,7 @@ def search_fingerprint(params: Params, data_hash: str, features_hash: str) -> st
 
 
 # train.* keys that shape every trial (the searched ones are excluded)
-NON_SEARCHED_TRAIN_KEYS = ("batch_size", "beta1", "beta2", "n_critic", "ema_decay", "diffaugment", "gp_weight", "r1_gamma", "r1_interval", "seed")
+NON_SEARCHED_TRAIN_KEYS = ("batch_size", "beta1", "beta2", "n_critic", "ema_decay", "diffaugment", "gp_weight", "r1_gamma", "r1_interval", "stylegan2", "seed")
 
 
 def tree_hash(path: str | os.PathLike) -> str:

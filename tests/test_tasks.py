@@ -88,6 +88,12 @@ ARCH_PARAMS: dict[str, dict[str, Any]] = {
         "train": {"n_critic": 2, "lr_G": 1e-4, "lr_D": 1e-4},
     },
 }
+STYLEGAN2_PARAMS: dict[str, Any] = {
+    "model": {"task": "generate", "arch": "stylegan2", "z_dim": 8, "g_width": 16, "d_width": 16, "conditional": True,
+              "loss": "nonsaturating", "stylegan2": {"w_dim": 8, "mapping_layers": 2}},
+    "train": {"r1_interval": 1, "lr_G": 0.0025, "lr_D": 0.0025, "beta1": 0.0, "beta2": 0.99,
+              "stylegan2": {"pl_interval": 1, "ada_interval": 1, "ada_kimg": 0.1, "mixing_prob": 0.9}},
+}
 
 
 def tiny(overrides: dict[str, Any], features: Path | None = None) -> Any:
@@ -202,6 +208,9 @@ TaskFactory = Callable[[Any, dict[str, Any]], Task]
 CASES: list[tuple[str, TaskFactory, dict[str, Any]]] = [
     *[(name, lambda params, manifest: make_task(params, manifest), TASK_PARAMS[name]) for name in TASKS],
     *[(name, lambda params, manifest: make_task(params, manifest), overrides) for name, overrides in ARCH_PARAMS.items()],
+    # StyleGAN2-ADA's recipe inside the generate task: Dreg and Greg on every step (intervals 1),
+    # p updated on every D step, so the resume check covers w_avg, the PL mean and p
+    ("generate/stylegan2", lambda params, manifest: make_task(params, manifest), STYLEGAN2_PARAMS),
     ("dual (defined in the test)", DualGeneratorTask, {"model": {"arch": "dcgan", "z_dim": 8, "g_width": 8, "d_width": 8}}),
 ]
 

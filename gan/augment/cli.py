@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="output directory (must not exist or be empty)")
     parser.add_argument("--format", choices=FORMATS, default="npz")
     parser.add_argument("--seed", type=int, default=None, help="default: random (recorded in metadata.json)")
-    parser.add_argument("--truncation", type=float, default=None, help="truncation-trick threshold (> 0)")
+    parser.add_argument("--truncation", type=float, default=None, help="truncation trick: a threshold on z (> 0), or psi in w-space (0..1) for a StyleGAN2 generator")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--no-progress", action="store_true")
     return parser
@@ -36,8 +36,8 @@ def cli_main(argv: list[str] | None = None) -> int:
     check_count(args.num)
     check_seed(args.seed)
     check_output_dir(args.out)
-    if args.truncation is not None and not args.truncation > 0:
-        raise GanError(f"--truncation {args.truncation} is invalid; use a positive threshold such as 1.0, or omit it.")
+    if args.truncation is not None and not args.truncation >= 0:  # 0 is valid as psi; a z threshold is checked once G is loaded
+        raise GanError(f"--truncation {args.truncation} is invalid; use a positive threshold such as 1.0 (psi 0..1 for a StyleGAN2 generator), or omit it.")
     # load with n = --num first: the class count needed for --per-class is known only then
     stream = generate(args.model, args.num, args.labels, args.seed, truncation=args.truncation, batch_size=args.batch_size)
     if args.per_class:

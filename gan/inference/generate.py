@@ -12,7 +12,8 @@ all rows give the same keys):
     seed        optional, default 0: the same seed gives the same samples (a request without
                 a seed gets the same answer each time), and the first k samples of a
                 request do not depend on n (latents are drawn in fixed blocks)
-    truncation  optional truncation-trick threshold (> 0)
+    truncation  optional truncation trick: a threshold on z (> 0), or for a StyleGAN2 generator
+                psi in w-space (0..1; w_avg + psi (w - w_avg), per class), also applied to z rows
     z           optional latent batch [k, z_dim] used instead of drawing n latents
                 (``labels`` then gives one label per row of z, or is cycled)
 
@@ -43,7 +44,9 @@ from gan.sampling import (
     check_truncation,
     cycled_labels,
     latent_label_batches,
+    run_generator,
     to_uint8,
+    truncates_in_w,
 )
 
 # One HTTP request may not ask for more than this: the answer is held in memory as JSON.
@@ -61,15 +64,16 @@ class GenerateRunner:
         self.num_classes = int(self.spec["num_classes"])
         self.class_names = list(self.spec.get("class_names") or [str(i) for i in range(self.num_classes)])
         self.image_shape = (int(self.spec["channels"]), int(self.spec["image_size"]), int(self.spec["image_size"]))
+        self.w_space = truncates_in_w(self.G)  # truncation is psi in w-space (StyleGAN2)
 
     def all_labels(self) -> list[int]:
         """Every class of a conditional generator (empty for an unconditional one)."""
         return list(range(self.num_classes))
 
     @torch.inference_mode()
-    def generate_from_latents(self, z: torch.Tensor, y: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray]:
-        """One batch: ``z [B, z_dim]``, ``y [B] | None`` -> (uint8 ``[B, C, H, W]``, int64 ``[B]``)."""
-        images = to_uint8(self.G(z, y if self.num_classes else None)).numpy()
+    def generate_from_latents(self, z: torch.Tensor, y: torch.Tensor | None, truncation: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One batch: ``z [B, z_dim]``, ``y [B] | None`` -> (uint8 ``[B, C, H, W]``, int64 ``[B]``); w-space truncation applied here."""
+        images = to_uint8(run_generator(self.G, z, y if self.num_classes else None, truncation)).numpy()
         labels = y.numpy().astype(np.int64) if (self.num_classes and y is not None) else np.full(len(z), UNLABELLED, np.int64)
         return images, labels
 
@@ -82,9 +86,9 @@ class GenerateRunner:
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Stream ``n`` samples as (uint8 ``[B, C, H, W]``, int64 ``[B]``) batches; memory is O(batch)."""
-        check_request(n, labels, truncation, self.num_classes, limit=None)
-        for z, y in latent_label_batches(n, self.z_dim, self.num_classes, labels, seed, truncation, batch_size):
-            yield self.generate_from_latents(z, y)
+        check_request(n, labels, truncation, self.num_classes, limit=None, w_space=self.w_space)
+        for z, y in latent_label_batches(n, self.z_dim, self.num_classes, labels, seed, truncation, batch_size, self.w_space):
+            yield self.generate_from_latents(z, y, truncation)
 
     def predict(self, model_input: pd.DataFrame) -> dict[str, np.ndarray]:
         """Answer every request row; the results are concatenated in row order."""
@@ -108,15 +112,17 @@ class GenerateRunner:
             if n is None:
                 raise GanError("a request row has neither n nor z; give n (the number of samples) or a latent batch z.")
             n, seed = whole_number("n", n), whole_number("seed", request.get("seed", 0))
-            check_request(n, labels, request.get("truncation"), self.num_classes, limit=MAX_REQUEST_SAMPLES)
+            check_request(n, labels, request.get("truncation"), self.num_classes, limit=MAX_REQUEST_SAMPLES, w_space=self.w_space)
             yield from self.iter_batches(n, labels, seed, request.get("truncation"))
             return
         z = torch.as_tensor(np.asarray(z, dtype=np.float32))
         if z.ndim != 2 or z.shape[1] != self.z_dim or not 0 < len(z) <= MAX_REQUEST_SAMPLES:
             raise GanError(f"z has shape {list(z.shape)}; it must be [k, {self.z_dim}] with 1 <= k <= {MAX_REQUEST_SAMPLES}.")
-        check_request(len(z), labels, None, self.num_classes, limit=MAX_REQUEST_SAMPLES)
+        # a given z can only be truncated in w-space (z-space truncation is how z is drawn)
+        truncation = request.get("truncation") if self.w_space else None
+        check_request(len(z), labels, truncation, self.num_classes, limit=MAX_REQUEST_SAMPLES, w_space=self.w_space)
         y = cycled_labels(0, len(z), list(labels) if labels else self.all_labels()) if self.num_classes else None
-        yield self.generate_from_latents(z, y)
+        yield self.generate_from_latents(z, y, truncation)
 
 
 def whole_number(key: str, value: Any) -> int:
@@ -130,13 +136,14 @@ def whole_number(key: str, value: Any) -> int:
     return int(number)
 
 
-def check_request(n: int, labels: Sequence[int] | None, truncation: float | None, num_classes: int, limit: int | None) -> None:
+def check_request(n: int, labels: Sequence[int] | None, truncation: float | None, num_classes: int, limit: int | None,
+                  w_space: bool = False) -> None:  # fmt: skip
     """Raise GanError for a sample count, label or truncation the generator cannot serve."""
     if n <= 0:
         raise GanError(f"n = {n} is invalid; ask for at least one sample.")
     if limit is not None and n > limit:
         raise GanError(f"n = {n} is more than one request may ask for ({limit}); split it or use `gan augment`.")
-    check_truncation(truncation)
+    check_truncation(truncation, w_space)
     check_labels(labels or None, num_classes)
 
 

@@ -29,6 +29,7 @@ from gan.models.detect import (
 from gan.models.mlp import MLPDiscriminator, MLPGenerator
 from gan.models.resnet import ResNetDiscriminator, ResNetGenerator
 from gan.models.srgan import RRDBNet, SRResNet, VGGStyleDiscriminator
+from gan.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 from gan.models.translate import (
     CycleGANGenerator,
     PatchGANDiscriminator,
@@ -44,11 +45,13 @@ GENERATORS: dict[str, type[nn.Module]] = {
     "mlp": MLPGenerator,
     "dcgan": DCGANGenerator,
     "resnet": ResNetGenerator,
+    "stylegan2": StyleGAN2Generator,
 }
 DISCRIMINATORS: dict[str, type[nn.Module]] = {
     "mlp": MLPDiscriminator,
     "dcgan": DCGANDiscriminator,
     "resnet": ResNetDiscriminator,
+    "stylegan2": StyleGAN2Discriminator,
 }
 # Every network a task may build or an exported model may hold, by a stable key
 # ("<arch>.<role>"): exported config.json files name their networks with these keys, so
@@ -102,12 +105,12 @@ def build_network(key: str, **kwargs: Any) -> nn.Module:
 
 
 def build_G(arch: str, **G_kwargs: Any) -> nn.Module:
-    """The generator of ``arch`` (mlp | dcgan | resnet) built from ``G_kwargs``."""
+    """The generator of ``arch`` (mlp | dcgan | resnet | stylegan2) built from ``G_kwargs``."""
     return _lookup(GENERATORS, arch, "generator")(**G_kwargs)
 
 
 def build_D(arch: str, **D_kwargs: Any) -> nn.Module:
-    """The discriminator of ``arch`` (mlp | dcgan | resnet) built from ``D_kwargs``."""
+    """The discriminator of ``arch`` (mlp | dcgan | resnet | stylegan2) built from ``D_kwargs``."""
     return _lookup(DISCRIMINATORS, arch, "discriminator")(**D_kwargs)
 
 
@@ -129,6 +132,8 @@ def model_kwargs(model_cfg: ModelConfig, channels: int, image_size: int, num_cla
     if info.categorical == 1:
         raise ConfigError("params.yaml: model.infogan.categorical = 1 is invalid: use 0 (off) or at least 2 categories.")
     classes = int(num_classes) if model_cfg.conditional else 0
+    if arch == "stylegan2":
+        return _stylegan2_kwargs(model_cfg, channels, image_size, classes)
     G_kwargs: dict[str, Any] = {
         "z_dim": int(model_cfg.z_dim + info.categorical + info.continuous),
         "width": int(model_cfg.g_width),
@@ -153,6 +158,21 @@ def model_kwargs(model_cfg: ModelConfig, channels: int, image_size: int, num_cla
     return G_kwargs, D_kwargs
 
 
+def _stylegan2_kwargs(model_cfg: ModelConfig, channels: int, image_size: int, classes: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """StyleGAN2's kwargs: no InfoGAN codes or spectral norm (equalised lr takes its place)."""
+    info = model_cfg.infogan
+    if info.categorical or info.continuous:
+        raise ConfigError("params.yaml: model.infogan codes are not supported with model.arch = 'stylegan2'; set model.infogan.categorical and model.infogan.continuous to 0.")
+    if model_cfg.spectral_norm_G or model_cfg.spectral_norm_D:
+        raise ConfigError("params.yaml: model.spectral_norm_G / model.spectral_norm_D are not supported with model.arch = 'stylegan2' (it uses equalised learning rates); set both to false.")
+    sg = model_cfg.stylegan2
+    size = {"channels": int(channels), "image_size": int(image_size), "num_classes": classes}
+    G_kwargs: dict[str, Any] = {"z_dim": int(model_cfg.z_dim), "width": int(model_cfg.g_width), "w_dim": int(sg.w_dim),
+                                "mapping_layers": int(sg.mapping_layers), **size}  # fmt: skip
+    D_kwargs: dict[str, Any] = {"width": int(model_cfg.d_width), "mbstd_group": int(sg.mbstd_group), **size}
+    return G_kwargs, D_kwargs
+
+
 def describe() -> str:
     """A human-readable list of architectures, losses and regularisers (``gan models``)."""
     return _DESCRIPTION
@@ -166,6 +186,11 @@ Architectures (model.arch); every one is unconditional or class-conditional (mod
           conditional: conditional BatchNorm in G, projection D (Miyato & Koyama 2018)
   resnet  SNGAN residual G and D, spectral normalisation always on in D (Miyato et al. 2018)
           conditional: conditional BatchNorm in G, projection D (Miyato & Koyama 2018)
+  stylegan2  mapping MLP (model.stylegan2.mapping_layers, lr x 0.01, w_avg tracked), modulated /
+          demodulated convs, per-pixel noise, skip toRGB outputs; residual D with minibatch
+          stddev; equalised lr everywhere (Karras et al. 2020). Trained with lazy R1, path-length
+          regularisation, style mixing and adaptive augmentation (train.stylegan2)
+          conditional: class embedding joined to z in G, projection on a class map in D
   Resolutions: powers of two from 8 to 128, 1 or 3 channels.
   Widths: model.g_width / model.d_width are the channels at 4x4 for dcgan and resnet (halving
   as the resolution doubles, at least 8) and the narrowest hidden layer's units for mlp.
@@ -200,4 +225,8 @@ Regularisers and training aids
   R1 penalty        train.r1_gamma, lazily every train.r1_interval D steps (Mescheder et al. 2018)
   EMA of G          train.ema_decay, G_ema is the exported generator (Karras et al. 2018)
   DiffAugment       train.diffaugment = color, translation, cutout on real and fake (Zhao et al. 2020)
+  ADA               stylegan2 only: train.stylegan2.ada_target > 0 augments real and fake with
+                    probability p, tuned from sign(D(x)) towards the target (Karras et al. 2020b)
+  Truncation        stylegan2: in w-space, w_avg + psi (w - w_avg), per class (gan augment --truncation);
+                    other architectures: z drawn from a normal truncated to [-t, t]
 """

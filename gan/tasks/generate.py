@@ -11,6 +11,10 @@ exported generator. Each training step is ``n_critic`` times (fetch a batch, ``D
     Dreg    lazy R1 (Mescheder et al. 2018; Karras et al. 2020): gamma / 2 * k * E||grad D(x)||^2
     Gmain   G learns to fool a frozen D: model.loss's G term (+ InfoGAN's mutual information)
 
+With ``model.arch: stylegan2`` the phases are StyleGAN2-ADA's (Dmain, Dreg, Gmain, Greg:
+lazy R1 and path-length regularisation, style mixing, adaptive augmentation), declared
+by :class:`gan.tasks.stylegan2.StyleGAN2Recipe`.
+
 Inference (``gan.inference.generate``): noise + class -> image, through
 :func:`gan.sampling.sample`. Primary metric: FID in the domain feature space (lower is
 better); tune searches lr_G and lr_D.
@@ -62,6 +66,12 @@ class GenerateTask(Task):
         self.info_weight = float(info.weight) if self.c_dim else 0.0
         self.z_dim = int(self.G_kwargs["z_dim"])
         self.conditional = bool(self.G_kwargs["num_classes"])
+        # StyleGAN2-ADA brings its own phases, optimiser settings and state (gan.tasks.stylegan2)
+        self.stylegan2 = None
+        if params.model.arch == "stylegan2":
+            from gan.tasks.stylegan2 import StyleGAN2Recipe
+
+            self.stylegan2 = StyleGAN2Recipe(params, int(manifest["image_size"]), self.conditional, self.loss_pair)
 
     @property
     def saturates(self) -> bool:  # type: ignore[override]
@@ -104,12 +114,18 @@ class GenerateTask(Task):
         return {"G": {"network": f"{arch}.G", "kwargs": self.G_kwargs}, "D": {"network": f"{arch}.D", "kwargs": self.D_kwargs}}
 
     def optimizers(self) -> dict[str, OptimizerSpec]:
+        if self.stylegan2 is not None:
+            self.stylegan2.params = self.params  # PBT may have changed them
+            return self.stylegan2.optimizers()
         cfg = self.params.train
         betas = (cfg.beta1, cfg.beta2)
         return {"G": OptimizerSpec(("G",), cfg.lr_G, betas), "D": OptimizerSpec(("D",), cfg.lr_D, betas)}
 
     # ---- the recipe ---------------------------------------------------------------------
     def phases(self, step: int) -> list[Phase]:
+        if self.stylegan2 is not None:
+            self.stylegan2.params = self.params
+            return self.stylegan2.phases()
         cfg = self.params.train
         d_phases = [Phase("Dmain", "D", self.d_main, fetch=True, grad_norm="grad_norm/D")]
         if cfg.r1_gamma > 0:
@@ -131,6 +147,14 @@ class GenerateTask(Task):
 
     def health(self, metrics: Metrics) -> Health:
         return Health(metrics["loss/D"], metrics["loss/G"], metrics["D(x)"], metrics["D(G(z))"])
+
+    def state_dict(self) -> dict[str, Any]:
+        """StyleGAN2's path-length mean, ADA's p and the images shown; nothing for the other architectures."""
+        return self.stylegan2.state_dict() if self.stylegan2 is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.stylegan2 is not None:
+            self.stylegan2.load_state_dict(state)
 
     def export_spec(self) -> dict[str, Any]:
         m = self.manifest
