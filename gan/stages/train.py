@@ -8,7 +8,7 @@ Params are validated, tune/best.json applied (when tune.enabled and it exists) a
 data and models checked before Ray starts. The Ray run is named after a hash of the
 training config, data and code, stored under train.storage_path: re-running after an
 interruption resumes from the last checkpoint; ``--fresh`` starts over. Outputs:
-models/generator/ (G_ema), train/metrics.json, train/history.csv, train/samples/, and
+models/generator/ (G_ema), models/discriminator/ (D, for the privacy audit; never registered), train/metrics.json, train/history.csv, train/samples/, and
 one MLflow run in the experiment gan-train.
 """
 
@@ -30,6 +30,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--features", default="models/features", help="feature network for FID during training (optional)")
     parser.add_argument("--tuned", default="tune/best.json", help="tuned values, applied when tune.enabled (default: tune/best.json)")
     parser.add_argument("--model-out", default="models/generator", help="exported generator (default: models/generator)")
+    parser.add_argument("--audit-out", default="models/discriminator", help="networks the privacy audit reads, not registered (default: models/discriminator)")
     parser.add_argument("--out", default="train", help="metrics.json, history.csv, samples/ (default: train)")
     parser.add_argument("--fresh", action="store_true", help="discard this config's checkpoints and start over")
     return parser.parse_args(argv)
@@ -134,13 +135,13 @@ def main(argv: list[str] | None = None) -> int:
         # the training is not lost: its outputs are written now, the checkpoint stays in
         # Ray's storage, and the re-run logs it from there without training again
         spec = generator_spec(task, outcome.checkpoint, hyperparams, {"mlflow_run_id": None, "ray_run": name})
-        write_outputs(task, outcome.checkpoint, spec, metrics, args.model_out, args.out)
+        write_outputs(task, outcome.checkpoint, spec, metrics, args.model_out, args.out, args.audit_out)
         raise GanError(
             f"training finished ({metrics['steps']} steps; outputs in {args.model_out} and {args.out}) but MLflow at {err.uri} "
             f"is not reachable ({err.detail}), so the run was not logged; start the server and re-run the stage to log it without training again."
         ) from None
     spec = generator_spec(task, outcome.checkpoint, hyperparams, {"mlflow_run_id": run_id, "ray_run": name})
-    write_outputs(task, outcome.checkpoint, spec, metrics, args.model_out, args.out)
+    write_outputs(task, outcome.checkpoint, spec, metrics, args.model_out, args.out, args.audit_out)
     resumed = f", resumed from step {metrics['resumed_from_step']}" if metrics["resumed_from_step"] else ""
     print(
         f"train: {metrics['steps']} steps, loss/D {metrics.get('loss/D', float('nan')):.3f}, loss/G {metrics.get('loss/G', float('nan')):.3f}, "

@@ -152,6 +152,10 @@ class Task:
     # EMA copies: {copy name: source network}; exported networks: {export name: network}
     ema: ClassVar[dict[str, str]] = {}
     exported: ClassVar[dict[str, str]] = {}
+    # networks the privacy audit reads (generate: D, for LOGAN's membership attack); the
+    # train stage writes them beside the export (models/discriminator), never into it, so
+    # the published model does not hand the white-box attack to its consumers
+    audited: ClassVar[dict[str, str]] = {}
 
     def optimizers(self) -> dict[str, OptimizerSpec]:
         raise NotImplementedError

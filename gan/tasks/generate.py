@@ -50,6 +50,7 @@ class GenerateTask(Task):
     mutable = ("lr_G", "lr_D", "beta1", "beta2", "n_critic")
     ema = {"G_ema": "G"}
     exported = {"G": "G_ema"}
+    audited = {"D": "D"}
 
     def __init__(self, params: Any, manifest: dict[str, Any]) -> None:
         super().__init__(params, manifest)

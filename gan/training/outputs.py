@@ -1,6 +1,7 @@
 """The train stage's outputs, written from the final checkpoint (atomically, each one).
 
     models/generator/     the task's exported networks (generate: G_ema as G) via gan.export.save_networks
+    models/discriminator/ the networks the privacy audit reads (Task.audited; generate: D), never registered
     train/metrics.json    final losses, steps, img/s, wall time, start-up, the values used
     train/history.csv     one row per logged step (DVC plots)
     train/samples/        the sample grids, step-0000500.png ...
@@ -45,15 +46,21 @@ def generator_spec(task: Task, ckpt: TrainCheckpoint, hyperparams: dict[str, Any
     }
 
 
-def export_generator(task: Task, ckpt: TrainCheckpoint, spec: dict[str, Any], out_dir: str | os.PathLike) -> Path:
-    """Rebuild each exported network from the checkpoint, load its weights and save them all."""
+def export_generator(task: Task, ckpt: TrainCheckpoint, spec: dict[str, Any], out_dir: str | os.PathLike, networks: dict[str, str] | None = None) -> Path:
+    """Rebuild each exported network (or each of ``networks``: {name: source}) from the checkpoint, load its weights and save them all."""
     nets = {}
-    for name, src in task.exported.items():
+    for name, src in (task.exported if networks is None else networks).items():
         entry = spec["networks"][name]
         net = build_network(entry["network"], **entry["kwargs"])
         net.load_state_dict(ckpt.state["nets"][src], strict=True)
         nets[name] = net.eval()
     return save_networks(nets, spec, out_dir)
+
+
+def audit_spec(task: Task, ckpt: TrainCheckpoint, spec: dict[str, Any]) -> dict[str, Any]:
+    """config.json of models/discriminator: the export's spec with the audited networks in place of the exported ones."""
+    specs = ckpt.state["networks"]
+    return {**spec, "networks": {name: specs[src] for name, src in task.audited.items()}, "audit_only": True}
 
 
 def final_metrics(ckpt: TrainCheckpoint, summary: dict[str, Any], hyperparams: dict[str, Any], timing: dict[str, Any]) -> dict[str, Any]:
@@ -89,10 +96,13 @@ def write_outputs(
     metrics: dict[str, Any],
     model_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
+    audit_dir: str | os.PathLike | None = None,
 ) -> None:
-    """Write models/generator, train/metrics.json, train/history.csv and train/samples/."""
+    """Write models/generator, models/discriminator (``audit_dir``, when the task audits networks), train/metrics.json, history.csv, samples/."""
     out_dir = Path(out_dir)
     export_generator(task, ckpt, {**spec, "metrics": metrics}, model_dir)
+    if audit_dir is not None and task.audited:
+        export_generator(task, ckpt, audit_spec(task, ckpt, spec), audit_dir, networks=dict(task.audited))
     with atomic_dir(out_dir / "samples") as tmp:
         for name, data in ckpt.samples.items():
             (tmp / name).write_bytes(data)
