@@ -197,6 +197,9 @@ class RegisterConfig(_Section):
     min_improvement: float = Field(0.0, ge=0.0, description="relative: challenger must be lower by this fraction")
     eval_samples: int = Field(1000, gt=0)
     seed: int = 0
+    max_memorisation: float | None = Field(
+        None, gt=0.5, le=1.0, description="largest privacy-audit figure (0.5 = no memorisation) a champion may have; null = no gate"
+    )
 
 
 class AugmentEvalConfig(_Section):

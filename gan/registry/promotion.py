@@ -59,11 +59,18 @@ def decide(
     champion_score: float | None,
     min_improvement: float,
     champion_unusable: str | None = None,
+    refused: str | None = None,
 ) -> Decision:
-    """Promote the first version, a challenger whose champion cannot be evaluated, or one that beats it."""
+    """Promote the first version, a challenger whose champion cannot be evaluated, or one that beats it.
+
+    ``refused`` (a sentence: the privacy audit's excess) keeps the challenger from
+    promotion whatever its score.
+    """
     common = dict(metric=metric, challenger_version=challenger_version, challenger_score=challenger_score, champion_version=champion_version, champion_score=champion_score, min_improvement=min_improvement)
     if not math.isfinite(challenger_score):
         return Decision(False, f"challenger {metric} = {challenger_score} is not finite", **common)
+    if refused:
+        return Decision(False, refused, **common)
     if champion_version is None:
         return Decision(True, "first version: no champion yet", **common)
     if champion_unusable:

@@ -161,8 +161,12 @@ def register_generator(
     version_tags: Mapping[str, str] | None = None,
     artifacts: Mapping[str, str | Path] | None = None,
     experiment_id: str | None = None,
+    refused: str | None = None,
 ) -> tuple[Decision, Any]:
     """Register a new version, score it and the current champion with ``score``, apply the decision.
+
+    ``refused`` (one sentence, e.g. the privacy audit's excess over ``register.max_memorisation``)
+    registers the version as challenger but never promotes it.
 
     Returns the decision and the new ModelVersion.
 
@@ -187,6 +191,6 @@ def register_generator(
             model = load_model(champion)
             unusable = incompatibility(model.spec, manifest)
             champion_score = None if unusable else float(score(model))
-        decision = decide(metric, challenger.version, challenger_score, champion.version if champion else None, champion_score, min_improvement, unusable)
+        decision = decide(metric, challenger.version, challenger_score, champion.version if champion else None, champion_score, min_improvement, unusable, refused)
         apply_decision(client, model_name, decision)
     return decision, version

@@ -13,6 +13,9 @@ only when its ``register.metric`` beats the current champion's by
 ``register.min_improvement`` (relative), both scored now by the same evaluation
 (``register.eval_samples`` samples, ``register.seed``) on the current validation data,
 with the champion loaded back from the registry. The first version becomes champion.
+A ``generate`` model whose privacy audit (eval/metrics.json's ``privacy`` section, on
+the version as ``eval/privacy.*``) exceeds ``register.max_memorisation`` is never
+promoted; the decision's reason names the figure and by how much.
 The decision and both scores go to registry/decision.json and onto the version as tags.
 """
 
@@ -67,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     problem = incompatibility(spec, manifest)
     if problem:
         raise GanError(f"{args.model} cannot be scored on {data}: {problem}; re-run train on the current data (dvc repro train).")
+    refused = privacy_refusal(eval_metrics, cfg.max_memorisation, eval_dir / "metrics.json", spec)
     tuned = read_optional_json(Path(args.tuned))
     feature_net = load_feature_net(args.features)
     task = make_task(params, manifest)
@@ -91,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         version_tags={f"params/{k}": json.dumps(v, sort_keys=True, default=str) for k, v in settings(spec, tuned).items()},
         artifacts={"samples": samples, "eval_metrics": eval_dir / "metrics.json"},
         experiment_id=experiment_id,
+        refused=refused,
     )
     record = {
         **decision.as_dict(),
@@ -125,6 +130,22 @@ def read_eval_metrics(path: Path, metric: str) -> dict[str, Any]:
     if not isinstance(value, int | float) or not math.isfinite(value):
         raise GanError(f"{path}: {metric} = {value!r} is not a finite number; the generator diverged or was not evaluated, so it is not registered.")
     return metrics
+
+
+def privacy_refusal(eval_metrics: dict[str, Any], max_memorisation: float | None, path: Path, spec: dict[str, Any]) -> str | None:
+    """The sentence that keeps a generator from promotion when its privacy audit exceeds ``register.max_memorisation``, else None.
+
+    A ``generate`` model evaluated without the audit (an eval/metrics.json from before
+    it) cannot be vouched for: with a bound set, it must be evaluated again.
+    """
+    from gan.privacy import memorisation_excess
+
+    if max_memorisation is None or spec.get("inference", spec.get("task")) != "generate":
+        return None
+    audit = eval_metrics.get("privacy")
+    if not isinstance(audit, dict):
+        raise GanError(f"{path} has no privacy section but register.max_memorisation is set; re-run the evaluate stage (dvc repro -f evaluate).")
+    return memorisation_excess(audit, max_memorisation)
 
 
 def read_optional_json(path: Path) -> dict[str, Any]:
