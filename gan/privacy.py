@@ -76,7 +76,7 @@ def discriminator_scores(D: nn.Module, x: np.ndarray, y: np.ndarray | None, batc
     try:
         D.eval()
         for start in range(0, len(x), batch_size):
-            xb = torch.as_tensor(x[start : start + batch_size], dtype=torch.float32, device=device)
+            xb = torch.tensor(np.asarray(x[start : start + batch_size]), dtype=torch.float32, device=device)
             yb = None if y is None else torch.as_tensor(y[start : start + batch_size], dtype=torch.long, device=device)
             out.append(D(xb, yb).float().flatten().cpu())
     finally:
@@ -94,7 +94,7 @@ def audit_images(
     pixel distance ratio to training, most suspicious first.
     """
     fake = torch.as_tensor(np.asarray(samples), dtype=torch.float32)
-    train, held = torch.as_tensor(sets.train_x, dtype=torch.float32), torch.as_tensor(sets.held_x, dtype=torch.float32)
+    train, held = (torch.tensor(np.asarray(x), dtype=torch.float32) for x in (sets.train_x, sets.held_x))  # copies: shards are read-only maps
     figures: dict[str, float] = {}
     d_train, i_train = nearest_distances(fake, train)  # [N]
     d_held, _ = nearest_distances(fake, held)
