@@ -95,6 +95,23 @@ class ModelConfig(_Section):
         return v
 
 
+class PrivacyConfig(_Section):
+    """train.privacy: DP-SGD (Abadi et al. 2016) on the optimisers that read real data (the discriminator), via Opacus."""
+
+    enabled: bool = False
+    max_grad_norm: float = Field(1.0, gt=0, description="per-sample clipping norm C")
+    noise_multiplier: float | None = Field(None, gt=0, description="noise std / C; or leave null and set target_epsilon")
+    target_epsilon: float | None = Field(None, gt=0, description="epsilon at the end of training; the accountant derives the noise")
+    delta: float = Field(1e-5, gt=0, lt=1)
+    accountant: Literal["rdp", "prv"] = "rdp"
+
+    @model_validator(mode="after")
+    def _one_noise_source(self) -> PrivacyConfig:
+        if self.enabled and (self.noise_multiplier is None) == (self.target_epsilon is None):
+            raise ValueError("train.privacy: set exactly one of noise_multiplier and target_epsilon when privacy is enabled")
+        return self
+
+
 class TrainConfig(_Section):
     num_workers: int = Field(1, gt=0)
     use_gpu: bool = False
@@ -124,6 +141,7 @@ class TrainConfig(_Section):
     divergence_patience: int = Field(200, gt=0)
     storage_path: str = ".ray_storage"
     seed: int = 0
+    privacy: PrivacyConfig = PrivacyConfig()
 
     @field_validator("diffaugment")
     @classmethod
@@ -231,6 +249,14 @@ with warnings.catch_warnings():
             arch, size = self.model.arch, self.prepare.image_size
             if size < MIN_RESOLUTION[arch]:
                 raise ValueError(f"prepare.image_size: model '{arch}' cannot produce {size}x{size}; use at least {MIN_RESOLUTION[arch]}")
+            train = self.train
+            if train.privacy.enabled:
+                # Opacus computes per-sample gradients of first derivatives only: a penalty on
+                # D's input gradient (WGAN-GP, R1) would need them through a double backward
+                if self.model.loss == "wgan-gp" and train.gp_weight > 0:
+                    raise ValueError("train.privacy.enabled: DP-SGD cannot train the WGAN-GP gradient penalty (it needs a double backward); use another model.loss or set train.gp_weight: 0")
+                if train.r1_gamma > 0:
+                    raise ValueError("train.privacy.enabled: DP-SGD cannot train the R1 penalty (it needs a double backward); set train.r1_gamma: 0")
             return self
 
 

@@ -37,11 +37,18 @@ Metrics = dict[str, torch.Tensor]  # scalar tensors, named as logged ("loss/D", 
 
 @dataclass(frozen=True)
 class OptimizerSpec:
-    """An Adam optimiser over the parameters of ``networks`` (in that order)."""
+    """An Adam optimiser over the parameters of ``networks`` (in that order).
+
+    ``private``: its phases' losses read the private (real) data, so under
+    ``train.privacy`` the trainer runs it with DP-SGD (per-sample clipping and noise,
+    counted by the privacy accountant); the other optimisers see the data only through
+    the private networks and inherit the guarantee as post-processing.
+    """
 
     networks: tuple[str, ...]
     lr: float
     betas: tuple[float, float] = (0.5, 0.999)
+    private: bool = False
 
 
 @dataclass

@@ -20,7 +20,8 @@ from gan.tasks.base import Task
 from gan.training.checkpoint import TrainCheckpoint, history_csv
 
 # Columns of the last history row copied into metrics.json.
-FINAL_KEYS = ("loss/D", "loss/G", "D(x)", "D(G(z))", "grad_norm/D", "grad_norm/G", "fid", "kid")
+FINAL_KEYS = ("loss/D", "loss/G", "D(x)", "D(G(z))", "grad_norm/D", "grad_norm/G", "fid", "kid",
+              "privacy/epsilon", "privacy/noise_multiplier", "privacy/delta")  # fmt: skip
 
 
 def exported_networks(task: Task, ckpt: TrainCheckpoint) -> dict[str, dict[str, Any]]:
