@@ -136,3 +136,47 @@ def test_dp_under_ddp_two_processes_keeps_replicas_identical(prepared_digits, tm
     q = 2 * 32 / read_manifest(prepared_digits)["counts"]["train"]["total"]  # a global batch of two workers' images
     assert r0["last"]["privacy/epsilon"] == r1["last"]["privacy/epsilon"] == pytest.approx(rdp_epsilon(1.1, q, 3, 1e-5), rel=1e-6)
     assert math.isfinite(r0["last"]["loss/D"])
+
+
+def test_epsilon_in_train_metrics_and_mlflow_and_d_beside_the_export(prepared_digits, tmp_path, mlflow_sqlite, monkeypatch):
+    import json
+
+    import mlflow
+
+    from gan.export import load_networks
+    from gan.training import apply_tuned, task_for
+    from gan.training.outputs import final_metrics, generator_spec, write_outputs
+    from gan.training.tracking import log_training_run
+
+    monkeypatch.chdir(tmp_path)
+    params = dp_params(steps=4, log_every=2)
+    saved: list[TrainCheckpoint] = []
+    summary = fit_task(params, prepared_digits, log=None, report=lambda m, c: saved.append(c) if c else None)
+    ckpt, (_, used) = saved[-1], apply_tuned(params, None)
+    metrics = final_metrics(ckpt, summary, used, {"wall_time_s": 1.0})
+    run_id = log_training_run(params.model_dump(mode="json"), ckpt, metrics, {"git_commit": "abc"}, "dp-test")
+    task = task_for(params, prepared_digits)
+    write_outputs(task, ckpt, generator_spec(task, ckpt, used, {"mlflow_run_id": run_id}), metrics, tmp_path / "generator",
+                  tmp_path / "train", tmp_path / "discriminator")  # fmt: skip
+
+    written = json.loads((tmp_path / "train" / "metrics.json").read_text())
+    assert written["privacy/epsilon"] == ckpt.history[-1]["privacy/epsilon"] > 0 and written["privacy/noise_multiplier"] == 1.1
+    epsilons = mlflow.MlflowClient(mlflow_sqlite).get_metric_history(run_id, "privacy/epsilon")
+    assert [m.step for m in epsilons] == [2, 4] and epsilons[0].value < epsilons[1].value
+    nets, spec = load_networks(tmp_path / "discriminator")
+    assert set(nets) == {"D"} and spec["networks"]["D"]["kwargs"]["norm"] == "group" and spec["step"] == 4
+    assert set(load_networks(tmp_path / "generator")[0]) == {"G"}  # the published export holds no D
+
+
+def test_a_spectrally_normalised_d_is_refused_before_training(prepared_digits):
+    from gan.data import read_manifest
+    from gan.errors import ConfigError
+    from gan.tasks import make_task
+    from gan.training.privacy import check_task
+
+    raw = dp_params().model_dump()
+    raw["model"]["spectral_norm_D"] = True
+    params = parse_params(raw)
+    with pytest.raises(ConfigError, match=r"network D has layers DP-SGD cannot train \(ParametrizedConv2d.*spectral_norm_D: false") as err:
+        check_task(make_task(params, read_manifest(prepared_digits)))
+    assert "\n" not in str(err.value)

@@ -41,10 +41,15 @@ def check_trainable(params: Params, manifest: dict[str, Any]) -> None:
     from gan.tasks import make_task
 
     try:
-        make_task(params, manifest).build_networks()
+        task = make_task(params, manifest)
+        task.build_networks()
     except ValueError as err:
         raise ConfigError(f"params.yaml: the model section cannot be built for this data ({err}).") from None
     cfg = params.train
+    if cfg.privacy.enabled:
+        from gan.training.privacy import check_task
+
+        check_task(task)
     count = int(manifest["counts"]["train"]["total"])
     if count // cfg.num_workers < cfg.batch_size:
         raise ConfigError(

@@ -29,6 +29,7 @@ gradient norms) are not privatised: the guarantee covers the weights, not the lo
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,32 @@ import torch
 from torch import nn
 
 from gan.errors import ConfigError
+
+
+def check_private(net: nn.Module, name: str) -> None:
+    """Raise ConfigError when ``net`` has layers DP-SGD cannot train.
+
+    BatchNorm mixes a batch's samples (no per-sample gradient); spectral normalisation's
+    power-iteration buffers are not supported by Opacus's per-sample hooks.
+    """
+    from opacus import GradSampleModule
+    from opacus.validators import ModuleValidator
+
+    errors = [*ModuleValidator.validate(net, strict=False), *GradSampleModule.validate(net, strict=False)]
+    if errors:
+        kinds = sorted({type(m).__name__ for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) or hasattr(m, "parametrizations")})
+        raise ConfigError(
+            f"params.yaml: train.privacy.enabled but network {name} has layers DP-SGD cannot train ({', '.join(kinds) or type(errors[0]).__name__}); "
+            "use model.arch dcgan or mlp with model.spectral_norm_D: false."
+        )
+
+
+def check_task(task: Any) -> None:
+    """Every network of the task's private optimisers can be trained with DP-SGD (before any worker starts)."""
+    nets = task.build_networks()
+    for spec in task.optimizers().values():
+        for name in spec.networks if spec.private else ():
+            check_private(nets[name], name)
 
 
 @dataclass
@@ -64,11 +91,10 @@ class DPTraining:
     def wrap(self, net: nn.Module, name: str) -> nn.Module:
         """``net`` with Opacus's per-sample gradient hooks; refuses layers Opacus cannot privatise (BatchNorm)."""
         from opacus import GradSampleModule
-        from opacus.validators import ModuleValidator
 
-        errors = ModuleValidator.validate(net, strict=False)
-        if errors:
-            raise ConfigError(f"params.yaml: train.privacy.enabled but network {name} has layers DP-SGD cannot train ({errors[0]}); use model.arch dcgan or mlp.")
+        check_private(net, name)
+        # D's inputs (images) need no gradient in its own phase; Opacus's hooks work from the outputs
+        warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients are computed with respect to module outputs")
         return GradSampleModule(net, loss_reduction="mean")
 
     def optimizer(self, optimizer: torch.optim.Optimizer, expected_batch_size: int) -> torch.optim.Optimizer:
