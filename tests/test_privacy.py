@@ -238,3 +238,17 @@ def test_max_memorisation_is_validated(tmp_path):
 
     with pytest.raises(GanError, match="register.max_memorisation"):
         load_params(write_params(tmp_path / "params.yaml", register={"max_memorisation": 0.4}))
+
+
+def test_register_needs_the_audit_when_the_gate_is_set(tmp_path):
+    from gan.errors import GanError
+    from gan.stages.register import privacy_refusal
+
+    spec = {"task": "generate", "inference": "generate"}
+    path = tmp_path / "metrics.json"
+    with pytest.raises(GanError, match=r"metrics.json has no privacy section but register.max_memorisation is set; re-run the evaluate stage"):
+        privacy_refusal({"fid": 3.0}, 0.6, path, spec)
+    assert privacy_refusal({"fid": 3.0}, None, path, spec) is None  # no gate, nothing to check
+    assert privacy_refusal({"privacy": {"dcr_share/pixel": 0.52, "mia_auroc/distance": 0.58}}, 0.6, path, spec) is None
+    sentence = privacy_refusal({"privacy": {"dcr_share/pixel": 0.52, "mia_auroc/distance": 0.71}}, 0.6, path, spec)
+    assert sentence == "privacy audit: mia_auroc/distance = 0.710 exceeds register.max_memorisation = 0.6 by 0.110"
