@@ -77,7 +77,7 @@ def discriminator_scores(D: nn.Module, x: np.ndarray, y: np.ndarray | None, batc
         D.eval()
         for start in range(0, len(x), batch_size):
             xb = torch.tensor(np.asarray(x[start : start + batch_size]), dtype=torch.float32, device=device)
-            yb = None if y is None else torch.as_tensor(y[start : start + batch_size], dtype=torch.long, device=device)
+            yb = None if y is None else torch.tensor(np.asarray(y[start : start + batch_size]), dtype=torch.long, device=device)
             out.append(D(xb, yb).float().flatten().cpu())
     finally:
         D.train(was_training)
