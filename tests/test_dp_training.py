@@ -180,3 +180,20 @@ def test_a_spectrally_normalised_d_is_refused_before_training(prepared_digits):
     with pytest.raises(ConfigError, match=r"network D has layers DP-SGD cannot train \(ParametrizedConv2d.*spectral_norm_D: false") as err:
         check_task(make_task(params, read_manifest(prepared_digits)))
     assert "\n" not in str(err.value)
+
+
+def test_train_stage_refuses_a_private_d_opacus_cannot_train_before_ray_starts(prepared_digits, tmp_path, mlflow_sqlite, monkeypatch):
+    import yaml
+
+    import gan.stages.train as stage
+    from gan.errors import ConfigError
+
+    calls = []
+    monkeypatch.setattr(stage, "init_ray", lambda: calls.append("init_ray"))
+    raw = dp_params().model_dump(mode="json")
+    raw["model"]["spectral_norm_D"] = True
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="train.privacy.enabled but network D has layers DP-SGD cannot train"):
+        stage.main(["--params", str(tmp_path / "params.yaml"), "--data", str(prepared_digits), "--out", str(tmp_path / "out"),
+                    "--model-out", str(tmp_path / "gen"), "--tuned", str(tmp_path / "none.json")])  # fmt: skip
+    assert calls == [] and not (tmp_path / "gen").exists()
