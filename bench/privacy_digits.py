@@ -88,6 +88,7 @@ def one_run(name: str, params: Any, data: Path, feature_net: FeatureNet, seed: i
         "epsilon": summary["last"].get("privacy/epsilon", float("inf")),
         "noise_multiplier": summary["last"].get("privacy/noise_multiplier", 0.0),
         "fid": scores["fid"],
+        "conditional_accuracy": scores.get("conditional_accuracy", float("nan")),
         "cas": cas(G, int(read_manifest(data)["num_classes"]), val_x, val_y, seed),
         **{f"privacy/{k}": v for k, v in figures.items()},
         "train_s": round(train_s, 1),
@@ -98,9 +99,9 @@ def one_run(name: str, params: Any, data: Path, feature_net: FeatureNet, seed: i
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = "| run | eps | sigma | FID | CAS | share px | share feat | ratio p5 px | MIA D (LOGAN) | MIA dist | train s |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    head = "| run | eps | sigma | FID | CAS | cond. acc. | share px | share feat | ratio p5 px | MIA D (LOGAN) | MIA dist | train s |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     lines = [
-        f"| {r['run']} | {r['epsilon']:.2f} | {r['noise_multiplier']:.2f} | {r['fid']:.2f} | {r['cas']:.3f} | {r['privacy/dcr_share/pixel']:.3f} | "
+        f"| {r['run']} | {r['epsilon']:.2f} | {r['noise_multiplier']:.2f} | {r['fid']:.2f} | {r['cas']:.3f} | {r['conditional_accuracy']:.3f} | {r['privacy/dcr_share/pixel']:.3f} | "
         f"{r['privacy/dcr_share/feature']:.3f} | {r['privacy/dcr_ratio_p5/pixel']:.3f} | {r['privacy/mia_auroc/discriminator']:.3f} | "
         f"{r['privacy/mia_auroc/distance']:.3f} | {r['train_s']:.0f} |"
         for r in rows
@@ -112,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=1500, help="G steps per run (params.yaml: 1500)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=RESULTS, help=f"results file (default: {RESULTS.relative_to(ROOT)})")
     parser.add_argument("--runs", default="default,dp-eps1,dp-eps10,dp-epsinf", help="comma-separated subset of the runs")
     args = parser.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
@@ -136,10 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - start
     out = {"rows": rows, "steps": args.steps, "seed": args.seed, "wall_s": round(wall, 1), "machine": f"{platform.machine()} {os.cpu_count()} CPUs",
            "python": platform.python_version(), "torch": torch.__version__}  # fmt: skip
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(out, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
     print(table(rows))
-    print(f"wall {wall:.0f}s -> {RESULTS}")
+    print(f"wall {wall:.0f}s -> {args.out}")
     return 0
 
 
