@@ -7,7 +7,8 @@ Trains through the project's own trainer (gan.training.fit_task, one in-process 
 on the bundled scikit-learn digits prepared at 16x16 (1,438 train / 359 validation):
 
 - ``default``: params.yaml's model and train sections as they are (DCGAN, spectrally
-  normalised D, hinge loss); its audit is the "default pipeline's champion passes"
+  normalised D, hinge loss) with the learning rates tune chose in the default pipeline
+  (``--lr-G 1.7e-3 --lr-D 1.2e-3``, docs/benchmarks.md); its audit is the "default pipeline's champion passes"
   figure (share closer to training <= 0.55, membership AUROC <= 0.55).
 - ``dp-eps1``, ``dp-eps10``: DP-SGD on D (train.privacy with target_epsilon at
   delta 1e-5, noise from the RDP accountant, clipping norm 1), GroupNorm D without
@@ -51,10 +52,10 @@ EPSILONS = (1.0, 10.0, None)  # None: the same network without DP (eps = inf)
 DELTA = 1e-5
 
 
-def run_params(base: dict[str, Any], steps: int, seed: int, epsilon: float | None, private_arch: bool) -> Any:
-    """params.yaml's model/train with ``steps`` and ``seed``; the DP architecture (GroupNorm D) and DP-SGD at ``epsilon``."""
+def run_params(base: dict[str, Any], steps: int, seed: int, epsilon: float | None, private_arch: bool, lrs: tuple[float, float]) -> Any:
+    """params.yaml's model/train with ``steps``, ``seed`` and learning rates; the DP architecture (GroupNorm D) and DP-SGD at ``epsilon``."""
     raw = json.loads(json.dumps(base))
-    raw["train"].update({"steps": steps, "seed": seed, "log_every": max(1, steps // 5), "checkpoint_every": steps, "sample_every": steps,
+    raw["train"].update({"lr_G": lrs[0], "lr_D": lrs[1], "steps": steps, "seed": seed, "log_every": max(1, steps // 5), "checkpoint_every": steps, "sample_every": steps,
                          "eval_every": 0, "num_workers": 1, "use_gpu": False})  # fmt: skip
     raw["tune"]["enabled"] = False
     if private_arch:
@@ -113,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=1500, help="G steps per run (params.yaml: 1500)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr-G", type=float, default=1.7e-3, help="the rate tune chose in the default pipeline (docs/benchmarks.md)")
+    parser.add_argument("--lr-D", type=float, default=1.2e-3)
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"results file (default: {RESULTS.relative_to(ROOT)})")
     parser.add_argument("--runs", default="default,dp-eps1,dp-eps10,dp-epsinf", help="comma-separated subset of the runs")
     args = parser.parse_args(argv)
@@ -134,9 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         plan = [("default", None, False)] + [(f"dp-eps{'inf' if e is None else int(e)}", e, True) for e in EPSILONS]
         for name, eps, private_arch in plan:
             if name in wanted:
-                rows.append(one_run(name, run_params(base, args.steps, args.seed, eps, private_arch), data, feature_net, args.seed))
+                rows.append(one_run(name, run_params(base, args.steps, args.seed, eps, private_arch, (args.lr_G, args.lr_D)), data, feature_net, args.seed))
     wall = time.perf_counter() - start
-    out = {"rows": rows, "steps": args.steps, "seed": args.seed, "wall_s": round(wall, 1), "machine": f"{platform.machine()} {os.cpu_count()} CPUs",
+    out = {"rows": rows, "steps": args.steps, "seed": args.seed, "lr_G": args.lr_G, "lr_D": args.lr_D, "wall_s": round(wall, 1), "machine": f"{platform.machine()} {os.cpu_count()} CPUs",
            "python": platform.python_version(), "torch": torch.__version__}  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")

@@ -30,10 +30,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--features", default="models/features", help="feature network for FID during training (optional)")
     parser.add_argument("--tuned", default="tune/best.json", help="tuned values, applied when tune.enabled (default: tune/best.json)")
     parser.add_argument("--model-out", default="models/generator", help="exported generator (default: models/generator)")
-    parser.add_argument("--audit-out", default="models/discriminator", help="networks the privacy audit reads, not registered (default: models/discriminator)")
+    parser.add_argument("--audit-out", default=None,
+                        help="networks the privacy audit reads, never registered (default: 'discriminator' beside --model-out: models/discriminator)")
     parser.add_argument("--out", default="train", help="metrics.json, history.csv, samples/ (default: train)")
     parser.add_argument("--fresh", action="store_true", help="discard this config's checkpoints and start over")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.audit_out is None:
+        args.audit_out = str(Path(args.model_out).parent / "discriminator")
+    return args
 
 
 def check_trainable(params: Params, manifest: dict[str, Any]) -> None:
