@@ -246,6 +246,23 @@ class ModelConfig(_Section):
         return v
 
 
+class PrivacyConfig(_Section):
+    """train.privacy: DP-SGD (Abadi et al. 2016) on the optimisers that read real data (the discriminator), via Opacus."""
+
+    enabled: bool = False
+    max_grad_norm: float = Field(1.0, gt=0, description="per-sample clipping norm C")
+    noise_multiplier: float | None = Field(None, gt=0, description="noise std / C; or leave null and set target_epsilon")
+    target_epsilon: float | None = Field(None, gt=0, description="epsilon at the end of training; the accountant derives the noise")
+    delta: float = Field(1e-5, gt=0, lt=1)
+    accountant: Literal["rdp", "prv"] = "rdp"
+
+    @model_validator(mode="after")
+    def _one_noise_source(self) -> PrivacyConfig:
+        if self.enabled and (self.noise_multiplier is None) == (self.target_epsilon is None):
+            raise ValueError("train.privacy: set exactly one of noise_multiplier and target_epsilon when privacy is enabled")
+        return self
+
+
 class TrainConfig(_Section):
     num_workers: int = Field(1, gt=0)
     use_gpu: bool = False
@@ -279,6 +296,7 @@ class TrainConfig(_Section):
     # (a param, so that `dvc exp run -S train.fresh=true` can drive it); False: resume
     fresh: bool = False
     seed: int = Field(0, ge=0, le=SEED_MAX)
+    privacy: PrivacyConfig = PrivacyConfig()
 
     @field_validator("diffaugment")
     @classmethod
@@ -354,6 +372,9 @@ class RegisterConfig(_Section):
     min_improvement: float = Field(0.0, ge=0.0, description="relative: challenger must beat the champion by this fraction")
     eval_samples: int = Field(1000, gt=0)
     seed: int = Field(0, ge=0, le=SEED_MAX)
+    max_memorisation: float | None = Field(
+        None, gt=0.5, le=1.0, description="largest privacy-audit figure (0.5 = no memorisation) a champion may have; null = no gate"
+    )
 
     @field_validator("model_name")
     @classmethod
@@ -425,6 +446,14 @@ with warnings.catch_warnings():
                     raise ValueError(f"{key}: '{value}' is not a metric of model.task '{self.model.task}'; allowed values are {', '.join(allowed)}")
             if self.model.task == "detect" and not self.prepare.anomaly_split:
                 raise ValueError("prepare.normal_classes: model.task 'detect' needs prepare.normal_classes or prepare.anomaly_classes (which classes are normal)")
+            train = self.train
+            if train.privacy.enabled:
+                # Opacus computes per-sample gradients of first derivatives only: a penalty on
+                # D's input gradient (WGAN-GP, R1) would need them through a double backward
+                if self.model.loss == "wgan-gp" and train.gp_weight > 0:
+                    raise ValueError("train.privacy.enabled: DP-SGD cannot train the WGAN-GP gradient penalty (it needs a double backward); use another model.loss or set train.gp_weight: 0")
+                if train.r1_gamma > 0:
+                    raise ValueError("train.privacy.enabled: DP-SGD cannot train the R1 penalty (it needs a double backward); set train.r1_gamma: 0")
             return self
 
 

@@ -198,7 +198,7 @@ def test_evaluate_stage_end_to_end(featurized, prepared_digits, tmp_path, mlflow
     assert run.data.metrics["fid"] == pytest.approx(metrics["fid"]) and "floor/fid" in run.data.metrics
     assert run.data.tags["git_commit"] and run.data.params["evaluate.num_samples"] == "200"
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
-    assert artifacts == {"metrics.json", "per_class.json", "per_class.png", "samples.png"}
+    assert artifacts == {"metrics.json", "per_class.json", "per_class.png", "samples.png", "closest.png"}
     # headline figures only in metrics.json; per-class values, named, in per_class.json
     assert not [k for k in metrics if k.rpartition("/")[2].isdigit()]
     classes = json.loads((out / "per_class.json").read_text())["classes"]
@@ -206,6 +206,10 @@ def test_evaluate_stage_end_to_end(featurized, prepared_digits, tmp_path, mlflow
     assert all({"recall", "coverage", "floor/recall", "floor/coverage"} <= set(c) for c in classes)
     assert metrics["classes_below_floor"] == len(json.loads((out / "per_class.json").read_text())["alerts"])
     assert run.info.status == "FINISHED" and run.data.tags["mlflow.source.name"] == "pipelines/evaluate.py"
+    # the privacy audit runs on every generate model; without models/discriminator/ it leaves out D's attack
+    assert {"dcr_share/pixel", "dcr_share/feature", "mia_auroc/distance", "memorisation"} <= set(metrics["privacy"])
+    assert "mia_auroc/discriminator" not in metrics["privacy"]
+    assert run.data.metrics["privacy/dcr_share/pixel"] == pytest.approx(metrics["privacy"]["dcr_share/pixel"])
 
 
 def _stage_error(capsys, main, argv: list[str]) -> str:

@@ -17,6 +17,8 @@ and per-sample logits keep the gradient penalty exact.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -102,10 +104,13 @@ class DCGANDiscriminator(Discriminator):
         q_categorical: int = 0,
         q_continuous: int = 0,
         spectral_norm: bool = False,
+        norm: str = "batch",
     ) -> None:
         super().__init__()
         check_resolution(image_size)
         check_channels(channels)
+        if norm not in ("batch", "group"):
+            raise ValueError(f"DCGAN D norm must be 'batch' or 'group', not {norm!r}")
         self.channels, self.image_size = channels, image_size
         resolutions = [image_size // 2**i for i in range(1, num_doublings(image_size) + 1)]  # S/2 .. 4
         widths = halving_widths(width, resolutions)
@@ -113,7 +118,9 @@ class DCGANDiscriminator(Discriminator):
         for w_in, w_out in zip(widths[:-1], widths[1:], strict=True):
             layers.append(nn.Conv2d(w_in, w_out, 4, stride=2, padding=1, bias=spectral_norm))
             if not spectral_norm:
-                layers.append(nn.BatchNorm2d(w_out))
+                # GroupNorm under DP-SGD: BatchNorm mixes the samples of a batch, so per-sample
+                # gradients (and their clipping) would not bound one image's influence
+                layers.append(nn.BatchNorm2d(w_out) if norm == "batch" else nn.GroupNorm(math.gcd(8, w_out), w_out))
             layers.append(nn.LeakyReLU(0.2))
         layers.append(nn.Flatten())  # [N, 16 w_4]
         self.features = nn.Sequential(*layers)

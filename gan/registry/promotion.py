@@ -43,6 +43,8 @@ class Decision:
     champion_score: float | None
     min_improvement: float
     lower_is_better: bool = True
+    # the version whose weights are byte-identical to the challenger's: nothing new was registered
+    duplicate_of: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,16 +65,20 @@ def decide(
     min_improvement: float,
     champion_unusable: str | None = None,
     lower_is_better: bool = True,
+    refused: str | None = None,
 ) -> Decision:
     """Promote the first version, a challenger whose champion cannot be evaluated, or one that beats it.
 
     For a metric where higher is better (``lower_is_better=False``: an accuracy) the
-    challenger must exceed ``champion + min_improvement * |champion|``.
+    challenger must exceed ``champion + min_improvement * |champion|``. ``refused`` (a
+    sentence: the privacy audit's excess) keeps the challenger from promotion whatever its score.
     """
     common = dict(metric=metric, challenger_version=challenger_version, challenger_score=challenger_score, champion_version=champion_version,
                   champion_score=champion_score, min_improvement=min_improvement, lower_is_better=lower_is_better)  # fmt: skip
     if not math.isfinite(challenger_score):
         return Decision(False, f"challenger {metric} = {challenger_score} is not finite", **common)
+    if refused:
+        return Decision(False, refused, **common)
     if champion_version is None:
         return Decision(True, "first version: no champion yet", **common)
     if champion_unusable:

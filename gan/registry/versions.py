@@ -186,8 +186,12 @@ def register_generator(
     lower_is_better: bool = True,
     allow_schema_change: bool = False,
     log_options: Mapping[str, Any] | None = None,
+    refused: str | None = None,
 ) -> tuple[Decision, Any]:
     """Register a new version, score it and the current champion with ``score``, apply the decision.
+
+    ``refused`` (one sentence, e.g. the privacy audit's excess over ``register.max_memorisation``)
+    registers the version as challenger but never promotes it.
 
     Returns the decision and the new ModelVersion.
 
@@ -219,7 +223,7 @@ def register_generator(
     created: dict[str, str] = {}
     try:
         decision, version = _register_and_decide(
-            client, generator_dir, model_name, metric, min_improvement, score, manifest, created, lower_is_better, champion_model,
+            client, generator_dir, model_name, metric, min_improvement, score, manifest, created, lower_is_better, champion_model, refused,
             params=params, metrics=metrics, tags=tags, version_tags=version_tags, artifacts=artifacts, experiment_id=experiment_id,
             **(log_options or {}),
         )  # fmt: skip
@@ -311,6 +315,7 @@ def _register_and_decide(
     created: dict[str, str],
     lower_is_better: bool,
     champion_model: tuple[str, Any] | None,
+    refused: str | None,
     **log_kwargs: Any,
 ) -> tuple[Decision, Any]:
     """The steps of :func:`register_generator` that write to the registry, in order."""
@@ -327,6 +332,6 @@ def _register_and_decide(
             model = champion_model[1] if champion_model and champion_model[0] == champion.version else load_model(champion)
             unusable = incompatibility(model.spec, manifest)
             champion_score = None if unusable else float(score(model))
-        decision = decide(metric, challenger.version, challenger_score, champion.version if champion else None, champion_score, min_improvement, unusable, lower_is_better)
+        decision = decide(metric, challenger.version, challenger_score, champion.version if champion else None, champion_score, min_improvement, unusable, lower_is_better, refused)
         apply_decision(client, model_name, decision)
     return decision, version

@@ -12,6 +12,13 @@ mode coverage, class KL and conditional accuracy), and writes each metric beside
 its real-vs-real floor (``fid`` and ``floor/fid``: the training split measured the
 same way). The metrics and the sample grid are logged to MLflow's ``gan-evaluate``
 experiment, tagged with the git commit.
+
+Every ``generate`` model is also audited for memorisation (:mod:`gan.privacy`): the
+``privacy`` section of eval/metrics.json (distance to closest record in pixel and
+feature space, membership-inference AUROCs) and eval/closest.png (sample | nearest
+training image). The discriminator attack reads D from models/discriminator/, which the
+train stage writes beside the export and which is never registered; without it that
+one figure is left out.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = stage_parser(__doc__)
     parser.add_argument("--model", default="models/generator", help="exported generator (default: models/generator)")
     parser.add_argument("--features", default="models/features", help="feature network (default: models/features)")
+    parser.add_argument("--discriminator", default="models/discriminator", help="D for the membership attack (default: models/discriminator; optional)")
     parser.add_argument("--out", default="eval", help="output directory for metrics.json and samples.png (default: eval)")
     args = parser.parse_args(argv)
     params = load_params(args.params)
@@ -86,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
             atomic_write_bytes(out / "per_class.png", per_class_chart(rows, floor_rows, class_names))
         else:
             atomic_write_bytes(out / "per_class.png", per_class_chart([], [], []))
+        audited = spec.get("inference", task.inference) == "generate" and "G" in nets
+        if audited:  # memorisation audit of every generate model (gan.privacy)
+            headline["privacy"] = privacy_audit(nets["G"], discriminator_for(Path(args.discriminator), spec), feature_net, data, cfg,
+                                                out / "closest.png")  # fmt: skip
+            artifacts.append(out / "closest.png")
         images, nrow = task.grid(nets, seed=cfg.seed)
         save_grid(images, out / "samples.png", nrow)
         atomic_write_json(out / "per_class.json", per_class)
@@ -99,12 +112,44 @@ def main(argv: list[str] | None = None) -> int:
         floor_text = f" (floor {result[f'floor/{primary}']:.3f})" if f"floor/{primary}" in result else ""
         others = ", ".join(f"{k} {result[k]:.4g}" for k in task.metric.names if k != primary and k in result)
         summary = f"{primary} {result.get(primary, float('nan')):.3f}{floor_text}" + (f", {others}" if others else "")
+    if audited:
+        summary += f", memorisation {headline['privacy']['memorisation']:.3f}"
     print(f"evaluate: {summary} -> {out} (MLflow run {run_id}) in {time.perf_counter() - start:.1f}s")
     for alert in alerts[:3]:
         print(f"evaluate: alert: {alert} (see {out / 'per_class.png'})")
     if len(alerts) > 3:
         print(f"evaluate: alert: {len(alerts) - 3} more classes below half their coverage floor (eval/per_class.json lists them all)")
     return 0
+
+
+def discriminator_for(path: Path, spec: dict[str, Any]) -> Any:
+    """D from ``path`` when the train stage wrote it in the same run and step as the generator, else None (with a note)."""
+    if not (path / "config.json").exists():
+        return None
+    nets, d_spec = load_networks(path)
+    same = all(d_spec.get(k) == spec.get(k) for k in ("ray_run", "step", "data_hash"))
+    if not same or "D" not in nets:
+        print(f"evaluate: {path} is not from the run that made this generator; the discriminator attack is left out.")
+        return None
+    return nets["D"]
+
+
+def privacy_audit(G: Any, D: Any, feature_net: FeatureNet, data: Path, cfg: Any, picture: Path) -> dict[str, float]:
+    """The memorisation audit of G (and D's membership attack when D is given) on the training and validation splits.
+
+    Draws the closest pairs to ``picture``. An export from elsewhere (a registry
+    download) comes without D and is audited without that figure.
+    """
+    from gan.data import load_split
+    from gan.privacy import audit_generator, closest_pairs_grid
+
+    train_x, train_y = load_split(data, "train")
+    val_x, val_y = load_split(data, "val")
+    figures, pairs, samples, sets = audit_generator(G, D, feature_net, train_x, train_y, val_x, val_y, cfg.num_samples, seed=cfg.seed,
+                                                    batch_size=cfg.batch_size)  # fmt: skip
+    images, nrow = closest_pairs_grid(samples, sets.train_x, pairs)
+    save_grid(images, picture, nrow)
+    return figures
 
 
 def combine(metrics: dict[str, float], floor: dict[str, float]) -> dict[str, float]:
@@ -152,6 +197,17 @@ def _check_compatible(spec: dict[str, Any], feature_net: FeatureNet, image_shape
         raise GanError(f"{model} generates {gen} images but {features} expects {want}; re-run train on the current prepared data (dvc repro train).")
 
 
+def flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The numbers of eval/metrics.json under MLflow names: a section's entries as ``<section>/<name>`` (``privacy/dcr_share/pixel``)."""
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            out.update({f"{key}/{k}": float(v) for k, v in value.items()})
+        else:
+            out[key] = float(value)
+    return out
+
+
 @contextlib.contextmanager
 def mlflow_run(settings: dict[str, Any], spec: dict[str, Any]) -> Iterator[str]:
     """One run in the ``gan-evaluate`` experiment of :func:`gan.tracking.tracking_uri` around the work; yields its id."""
@@ -174,6 +230,6 @@ def log_results(metrics: dict[str, float], artifacts: list[Path]) -> None:
     """The headline metrics and the output files, into the active run."""
     import mlflow
 
-    mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, int | float)})
+    mlflow.log_metrics(flat_metrics(metrics))
     for path in artifacts:
         mlflow.log_artifact(str(path))

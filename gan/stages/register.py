@@ -16,6 +16,9 @@ with the champion loaded back from the registry. The first version becomes champ
 Weights already registered under the name (same ``weights_sha256``) add no version; a
 generator whose output (channels, image size, classes) differs from the champion's is
 refused unless ``register.allow_schema_change: true``.
+A ``generate`` model whose privacy audit (eval/metrics.json's ``privacy`` section, on
+the version as ``eval/privacy.*``) exceeds ``register.max_memorisation`` is never
+promoted; the decision's reason names the figure and by how much.
 The decision and both scores go to registry/decision.json and onto the version as tags.
 """
 
@@ -36,6 +39,9 @@ from gan.paths import check_outputs
 from gan.registry import EXPERIMENT
 from gan.stages import stage_parser
 from gan.tracking import store_file
+
+# the audit figures put on a version as tags: the gated worst one and the headline share
+PRIVACY_VERSION_TAGS = ("memorisation", "dcr_share/pixel")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -75,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     problem = incompatibility(spec, manifest)
     if problem:
         raise GanError(f"{args.model} cannot be scored on {data}: {problem}; re-run train on the current data (dvc repro train).")
+    refused = privacy_refusal(eval_metrics, cfg.max_memorisation, eval_dir / "metrics.json", spec)
     tuned = read_optional_json(Path(args.tuned))
     feature_net = load_feature_net(args.features)
     task = make_task(params, manifest)
@@ -101,7 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         params=version_params(spec, tuned, params),
         metrics={f"eval/{k}": v for k, v in numeric_metrics(eval_metrics).items()},
         tags={"git_commit": commit, "data_hash": data_hash, "task": str(spec["task"]), "generator_arch": str(spec.get("arch"))},
-        version_tags={**{k: v for k, v in links.items() if k.endswith("_run_id")}, f"eval/{cfg.metric}": repr(float(eval_metrics[cfg.metric]))},
+        version_tags={**{k: v for k, v in links.items() if k.endswith("_run_id")}, f"eval/{cfg.metric}": repr(float(eval_metrics[cfg.metric])),
+                      # the privacy gate's figures travel with the version (the rest are the evaluate run's metrics)
+                      **{f"eval/privacy.{k}": repr(float(v)) for k, v in (eval_metrics.get("privacy") or {}).items()
+                         if k in PRIVACY_VERSION_TAGS}},
         artifacts={"samples": samples, "eval_metrics": eval_dir / "metrics.json"},
         experiment_id=experiment_id,
         allow_schema_change=cfg.allow_schema_change,
@@ -111,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             "description": describe(spec, links),
         },
         lower_is_better=task.metric.lower(cfg.metric),
+        refused=refused,
     )
     record = {
         **decision.as_dict(),
@@ -194,6 +205,22 @@ def read_eval_metrics(path: Path, metric: str) -> dict[str, Any]:
     if not isinstance(value, int | float) or not math.isfinite(value):
         raise GanError(f"{path}: {metric} = {value!r} is not a finite number; the generator diverged or was not evaluated, so it is not registered.")
     return metrics
+
+
+def privacy_refusal(eval_metrics: dict[str, Any], max_memorisation: float | None, path: Path, spec: dict[str, Any]) -> str | None:
+    """The sentence that keeps a generator from promotion when its privacy audit exceeds ``register.max_memorisation``, else None.
+
+    A ``generate`` model evaluated without the audit (an eval/metrics.json from before
+    it) cannot be vouched for: with a bound set, it must be evaluated again.
+    """
+    from gan.privacy import memorisation_excess
+
+    if max_memorisation is None or spec.get("inference", spec.get("task")) != "generate":
+        return None
+    audit = eval_metrics.get("privacy")
+    if not isinstance(audit, dict):
+        raise GanError(f"{path} has no privacy section but register.max_memorisation is set; re-run the evaluate stage (dvc repro -f evaluate).")
+    return memorisation_excess(audit, max_memorisation)
 
 
 def read_optional_json(path: Path) -> dict[str, Any]:

@@ -11,7 +11,7 @@ interruption resumes from the last checkpoint; ``train.fresh: true`` (or ``--fre
 discards that run's checkpoints and starts over. A run that had finished is resumed at
 its last step, so ``dvc repro -f -s train`` exports the same weights again (and register
 adds no version); ``dvc exp run -S train.fresh=true`` retrains from step 0. Outputs:
-models/generator/ (G_ema), train/metrics.json, train/history.csv, train/samples/, and
+models/generator/ (G_ema), models/discriminator/ (D, for the privacy audit; never registered), train/metrics.json, train/history.csv, train/samples/, and
 one MLflow run in the experiment gan-train.
 """
 
@@ -36,9 +36,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--features", default="models/features", help="feature network for FID during training (optional)")
     parser.add_argument("--tuned", default="tune/best.json", help="tuned values, applied when tune.enabled (default: tune/best.json)")
     parser.add_argument("--model-out", default="models/generator", help="exported generator (default: models/generator)")
+    parser.add_argument("--audit-out", default=None,
+                        help="networks the privacy audit reads, never registered (default: 'discriminator' beside --model-out: models/discriminator)")
     parser.add_argument("--out", default="train", help="metrics.json, history.csv, samples/ (default: train)")
     parser.add_argument("--fresh", action="store_true", help="discard this config's checkpoints and start over")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.audit_out is None:
+        args.audit_out = str(Path(args.model_out).parent / "discriminator")
+    return args
 
 
 def check_trainable(params: Params, manifest: dict[str, Any]) -> None:
@@ -46,10 +51,15 @@ def check_trainable(params: Params, manifest: dict[str, Any]) -> None:
     from gan.tasks import make_task
 
     try:
-        make_task(params, manifest).build_networks()
+        task = make_task(params, manifest)
+        task.build_networks()
     except ValueError as err:
         raise ConfigError(f"params.yaml: the model section cannot be built for this data ({err}).") from None
     cfg = params.train
+    if cfg.privacy.enabled:
+        from gan.training.privacy import check_task
+
+        check_task(task)
     count = int(manifest["counts"]["train"]["total"])
     if count // cfg.num_workers < cfg.batch_size:
         raise ConfigError(
@@ -184,13 +194,13 @@ def train(args: argparse.Namespace, params: Params, data_dir: str, t0: float, st
         # the training is not lost: its outputs are written now, the checkpoint stays in
         # Ray's storage, and the re-run logs it from there without training again
         spec = generator_spec(task, outcome.checkpoint, hyperparams, {"mlflow_run_id": None, "ray_run": name})
-        write_outputs(task, outcome.checkpoint, spec, metrics, args.model_out, args.out, data_dir)
+        write_outputs(task, outcome.checkpoint, spec, metrics, args.model_out, args.out, data_dir, args.audit_out)
         raise GanError(
             f"training finished ({metrics['steps']} steps; outputs in {args.model_out} and {args.out}) but MLflow at {err.uri} "
             f"is not reachable ({err.detail}), so the run was not logged; start the server and re-run the stage to log it without training again."
         ) from None
     spec = generator_spec(task, outcome.checkpoint, hyperparams, {"mlflow_run_id": run_id, "ray_run": name})
-    write_outputs(task, outcome.checkpoint, spec, metrics, args.model_out, args.out, data_dir)
+    write_outputs(task, outcome.checkpoint, spec, metrics, args.model_out, args.out, data_dir, args.audit_out)
     print(train_line(metrics, args.model_out), flush=True)
     return 0
 

@@ -39,11 +39,18 @@ Metrics = dict[str, torch.Tensor]  # scalar tensors, named as logged ("loss/D", 
 
 @dataclass(frozen=True)
 class OptimizerSpec:
-    """An Adam optimiser over the parameters of ``networks`` (in that order)."""
+    """An Adam optimiser over the parameters of ``networks`` (in that order).
+
+    ``private``: its phases' losses read the private (real) data, so under
+    ``train.privacy`` the trainer runs it with DP-SGD (per-sample clipping and noise,
+    counted by the privacy accountant); the other optimisers see the data only through
+    the private networks and inherit the guarantee as post-processing.
+    """
 
     networks: tuple[str, ...]
     lr: float
     betas: tuple[float, float] = (0.5, 0.999)
+    private: bool = False
 
 
 @dataclass
@@ -176,6 +183,10 @@ class Task:
     # EMA copies: {copy name: source network}; exported networks: {export name: network}
     ema: ClassVar[dict[str, str]] = {}
     exported: ClassVar[dict[str, str]] = {}
+    # networks the privacy audit reads (generate: D, for LOGAN's membership attack); the
+    # train stage writes them beside the export (models/discriminator), never into it, so
+    # the published model does not hand the white-box attack to its consumers
+    audited: ClassVar[dict[str, str]] = {}
 
     def optimizers(self) -> dict[str, OptimizerSpec]:
         raise NotImplementedError

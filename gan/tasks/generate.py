@@ -54,11 +54,14 @@ class GenerateTask(Task):
     mutable = ("lr_G", "lr_D", "beta1", "beta2", "n_critic")
     ema = {"G_ema": "G"}
     exported = {"G": "G_ema"}
+    audited = {"D": "D"}
 
     def __init__(self, params: Any, manifest: dict[str, Any]) -> None:
         super().__init__(params, manifest)
         # raises ConfigError naming the key when the model section cannot fit the data
         self.G_kwargs, self.D_kwargs = model_kwargs(params.model, manifest["channels"], manifest["image_size"], manifest["num_classes"])
+        if params.train.privacy.enabled and params.model.arch == "dcgan" and not self.D_kwargs["spectral_norm"]:
+            self.D_kwargs["norm"] = "group"  # DP-SGD needs per-sample gradients: no BatchNorm in D
         self.loss_pair = loss_spec(params.model.loss)
         info = params.model.infogan
         self.c_categorical, self.c_continuous = int(info.categorical), int(info.continuous)
@@ -119,7 +122,8 @@ class GenerateTask(Task):
             return self.stylegan2.optimizers()
         cfg = self.params.train
         betas = (cfg.beta1, cfg.beta2)
-        return {"G": OptimizerSpec(("G",), cfg.lr_G, betas), "D": OptimizerSpec(("D",), cfg.lr_D, betas)}
+        # D alone reads real images: under train.privacy it is the one trained with DP-SGD
+        return {"G": OptimizerSpec(("G",), cfg.lr_G, betas), "D": OptimizerSpec(("D",), cfg.lr_D, betas, private=True)}
 
     # ---- the recipe ---------------------------------------------------------------------
     def phases(self, step: int) -> list[Phase]:

@@ -73,8 +73,11 @@ EvalFn = Callable[[dict[str, nn.Module], int], dict[str, float]]  # (exported ne
 
 
 def unwrap(module: nn.Module) -> nn.Module:
-    """The module inside a DistributedDataParallel wrapper (or the module itself)."""
-    return module.module if isinstance(module, DistributedDataParallel) else module
+    """The module inside a DistributedDataParallel or Opacus GradSampleModule wrapper (or the module itself)."""
+    if isinstance(module, DistributedDataParallel):
+        return unwrap(module.module)
+    inner = getattr(module, "_module", None)  # opacus.GradSampleModule
+    return unwrap(inner) if isinstance(inner, nn.Module) and hasattr(module, "enable_hooks") else module
 
 
 def ddp_wrap(device: torch.device) -> Wrap:
@@ -135,13 +138,22 @@ class GANTrainer:
             wrap = ddp_wrap(self.device) if distributed() else (lambda m: m)
         self.opt_specs = task.optimizers()
         trained = {n for spec in self.opt_specs.values() for n in spec.networks}
-        wrapped = {name: wrap(net) if name in trained else net for name, net in raw.items()}
+        # DP-SGD (train.privacy) on the networks of private optimisers: per-sample gradient
+        # hooks instead of DDP (the private optimiser reduces the noised gradients itself)
+        self.dp = self._dp_training(params, task, world_size)
+        private = {n for spec in self.opt_specs.values() if spec.private for n in spec.networks} if self.dp else set()
+        wrapped = {name: self.dp.wrap(net, name) if name in private else wrap(net) if name in trained else net  # type: ignore[union-attr]
+                   for name, net in raw.items()}  # fmt: skip
         self.nets = NetworkSet(raw={name: unwrap(w) for name, w in wrapped.items()}, wrapped=wrapped)
         torch.manual_seed(rank_seed(cfg.seed, rank))  # per-rank stream for z and augmentation
         self.optimizers = {
             name: torch.optim.Adam([p for n in spec.networks for p in self.nets.raw[n].parameters()], lr=spec.lr, betas=spec.betas)
             for name, spec in self.opt_specs.items()
         }
+        if self.dp is not None:
+            for name, spec in self.opt_specs.items():
+                if spec.private:
+                    self.optimizers[name] = self.dp.optimizer(self.optimizers[name], expected_batch_size=cfg.batch_size)
         # bf16 needs no loss scaling; the scaler is kept (disabled) so that checkpoints
         # have one format whatever the precision.
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=False)
@@ -149,6 +161,28 @@ class GANTrainer:
         self.batches_seen = 0  # batches this rank has consumed (the data position)
         self.phase_counts: dict[str, int] = {}  # times each phase came up (lazy regularisation)
         self._batches = self._data_stream(consumed=0)
+
+    @staticmethod
+    def _dp_training(params: Params, task: Task, world_size: int) -> Any:
+        """The run's DP-SGD (:class:`gan.training.privacy.DPTraining`) when train.privacy is on, else None.
+
+        Sample rate: real images per private step over the training set. The private
+        optimiser's steps over the run: its phases per training step times train.steps.
+        """
+        cfg = params.train
+        if not cfg.privacy.enabled:
+            return None
+        from gan.training.privacy import DPTraining
+
+        specs = task.optimizers()
+        per_step = sum(1 for phase in task.phases(0) if specs[phase.optimizer].private)
+        count = int(task.manifest["counts"]["train"]["total"])
+        return DPTraining.create(cfg.privacy, sample_rate=min(1.0, cfg.batch_size * world_size / count),
+                                 private_steps=max(1, per_step * cfg.steps), distributed=world_size > 1)  # fmt: skip
+
+    def privacy_metrics(self) -> dict[str, float]:
+        """``privacy/epsilon`` (and its noise and delta) under DP-SGD; nothing otherwise."""
+        return self.dp.metrics() if self.dp is not None else {}
 
     def _to_device(self, net: nn.Module) -> nn.Module:
         net = net.to(self.device)
@@ -273,6 +307,8 @@ class GANTrainer:
             "rng": gather_rng_states(self.device),
             "config": self.params.model_dump(mode="json"),
         }
+        if self.dp is not None:
+            state["privacy"] = self.dp.state_dict()  # the accountant: a resumed run keeps its epsilon
         return _to_cpu(state)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -286,6 +322,8 @@ class GANTrainer:
         for name, opt_state in state["optimizers"].items():
             self.optimizers[name].load_state_dict(opt_state)
         self.task.load_state_dict(state.get("task_state", {}))
+        if self.dp is not None:
+            self.dp.load_state_dict(state.get("privacy", {}))
         self.scaler.load_state_dict(state["scaler"])
         self.step, self.batches_seen = int(state["step"]), int(state["batches_seen"])
         self.phase_counts = {k: int(v) for k, v in state["phase_counts"].items()}
@@ -389,7 +427,8 @@ class Boundary:
     def __call__(self, step: int, steps_in_window: int) -> dict[str, float]:
         cfg, trainer, chief = self.cfg, self.trainer, self.chief
         self.guard.check(step)  # every rank raises at the same step
-        metrics = {**self.window.mean(), "step": float(step), "throughput/img_s": self.clock.window(steps_in_window), **trainer.hparams()}
+        metrics = {**self.window.mean(), "step": float(step), "throughput/img_s": self.clock.window(steps_in_window), **trainer.hparams(),
+                   **trainer.privacy_metrics()}  # fmt: skip
         if chief and due(step, cfg.sample_every, cfg.steps):
             self.samples[f"step-{step:07d}.png"] = trainer.sample_grid(seed=cfg.seed)
         if chief and self.eval_fn is not None and due(step, cfg.eval_every, cfg.steps):

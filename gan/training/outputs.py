@@ -1,6 +1,7 @@
 """The train stage's outputs, written from the final checkpoint (atomically, each one).
 
     models/generator/     the task's exported networks (generate: G_ema as G) via gan.export.save_networks
+    models/discriminator/ the networks the privacy audit reads (Task.audited; generate: D), never registered
     train/metrics.json    final losses, steps, img/s, wall time, start-up, the values used
     train/history.csv     one row per logged step (DVC plots)
     train/plots/          losses.png, d_outputs.png: the same curves as images (offline `dvc plots show`)
@@ -21,7 +22,8 @@ from gan.tasks.base import Task
 from gan.training.checkpoint import TrainCheckpoint, history_csv
 
 # Columns of the last history row copied into metrics.json.
-FINAL_KEYS = ("loss/D", "loss/G", "loss/E", "D(x)", "D(G(z))", "grad_norm/D", "grad_norm/G", "fid", "kid", "auroc")
+FINAL_KEYS = ("loss/D", "loss/G", "loss/E", "D(x)", "D(G(z))", "grad_norm/D", "grad_norm/G", "fid", "kid", "auroc",
+              "privacy/epsilon", "privacy/noise_multiplier", "privacy/delta")  # fmt: skip
 # Entries of train/metrics.json that measure this invocation, not the model: they stay out
 # of models/generator/config.json so that re-exporting the same weights changes no byte there.
 RUN_ONLY_KEYS = ("throughput/img_s", "steps_trained", "wall_time_s", "train_time_s", "startup_s", "resumed_from_step")
@@ -51,14 +53,14 @@ def generator_spec(task: Task, ckpt: TrainCheckpoint, hyperparams: dict[str, Any
 
 
 def export_generator(task: Task, ckpt: TrainCheckpoint, spec: dict[str, Any], out_dir: str | os.PathLike,
-                     data_dir: str | os.PathLike | None = None) -> Path:  # fmt: skip
-    """Rebuild each exported network from the checkpoint, load its weights and save them all.
+                     data_dir: str | os.PathLike | None = None, networks: dict[str, str] | None = None) -> Path:  # fmt: skip
+    """Rebuild each exported network (or each of ``networks``: {name: source}) from the checkpoint, load its weights and save them all.
 
     With ``data_dir``, the task's :meth:`~gan.tasks.base.Task.calibrate` adds what it measures
     on the trained networks and the prepared data (the detect task's threshold) to the spec.
     """
     nets = {}
-    for name, src in task.exported.items():
+    for name, src in (task.exported if networks is None else networks).items():
         entry = spec["networks"][name]
         net = build_network(entry["network"], **entry["kwargs"])
         net.load_state_dict(ckpt.state["nets"][src], strict=True)
@@ -66,6 +68,12 @@ def export_generator(task: Task, ckpt: TrainCheckpoint, spec: dict[str, Any], ou
     if data_dir is not None:
         spec = {**spec, **task.calibrate(nets, data_dir)}
     return save_networks(nets, spec, out_dir)
+
+
+def audit_spec(task: Task, ckpt: TrainCheckpoint, spec: dict[str, Any]) -> dict[str, Any]:
+    """config.json of models/discriminator: the export's spec with the audited networks in place of the exported ones."""
+    specs = ckpt.state["networks"]
+    return {**spec, "networks": {name: specs[src] for name, src in task.audited.items()}, "audit_only": True}
 
 
 def final_metrics(ckpt: TrainCheckpoint, summary: dict[str, Any], hyperparams: dict[str, Any], timing: dict[str, Any]) -> dict[str, Any]:
@@ -108,11 +116,15 @@ def write_outputs(
     model_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
     data_dir: str | os.PathLike | None = None,
+    audit_dir: str | os.PathLike | None = None,
 ) -> None:
-    """Write models/generator, train/metrics.json, train/history.csv and train/samples/ (``data_dir``: see export_generator)."""
+    """Write models/generator, models/discriminator (``audit_dir``, when the task audits networks), train/metrics.json,
+    history.csv, samples/ (``data_dir``: see export_generator)."""
     out_dir = Path(out_dir)
     model_metrics = {k: v for k, v in metrics.items() if k not in RUN_ONLY_KEYS}
     export_generator(task, ckpt, {**spec, "metrics": model_metrics}, model_dir, data_dir)
+    if audit_dir is not None and task.audited:
+        export_generator(task, ckpt, audit_spec(task, ckpt, spec), audit_dir, networks=dict(task.audited))
     with atomic_dir(out_dir / "samples") as tmp:
         for name, data in ckpt.samples.items():
             (tmp / name).write_bytes(data)

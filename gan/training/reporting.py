@@ -121,6 +121,8 @@ def progress_line(metrics: dict[str, float], total: int, primary: str = "fid") -
         parts.append(f"D re-initialised ({metrics['reinit/D']:.2f} of steps)")
     if primary in metrics:
         parts.append(f"{primary} {metrics[primary]:.2f}")
+    if "privacy/epsilon" in metrics:  # DP-SGD: the budget spent so far
+        parts.append(f"eps {metrics['privacy/epsilon']:.2f}")
     parts.append(f"{metrics.get('throughput/img_s', 0.0):.0f} img/s")
     return " | ".join(parts)
 

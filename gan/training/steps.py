@@ -44,6 +44,10 @@ class NetworkSet:
             if self.trainable.get(name) is not want:
                 module.requires_grad_(want)
                 self.trainable[name] = want
+                # per-sample gradient hooks (DP-SGD's wrapper) record only while the network trains
+                toggle = getattr(self.wrapped[name], "enable_hooks" if want else "disable_hooks", None)
+                if toggle is not None:
+                    toggle()
 
     def for_phase(self, names: tuple[str, ...]) -> dict[str, nn.Module]:
         """The networks a phase sees: wrappers of those it trains, raw modules of the others."""
