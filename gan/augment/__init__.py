@@ -32,14 +32,17 @@ from gan.augment.cas import (
     train_classifier,
 )
 from gan.augment.cli import build_parser, cli_main
-from gan.augment.stream import DEFAULT_BATCH_SIZE, SyntheticStream, generate, label_ids
+from gan.augment.stream import DEFAULT_BATCH_SIZE, SyntheticStream, check_seed, generate, label_ids
 from gan.augment.writers import (
     FORMATS,
     METADATA,
     NPZ_NAME,
     ImageFolderWriter,
     NpzWriter,
+    check_fits,
     check_output_dir,
+    estimate_bytes,
+    free_space,
     safe_name,
     write_dataset,
     write_stream,
@@ -47,6 +50,6 @@ from gan.augment.writers import (
 
 __all__ = [
     "DEFAULT_BATCH_SIZE", "FORMATS", "METADATA", "NPZ_NAME", "ImageFolderWriter", "NpzWriter", "SyntheticStream",
-    "accuracy", "build_parser", "check_output_dir", "classification_accuracy", "cli_main", "generate", "label_ids",
+    "accuracy", "build_parser", "check_fits", "check_output_dir", "check_seed", "estimate_bytes", "free_space", "classification_accuracy", "cli_main", "generate", "label_ids",
     "real_slice", "safe_name", "small_classifier", "to_model_range", "train_classifier", "write_dataset", "write_stream",
 ]  # fmt: skip
