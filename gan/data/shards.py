@@ -207,4 +207,5 @@ def val_images(data_dir: str | os.PathLike) -> Iterator[tuple[np.ndarray, np.nda
     """The whole validation images as ``(lr [1, C, h, w], hr [1, C, H, W])`` in [-1, 1], one at a time."""
     folder = Path(data_dir) / "val" / FULL
     for hr_path in sorted(folder.glob("hr-*.npy")):
-        yield np.load(hr_path.with_name(hr_path.name.replace("hr-", "lr-", 1))), np.load(hr_path)
+        yield (np.load(hr_path.with_name(hr_path.name.replace("hr-", "lr-", 1)), allow_pickle=False),
+               np.load(hr_path, allow_pickle=False))
