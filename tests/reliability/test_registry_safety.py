@@ -74,6 +74,10 @@ def test_a_register_failing_half_way_leaves_the_registry_as_it_was(tmp_path, pre
         decision, version = register(lambda loaded: 1.0)
         assert decision.promoted and str(version.version) == "1"
         before = {a: str(v) for a, v in client.get_registered_model("safe-gan").aliases.items()}
+        # other weights (identical ones would add no version at all: nothing to roll back)
+        with torch.no_grad():
+            next(G.parameters()).add_(1e-3)
+        save_generator(G, spec, model)
         with pytest.raises(GanError, match=r"\(version 2, run \w+ removed\)"):
             register(wrong_latent_size)
         assert [str(mv.version) for mv in client.search_model_versions("name = 'safe-gan'")] == ["1"]
