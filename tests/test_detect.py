@@ -235,8 +235,9 @@ def test_registry_round_trip_champion_scores_and_serves(ganomaly_export, mlflow_
                   lower_is_better=False)  # fmt: skip
     first, _ = register_generator(out, "digits-detect", **common)
     second, _ = register_generator(out, "digits-detect", **common)
-    assert first.promoted and not second.promoted  # the same AUROC does not beat the champion
-    assert second.challenger_score == pytest.approx(second.champion_score)
+    # the same weights again: no new version, the champion stays (its recorded AUROC is reported)
+    assert first.promoted and not second.promoted and second.duplicate_of == first.challenger_version
+    assert second.challenger_score == pytest.approx(first.challenger_score)
     csv_path = tmp_path / "scores.csv"
     assert cli_main(["--model", "models:/digits-detect@champion", "--in", str(npz), "--out", str(csv_path)]) == 0
     from gan.inference.detect import DetectRunner
