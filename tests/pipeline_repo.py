@@ -39,7 +39,9 @@ TINY: dict[str, dict[str, Any]] = {
     "train": {"batch_size": 32, "steps": 40, "checkpoint_every": 20, "sample_every": 20, "log_every": 10,
               "eval_every": 0, "eval_samples": 200, "divergence_patience": 20},
     "evaluate": {"num_samples": 300, "kid_subset_size": 100},
-    "register": {"eval_samples": 300},
+    # a 40-step generator is far from every real image, which the privacy audit's share
+    # cannot tell from copying (docs/benchmarks.md): no gate for this mechanics-only pipeline
+    "register": {"eval_samples": 300, "max_memorisation": None},
     "augment_eval": {"real_per_class": 5, "synthetic_per_class": 10, "epochs": 2},
 }
 
