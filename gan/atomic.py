@@ -191,6 +191,15 @@ def _replace(tmp: Path, target: Path) -> None:
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same directory."""
+    with _atomic_file(path, "wb") as fh:
+        fh.write(data)
+    return Path(path)
+
+
+@contextlib.contextmanager
+def _atomic_file(path: str | os.PathLike, mode: str, **open_kwargs: Any) -> Iterator[Any]:
+    """An open temporary file beside ``path`` (named with this process's PID, so a dead
+    writer's leftover is recognised) that replaces ``path`` only when the block completes."""
     path = Path(path)
     with _output_errors(path, any_error=True):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -198,8 +207,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent)
     os.fchmod(fd, 0o644)  # mkstemp makes 0600; outputs are shared artefacts
     try:
-        with _output_errors(path), os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        with _output_errors(path), os.fdopen(fd, mode, **open_kwargs) as fh:
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         with _output_errors(path, any_error=True):
@@ -208,7 +217,6 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    return path
 
 
 def _clean_dead_writers(path: Path) -> None:
@@ -233,22 +241,8 @@ def _alive(pid: int) -> bool:
 @contextlib.contextmanager
 def atomic_text_file(path: str | os.PathLike) -> Iterator[Any]:
     """A text file written as a stream (rows as they come) that replaces ``path`` only when the block completes."""
-    path = Path(path)
-    with _output_errors(path, any_error=True):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    os.fchmod(fd, 0o644)
-    try:
-        with _output_errors(path), os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        with _output_errors(path, any_error=True):
-            os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with _atomic_file(path, "w", encoding="utf-8", newline="") as fh:
+        yield fh
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
