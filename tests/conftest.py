@@ -107,6 +107,31 @@ def prepared_anomaly_digits(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(autouse=True)
+def _mlflow_process_uris_reset():
+    """After every test, this process's MLflow URIs are the session's again.
+
+    An in-process ``gan.tracking.configure()`` sets MLflow's process-wide tracking and
+    registry URIs, and ``mlflow.set_registry_uri`` also exports ``MLFLOW_REGISTRY_URI``
+    (which ``set_registry_uri(None)`` leaves behind). A set registry URI beats even the
+    tracking URI handed to a later ``MlflowClient(uri)``: a later test would read another
+    test's registry.
+    """
+    saved = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    yield
+    import sys
+
+    if "mlflow" in sys.modules:  # first: set_tracking_uri(None) also unsets the variable
+        mlflow = sys.modules["mlflow"]
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @pytest.fixture()
 def mlflow_sqlite(tmp_path, monkeypatch) -> str:
     """Point MLflow at a fresh SQLite store for one test (the environment and this process's client).

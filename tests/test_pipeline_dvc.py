@@ -145,7 +145,8 @@ def test_mlflow_runs_span_the_work_and_the_version_links_to_them(tiny_pipeline):
     from mlflow import MlflowClient
 
     repo, _ = tiny_pipeline
-    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    uri = f"sqlite:///{repo / 'mlflow.db'}"
+    client = MlflowClient(uri, registry_uri=uri)  # a process-wide registry URI would beat the tracking URI
     # the version the last register named (earlier tests of this module may have registered more)
     decision = json.loads((repo / "registry/decision.json").read_text())
     mv = client.get_model_version("digits-gan", str(decision.get("duplicate_of") or decision["challenger_version"]))
