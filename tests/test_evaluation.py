@@ -276,18 +276,29 @@ def test_unlabelled_data_trains_an_autoencoder(prepared_digits, tmp_path):
     assert set(m) == {"fid", "kid", "precision", "recall", "density", "coverage"}
 
 
-def test_inception_features_from_weights_on_disk(prepared_digits, featurized, tmp_path):
+def test_inception_features_from_weights_on_disk(tmp_path):
+    from sklearn.datasets import load_digits
     from torchvision.models import inception_v3
 
+    from gan.config import PrepareConfig
+    from gan.data import prepare_dataset
+
+    # 60 digits: the stage's sensitivity report runs Inception-v3 at 299x299 over the
+    # validation split four times, 0.4 s an image on one CPU thread
+    digits = load_digits()
+    rows = np.concatenate([np.flatnonzero(digits.target == k)[:6] for k in range(10)])
+    np.savez(tmp_path / "digits.npz", x=(digits.images[rows] / 16.0).astype(np.float32), y=digits.target[rows])
+    data = tmp_path / "prepared"
+    prepare_dataset(PrepareConfig(source="npz", path=str(tmp_path / "digits.npz"), image_size=8), data)
     # torchvision's architecture with random weights stands in for the real file (nothing downloads)
     weights = tmp_path / "inception.pth"
     torch.save(inception_v3(weights=None, aux_logits=True, init_weights=False).state_dict(), weights)
     params = _params(tmp_path, featurize={"epochs": 1, "inception_weights": str(weights)})
     out = tmp_path / "features"
-    assert featurize_stage.main(["--params", str(params), "--data", str(prepared_digits), "--out", str(out),
+    assert featurize_stage.main(["--params", str(params), "--data", str(data), "--out", str(out),
                                  "--metrics", str(tmp_path / "m.json")]) == 0
     net = load_feature_net(out)
-    x, _ = load_split(prepared_digits, "val")
+    x, _ = load_split(data, "val")
     feats, logits = net.embed(x[:2])
     assert net.kind == "inception" and feats.shape == (2, 2048) and logits.shape == (2, 10)
     weights.write_bytes(weights.read_bytes()[:1000] + b"changed")
