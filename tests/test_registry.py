@@ -352,7 +352,9 @@ def test_pyfunc_signature_example_determinism_and_latent_input(world, tmp_path):
 
     uri = f"models:/{MODEL}/2"
     info = mlflow.models.get_model_info(uri)
-    assert set(info.signature.inputs.input_names()) == {"n", "labels", "seed", "truncation", "z"}
+    # outputs only: an input schema would let MLflow drop unknown fields and cast n = 2.5 to 2
+    assert info.signature.inputs is None
+    assert info.signature.outputs.input_names() == ["images", "labels", "class_names"]
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp_path)))
     assert (local / "input_example.json").exists() and (local / "serving_input_example.json").exists()
 
@@ -400,8 +402,20 @@ def test_models_serve_answers_invocations(world, tmp_path):
 
         local = mlflow.pyfunc.load_model(f"models:/{MODEL}/2").predict(pd.DataFrame([{"n": 6, "labels": [7], "seed": 3}]))
         assert np.array_equal(images, local["images"])  # the champion (v2), same samples as in-process
-        r = requests.post(url, json={"dataframe_records": [{"n": 2, "labels": [42]}]}, timeout=60)
-        assert r.status_code == 400 and "label 42 is unknown" in r.json()["message"]
+        assert pred["class_names"] == ["7"] * 6
+        # the whole request is checked as sent, before MLflow could drop or cast a field
+        for body, message in [
+            ({"dataframe_records": [{"n": 2, "labels": [42]}]}, "label 42 is unknown"),
+            ({"dataframe_records": [{"n": 2.5}]}, "n = 2.5 is invalid"),
+            ({"dataframe_records": [{"n": 2**63}]}, "n = 9223372036854775808 is more than one request may ask for"),
+            ({"dataframe_records": [{"n": 6000}, {"n": 6000}]}, "the 2 rows ask for 12000 samples"),
+            ({"dataframe_records": [{"n": 2, "lables": [3]}]}, "unknown field 'lables'"),
+            ({"dataframe_records": [{"n": 2, "labels": [1, 2, 3]}]}, "labels has 3 entries for 2 samples"),
+        ]:
+            r = requests.post(url, json=body, timeout=60)
+            assert r.status_code == 400 and message in r.json()["message"], (body, r.text)
+        r = requests.post(url, json={"inputs": {"n": 2, "labels": ["3"]}}, timeout=60)  # the tensor-style format, a class name
+        assert r.status_code == 200 and r.json()["predictions"]["labels"] == [3, 3], r.text
     finally:
         stop(proc)
 

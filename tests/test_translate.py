@@ -252,6 +252,11 @@ def test_pyfunc_rejects_a_wrong_channel_count_in_one_sentence(trained):
         assert ok["images"].shape == (1, 1, 8, 8) and ok["images"].dtype == np.uint8
         with pytest.raises(MlflowException, match=r"images have 3 channels; this model translates 1-channel images"):
             model.predict(pd.DataFrame([{"image": np.zeros((3, 8, 8)).tolist(), "to": "plain"}]))
+        # a misspelt field is refused, not dropped (MLflow's column enforcement would drop it)
+        with pytest.raises(MlflowException, match=r"unknown field 'too'; a row may hold image, to"):
+            model.predict([{"image": np.zeros((1, 8, 8)).tolist(), "to": "plain", "too": "x"}])
+        with pytest.raises(MlflowException, match=r"lacks image or to"):
+            model.predict([{"image": np.zeros((1, 8, 8)).tolist()}])
 
 
 @pytest.mark.slow

@@ -3,19 +3,24 @@
     runner = GenerateRunner("models/generator")      # or what the pyfunc loads from a version
     for images, labels in runner.iter_batches(1000, labels=[3, 5], seed=0):   # uint8 [B, C, H, W], int64 [B]
         ...
-    runner.predict(pd.DataFrame([{"n": 8, "labels": [3], "seed": 0}]))     # {"images", "labels"}
+    runner.predict(pd.DataFrame([{"n": 8, "labels": [3], "seed": 0}]))     # {"images", "labels", "class_names"}
 
-Input of :meth:`GenerateRunner.predict`, one request per row (a table or JSON records;
-all rows give the same keys):
-    n           samples to draw (1..MAX_REQUEST_SAMPLES)
-    labels      optional class labels, cycled over the n samples (all classes when omitted)
-    seed        optional, default 0: the same seed gives the same samples (a request without
-                a seed gets the same answer each time), and the first k samples of a
-                request do not depend on n (latents are drawn in fixed blocks)
+Input of :meth:`GenerateRunner.predict`, one request per row (a table or JSON records).
+A row may hold only these fields, each checked as sent (:mod:`gan.inference.requests`):
+    n           samples to draw, a whole number >= 1; all rows of one request together
+                may ask for at most MAX_REQUEST_SAMPLES (10,000)
+    labels      optional list of classes, as indices or class names, cycled over the n
+                samples (at most n of them); all classes when omitted
+    seed        optional whole number 0..2^63-1, default 0: a request without a seed gets
+                the same samples every time; the first k samples of a request do not
+                depend on n (latents are drawn in fixed blocks)
     truncation  optional truncation trick: a threshold on z (> 0), or for a StyleGAN2 generator
                 psi in w-space (0..1; w_avg + psi (w - w_avg), per class), also applied to z rows
-    z           optional latent batch [k, z_dim] used instead of drawing n latents
-                (``labels`` then gives one label per row of z, or is cycled)
+    z           optional latent batch [k, z_dim] used instead of n and seed (give neither
+                with it); ``labels`` then gives one label per row of z, or is cycled
+The answer: ``images`` uint8 [N, C, H, W], ``labels`` int64 [N] (-1 for an unconditional
+generator) and ``class_names`` [N] (each sample's class name; "" when unconditional).
+Nothing is drawn until every row of the request has passed its checks.
 
 Samples come from :func:`gan.sampling.latent_label_batches` and :func:`gan.sampling.to_uint8`,
 so the same seed gives the same images as ``gan.sampling.sample`` (evaluation, the sample
@@ -25,8 +30,8 @@ generate model (see :mod:`gan.registry`), so it imports nothing from the trainin
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -34,10 +39,11 @@ import pandas as pd
 import torch
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
-from mlflow.types.schema import Array, ColSpec, Schema, TensorSpec
+from mlflow.types.schema import Schema, TensorSpec
 
 from gan.errors import GanError
 from gan.export import load_generator
+from gan.inference.requests import real_number, request_rows, whole_number
 from gan.sampling import (
     DEFAULT_BATCH_SIZE,
     check_labels,
@@ -50,8 +56,10 @@ from gan.sampling import (
 )
 
 # One HTTP request may not ask for more than this: the answer is held in memory as JSON.
-MAX_REQUEST_SAMPLES = 10_000
+MAX_REQUEST_SAMPLES = 10_000  # over all rows of one request
+MAX_SEED = 2**63 - 1
 UNLABELLED = -1
+REQUEST_FIELDS = ("n", "labels", "seed", "truncation", "z")
 
 
 class GenerateRunner:
@@ -90,50 +98,99 @@ class GenerateRunner:
         for z, y in latent_label_batches(n, self.z_dim, self.num_classes, labels, seed, truncation, batch_size, self.w_space):
             yield self.generate_from_latents(z, y, truncation)
 
-    def predict(self, model_input: pd.DataFrame) -> dict[str, np.ndarray]:
-        """Answer every request row; the results are concatenated in row order."""
-        images, labels = [], []
-        for request in requests_from_input(model_input):
-            try:
-                for x, y in self._answer(request):
-                    images.append(x)
-                    labels.append(y)
-            except GanError as err:  # the serving layer answers MlflowException with HTTP 400
-                raise MlflowException.invalid_parameter_value(str(err)) from None
-        if not images:
-            raise MlflowException.invalid_parameter_value("the input holds no request; send rows with n (or z).")
-        return {"images": np.concatenate(images), "labels": np.concatenate(labels)}
+    def label_index(self, label: Any) -> int:
+        """A request's label as a class index: the index itself, or the class's name."""
+        if isinstance(label, str):
+            if label in self.class_names:
+                return self.class_names.index(label)
+            raise GanError(f"label {label!r} is unknown to this generator; use an index 0..{self.num_classes - 1} or one of {', '.join(self.class_names)}.")
+        return whole_number("a labels entry", label)
 
-    def _answer(self, request: dict[str, Any]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        z = request.get("z")
-        labels = request.get("labels")
-        if z is None:
-            n = request.get("n")
-            if n is None:
+    def parse(self, row: dict[str, Any]) -> Request:
+        """One request row checked as sent (see the module docstring); GanError names the field."""
+        labels = row.get("labels")
+        if labels is not None:
+            if isinstance(labels, str | bytes) or not isinstance(labels, Sequence | np.ndarray):
+                raise GanError(f"labels = {labels!r} is invalid; send a list of class indices or names.")
+            if len(labels) and not self.num_classes:
+                check_labels(list(labels), 0)  # one sentence: an unconditional generator takes no labels
+            labels = [self.label_index(v) for v in labels] or None
+        truncation = None if row.get("truncation") is None else real_number("truncation", row["truncation"])
+        if row.get("z") is None:
+            if "n" not in row:
                 raise GanError("a request row has neither n nor z; give n (the number of samples) or a latent batch z.")
-            n, seed = whole_number("n", n), whole_number("seed", request.get("seed", 0))
-            check_request(n, labels, request.get("truncation"), self.num_classes, limit=MAX_REQUEST_SAMPLES, w_space=self.w_space)
-            yield from self.iter_batches(n, labels, seed, request.get("truncation"))
+            n = whole_number("n", row["n"], low=1)
+            seed = whole_number("seed", row.get("seed", 0), low=0, high=MAX_SEED)
+            z = None
+        else:
+            for key in ("n", "seed"):
+                if key in row:
+                    raise GanError(f"a request row gives both z and {key}; z fixes the samples, so drop {key} (or drop z).")
+            z = _latent_batch(row["z"], self.z_dim)
+            n, seed = len(z), 0
+            # a given z can only be truncated in w-space (z-space truncation is how z is drawn)
+            truncation = truncation if self.w_space else None
+        if labels is not None and len(labels) > n:
+            raise GanError(f"labels has {len(labels)} entries for {n} samples; give at most one label per sample (they are cycled).")
+        check_request(min(n, MAX_REQUEST_SAMPLES), labels, truncation, self.num_classes, limit=None, w_space=self.w_space)
+        return Request(n, labels, seed, truncation, z)
+
+    def predict(self, model_input: Any) -> dict[str, np.ndarray]:
+        """Answer every request row, in row order; the whole input is checked before any sample is drawn."""
+        try:
+            requests = [self.parse(row) for row in request_rows(model_input, REQUEST_FIELDS, "n, labels, seed, truncation or z")]
+            if not requests:
+                raise GanError("the input holds no request; send rows with n (or z).")
+            total = sum(r.n for r in requests)
+            if total > MAX_REQUEST_SAMPLES:
+                asked = f"n = {total}" if len(requests) == 1 else f"the {len(requests)} rows ask for {total} samples, which"
+                raise GanError(f"{asked} is more than one request may ask for ({MAX_REQUEST_SAMPLES}); split it or use `gan augment`.")
+        except GanError as err:  # the serving layer answers MlflowException with HTTP 400
+            raise MlflowException.invalid_parameter_value(str(err)) from None
+        images, labels = [], []
+        for request in requests:
+            for x, y in self._answer(request):
+                images.append(x)
+                labels.append(y)
+        labels = np.concatenate(labels)
+        return {"images": np.concatenate(images), "labels": labels, "class_names": self.names_of(labels)}
+
+    def names_of(self, labels: np.ndarray) -> np.ndarray:
+        """Each sample's class name (object ``[N]``; "" for an unconditional generator's -1)."""
+        return np.asarray([self.class_names[y] if y >= 0 else "" for y in labels.tolist()], dtype=object)
+
+    def _answer(self, request: Request) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        if request.z is None:
+            yield from self.iter_batches(request.n, request.labels, request.seed, request.truncation)
             return
-        z = torch.as_tensor(np.asarray(z, dtype=np.float32))
-        if z.ndim != 2 or z.shape[1] != self.z_dim or not 0 < len(z) <= MAX_REQUEST_SAMPLES:
-            raise GanError(f"z has shape {list(z.shape)}; it must be [k, {self.z_dim}] with 1 <= k <= {MAX_REQUEST_SAMPLES}.")
-        # a given z can only be truncated in w-space (z-space truncation is how z is drawn)
-        truncation = request.get("truncation") if self.w_space else None
-        check_request(len(z), labels, truncation, self.num_classes, limit=MAX_REQUEST_SAMPLES, w_space=self.w_space)
-        y = cycled_labels(0, len(z), list(labels) if labels else self.all_labels()) if self.num_classes else None
-        yield self.generate_from_latents(z, y, truncation)
+        labels = request.labels or self.all_labels()
+        y = cycled_labels(0, request.n, labels) if self.num_classes else None
+        yield self.generate_from_latents(request.z, y, request.truncation)
 
 
-def whole_number(key: str, value: Any) -> int:
-    """``value`` as an int when it is a whole number (JSON and NaN-holding tables send floats)."""
+@dataclass(frozen=True)
+class Request:
+    """One checked request row: ``n`` samples (the rows of ``z`` when given), labels cycled over them."""
+
+    n: int
+    labels: list[int] | None
+    seed: int
+    truncation: float | None
+    z: torch.Tensor | None
+
+
+def _latent_batch(value: Any, z_dim: int) -> torch.Tensor:
+    """A request's z (nested lists of numbers, or the object arrays of a table) as float ``[k, z_dim]``."""
     try:
-        number = float(value)
+        rows = [np.asarray(v, dtype=np.float64) for v in value]
+        z = np.stack(rows) if rows else np.zeros((0, z_dim))
     except (TypeError, ValueError):
-        number = math.nan
-    if not math.isfinite(number) or number != int(number):
-        raise GanError(f"{key} = {value!r} is invalid; it must be a whole number.")
-    return int(number)
+        raise GanError(f"z is not a [k, {z_dim}] list of numbers; send one list of {z_dim} numbers per sample.") from None
+    if z.ndim != 2 or z.shape[1] != z_dim or not 0 < len(z) <= MAX_REQUEST_SAMPLES:
+        raise GanError(f"z has shape {list(z.shape)}; it must be [k, {z_dim}] with 1 <= k <= {MAX_REQUEST_SAMPLES}.")
+    if not np.isfinite(z).all():
+        raise GanError("z holds NaN or infinite values; send finite numbers.")
+    return torch.as_tensor(z, dtype=torch.float32)
 
 
 def check_request(n: int, labels: Sequence[int] | None, truncation: float | None, num_classes: int, limit: int | None,
@@ -147,62 +204,22 @@ def check_request(n: int, labels: Sequence[int] | None, truncation: float | None
     check_labels(labels or None, num_classes)
 
 
-def requests_from_input(model_input: Any) -> list[dict[str, Any]]:
-    """Normalise a DataFrame, a dict or a list of dicts into request dicts without missing values."""
-    if isinstance(model_input, pd.DataFrame):
-        rows = model_input.to_dict(orient="records")
-    elif isinstance(model_input, dict):
-        rows = [model_input]
-    elif isinstance(model_input, list):
-        rows = list(model_input)
-    else:
-        raise MlflowException.invalid_parameter_value(
-            f"input of type {type(model_input).__name__} is not understood; send a table or JSON records with n, labels, seed, truncation or z."
-        )
-    return [{k: _plain(v) for k, v in row.items() if not _missing(v)} for row in rows]
-
-
-def _missing(value: Any) -> bool:
-    if value is None:
-        return True
-    return isinstance(value, float) and math.isnan(value)
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars and arrays -> Python numbers and lists (labels) or float arrays (z)."""
-    if isinstance(value, np.ndarray):
-        if value.dtype == object:  # nested arrays from schema enforcement: [k] of [z_dim]
-            return np.stack([np.asarray(v, dtype=np.float32) for v in value]) if len(value) else value
-        return value.tolist() if value.ndim == 1 and value.dtype.kind in "iu" else value
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, list) and value and isinstance(value[0], list):
-        return np.asarray(value, dtype=np.float32)
-    return value
-
-
 def signature(spec: dict[str, Any]) -> ModelSignature:
-    """The pyfunc signature: request rows in, uint8 images and int64 labels out."""
+    """The pyfunc signature: uint8 images, int64 labels and each sample's class name out.
+
+    No input schema: MLflow would enforce it before the model sees a request, dropping
+    unknown fields and casting n = 2.5 to 2 (:mod:`gan.inference.requests`); the request
+    fields are the module docstring's and the logged input example shows one.
+    """
     channels, image_size = int(spec["channels"]), int(spec["image_size"])
-    inputs = Schema(
-        [
-            # Optional columns: a table column cannot mix values and gaps (pandas fills the
-            # gaps with NaN, which MLflow refuses for integers and arrays), so all rows of
-            # one request table give the same keys.
-            ColSpec("long", "n", required=False),
-            ColSpec(Array("long"), "labels", required=False),
-            ColSpec("long", "seed", required=False),
-            ColSpec("double", "truncation", required=False),
-            ColSpec(Array(Array("double")), "z", required=False),
-        ]
-    )
     outputs = Schema(
         [
             TensorSpec(np.dtype(np.uint8), (-1, channels, image_size, image_size), "images"),
             TensorSpec(np.dtype(np.int64), (-1,), "labels"),
+            TensorSpec(np.dtype(object), (-1,), "class_names"),
         ]
     )
-    return ModelSignature(inputs=inputs, outputs=outputs)
+    return ModelSignature(outputs=outputs)
 
 
 def input_example(spec: dict[str, Any]) -> pd.DataFrame:

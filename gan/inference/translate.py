@@ -4,7 +4,8 @@
     out = runner.translate(images, to="dilated_inverted")       # uint8 [B, C, S, S] -> uint8 [B, C, S, S]
     runner.predict(pd.DataFrame([{"image": img.tolist(), "to": "dilated_inverted"}]))   # {"images"}
 
-Input of :meth:`TranslateRunner.predict`, one image per row (a table or JSON records):
+Input of :meth:`TranslateRunner.predict`, one image per row (a table or JSON records);
+a row holds exactly these fields (any other is refused, see :mod:`gan.inference.requests`):
     image   the image as nested lists [C][S][S] of 0..255 values, C and S the model's
     to      the target domain's name (``spec["domains"]``)
 
@@ -24,13 +25,15 @@ import pandas as pd
 import torch
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
-from mlflow.types.schema import Array, ColSpec, Schema, TensorSpec
+from mlflow.types.schema import Schema, TensorSpec
 
 from gan.errors import GanError
 from gan.export import load_networks
+from gan.inference.requests import request_rows
 from gan.sampling import to_uint8
 
 MAX_REQUEST_IMAGES = 10_000
+REQUEST_FIELDS = ("image", "to")
 
 
 class TranslateRunner:
@@ -85,7 +88,7 @@ class TranslateRunner:
 
     def predict(self, model_input: Any) -> dict[str, np.ndarray]:
         """Translate every row's image to its ``to`` domain, in row order."""
-        rows = _rows(model_input)
+        rows = request_rows(model_input, REQUEST_FIELDS, "image and to")
         if not rows:
             raise MlflowException.invalid_parameter_value("the input holds no image; send rows with image and to.")
         if len(rows) > MAX_REQUEST_IMAGES:
@@ -101,16 +104,6 @@ class TranslateRunner:
         return {"images": np.concatenate(out)}
 
 
-def _rows(model_input: Any) -> list[dict[str, Any]]:
-    if isinstance(model_input, pd.DataFrame):
-        return model_input.to_dict(orient="records")
-    if isinstance(model_input, dict):
-        return [model_input]
-    if isinstance(model_input, list):
-        return list(model_input)
-    raise MlflowException.invalid_parameter_value(f"input of type {type(model_input).__name__} is not understood; send a table or JSON records with image and to.")
-
-
 def _array(value: Any) -> np.ndarray:
     """Nested lists or the object arrays of MLflow's schema enforcement -> a float array."""
     if isinstance(value, np.ndarray) and value.dtype == object:
@@ -124,11 +117,14 @@ def _array(value: Any) -> np.ndarray:
 
 
 def signature(spec: dict[str, Any]) -> ModelSignature:
-    """The pyfunc signature: rows of (image [C][S][S], target domain) in, uint8 images out."""
+    """The pyfunc signature: uint8 images out.
+
+    No input schema: MLflow would enforce it before the model sees a request and drop
+    unknown fields (:mod:`gan.inference.requests`); the rows' fields are the module
+    docstring's and the logged input example shows one.
+    """
     channels, size = int(spec["channels"]), int(spec["image_size"])
-    inputs = Schema([ColSpec(Array(Array(Array("double"))), "image"), ColSpec("string", "to")])
-    outputs = Schema([TensorSpec(np.dtype(np.uint8), (-1, channels, size, size), "images")])
-    return ModelSignature(inputs=inputs, outputs=outputs)
+    return ModelSignature(outputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, channels, size, size), "images")]))
 
 
 def input_example(spec: dict[str, Any]) -> pd.DataFrame:
