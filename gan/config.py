@@ -231,6 +231,7 @@ class ModelConfig(_Section):
     d_width: int = Field(64, gt=0)
     spectral_norm_G: bool = False
     spectral_norm_D: bool = False
+    g_upsample: Literal["resize", "transposed"] = "resize"
     loss: Literal["minimax", "nonsaturating", "hinge", "wgan-gp", "lsgan"] = "hinge"
     infogan: InfoGANConfig = InfoGANConfig()
     translate: TranslateConfig = TranslateConfig()

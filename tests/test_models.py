@@ -178,11 +178,38 @@ def test_resnet_discriminator_is_always_spectral_normalised_and_dcgan_drops_batc
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in D_bn.modules())
 
 
-def test_dcgan_follows_the_paper_initialisation() -> None:
+@pytest.mark.parametrize("upsample", ["transposed", "resize"])
+def test_dcgan_follows_the_paper_initialisation(upsample: str) -> None:
     torch.manual_seed(0)
-    G, _, _ = _build("dcgan", False, 1, 32, g_width=64)
-    conv = G.ups[0].weight.detach()
+    G, _, _ = _build("dcgan", False, 1, 32, g_width=64, g_upsample=upsample)
+    layer = G.ups[0] if upsample == "transposed" else G.ups[0][1]  # resize: [Upsample, Conv 3x3]
+    conv = layer.weight.detach()
     assert abs(conv.mean().item()) < 0.005 and conv.std().item() == pytest.approx(0.02, rel=0.1)
+
+
+def test_resize_upsampling_leaves_no_checkerboard_where_a_transposed_convolution_does() -> None:
+    """A flat feature map through each 2x layer with random weights: ConvT 4x4 s2 answers with a
+    pattern of period 2 (each output parity sees other kernel taps), resize + conv stays flat."""
+    from gan.models.dcgan import _upsampling
+
+    torch.manual_seed(0)
+    flat = torch.ones(1, 4, 8, 8)
+    for mode, periodic in (("transposed", True), ("resize", False)):
+        layer = _upsampling(4, 1, mode, bias=False)
+        out = layer(flat)[0, 0, 2:-2, 2:-2].detach()  # [12, 12], borders left out (padding)
+        assert out.shape == (12, 12)
+        spread = (out.max() - out.min()).item()
+        assert (spread > 1e-3) is periodic, (mode, spread)
+        if periodic:  # the pattern repeats every 2 pixels
+            assert torch.allclose(out[:-2], out[2:], atol=1e-6) and torch.allclose(out[:, :-2], out[:, 2:], atol=1e-6)
+
+
+def test_an_export_from_before_the_upsampling_key_still_builds_transposed_convolutions() -> None:
+    G_kwargs = {"z_dim": 8, "width": 8, "num_classes": 0, "c_categorical": 0, "c_continuous": 0,
+                "spectral_norm": False, "channels": 1, "image_size": 16}  # fmt: skip
+    assert isinstance(build_G("dcgan", **G_kwargs).ups[0], torch.nn.ConvTranspose2d)
+    with pytest.raises(ValueError, match="upsample = 'bilinear' is invalid"):
+        build_G("dcgan", **G_kwargs, upsample="bilinear")
 
 
 def test_width_conventions() -> None:
@@ -220,7 +247,7 @@ def test_model_kwargs_follow_the_config() -> None:
     G_kwargs, D_kwargs = model_kwargs(cfg, 3, 32, num_classes=10)
     assert G_kwargs == {
         "z_dim": 32, "width": 16, "num_classes": 0, "c_categorical": 0, "c_continuous": 0,
-        "spectral_norm": False, "channels": 3, "image_size": 32,
+        "spectral_norm": False, "upsample": "resize", "channels": 3, "image_size": 32,
     }
     assert D_kwargs["width"] == 24 and D_kwargs["spectral_norm"] is True and D_kwargs["num_classes"] == 0
     G_kwargs, _ = model_kwargs(ModelConfig(arch="mlp"), 1, 16, num_classes=10)

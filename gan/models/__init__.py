@@ -149,6 +149,8 @@ def model_kwargs(model_cfg: ModelConfig, channels: int, image_size: int, num_cla
         "q_continuous": int(info.continuous),
         "spectral_norm": bool(model_cfg.spectral_norm_D or arch in ALWAYS_SPECTRAL_D),
     }
+    if arch == "dcgan":
+        G_kwargs["upsample"] = model_cfg.g_upsample
     if arch == "mlp":
         G_kwargs["out_shape"] = [int(channels), int(image_size), int(image_size)]
         D_kwargs["in_shape"] = [int(channels), int(image_size), int(image_size)]

@@ -2,12 +2,20 @@
 Convolutional Generative Adversarial Networks").
 
 G: ``z -> Linear -> [N, w0, 4, 4] -> BN -> ReLU -> [ConvT 4x4 s2 -> BN -> ReLU] ... -> ConvT -> tanh``
+   (``upsample="resize"``: each ConvT 4x4 s2 is a nearest-neighbour 2x resize and a Conv 3x3)
 D: ``x -> Conv 4x4 s2 -> LReLU(0.2) -> [Conv 4x4 s2 -> BN -> LReLU(0.2)] ... -> flatten -> logit``
 
 As the paper prescribes: no pooling, no BatchNorm on G's output or D's input layer,
 ReLU in G and LeakyReLU(0.2) in D, weights from N(0, 0.02), BatchNorm gains from
 N(1, 0.02). ``width`` is the channel count at 4x4, halving as the resolution doubles
 (:func:`halving_widths`; the paper's 64x64 G has width 1024).
+
+Up-sampling: a stride-2 transposed convolution with a 4x4 kernel overlaps its outputs
+unevenly unless its weights stay balanced, which leaves checkerboard artefacts (Odena et
+al. 2016, "Deconvolution and Checkerboard Artifacts"); on RGB photographs they showed in
+the samples. ``upsample="resize"`` (the ``generate`` recipe's default, ``model.g_upsample``)
+resizes and then convolves, as that paper recommends; ``"transposed"`` is the paper's
+DCGAN and what an export without the key was trained with.
 
 Conditioning: G uses conditional BatchNorm (de Vries et al. 2017), D the projection
 head (Miyato & Koyama 2018). With spectral normalisation D drops its BatchNorm, as in
@@ -41,6 +49,16 @@ def _dcgan_init(w: torch.Tensor) -> None:
     nn.init.normal_(w, 0.0, INIT_STD)
 
 
+UPSAMPLE = ("transposed", "resize")
+
+
+def _upsampling(c_in: int, c_out: int, mode: str, bias: bool) -> nn.Module:
+    """A 2x up-sampling layer ``[N, c_in, r, r] -> [N, c_out, 2r, 2r]``: ConvT 4x4 s2, or resize + Conv 3x3."""
+    if mode == "transposed":
+        return nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1, bias=bias)
+    return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_in, c_out, 3, padding=1, bias=bias))
+
+
 class DCGANGenerator(Generator):
     """DCGAN G: ``forward(z [N, z_dim], y [N] | None) -> [N, channels, S, S]`` in [-1, 1].
 
@@ -58,10 +76,13 @@ class DCGANGenerator(Generator):
         c_categorical: int = 0,
         c_continuous: int = 0,
         spectral_norm: bool = False,
+        upsample: str = "transposed",
     ) -> None:
         super().__init__()
         check_resolution(image_size)
         check_channels(channels)
+        if upsample not in UPSAMPLE:
+            raise ValueError(f"upsample = {upsample!r} is invalid; use one of {', '.join(UPSAMPLE)}")
         self._setup_latent(z_dim, num_classes, c_categorical, c_continuous)
         self.channels, self.image_size = channels, image_size
         resolutions = [4 * 2**i for i in range(num_doublings(image_size))]  # 4 .. S/2
@@ -72,10 +93,9 @@ class DCGANGenerator(Generator):
         self.project = nn.Linear(z_dim, widths[0] * 16, bias=False)
         self.norms = nn.ModuleList([batch_norm(w, num_classes) for w in widths])
         self.ups = nn.ModuleList(
-            nn.ConvTranspose2d(w_in, w_out, 4, stride=2, padding=1, bias=False)
-            for w_in, w_out in zip(widths[:-1], widths[1:], strict=True)
+            _upsampling(w_in, w_out, upsample, bias=False) for w_in, w_out in zip(widths[:-1], widths[1:], strict=True)
         )
-        self.to_image = nn.ConvTranspose2d(widths[-1], channels, 4, stride=2, padding=1)
+        self.to_image = _upsampling(widths[-1], channels, upsample, bias=True)
         init_weights(self, _dcgan_init, bn_gain_std=INIT_STD)
         apply_spectral_norm(self, spectral_norm)
 
