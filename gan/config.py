@@ -315,6 +315,7 @@ class FeaturizeConfig(_Section):
     lr: float = Field(1e-3, gt=0)
     width: int = Field(32, gt=0)
     feature_dim: int = Field(128, gt=0)
+    quality_weight: float = Field(0.1, ge=0, description="weight of the self-supervised sharp/blurred/noisy head (0 = off)")
     inception_weights: str | None = None
     seed: int = Field(0, ge=0, le=SEED_MAX)
 

@@ -13,6 +13,12 @@ reconstruction error) whose bottleneck gives the features. Both are small CNNs t
 train in seconds on a CPU, which is why the whole pipeline can compare generators
 by FID without ImageNet weights.
 
+Beside either objective, a self-supervised quality head (``featurize.quality_weight``,
+0.1 by default) learns to tell sharp images from blurred and noisy copies of them
+(:func:`degrade`). A classifier alone keeps only what separates its classes: on two
+classes of photo patches, real images blurred by 0.7 px scored an FID only 1.8x the
+real-vs-real floor, 4.0x with the head, with the same accuracy (bench/feature_sensitivity.py).
+
 Optionally the standard Inception-v3 pool features (2048-d, Szegedy et al. 2016;
 the space of Heusel et al.'s FID) replace the domain features when the user has
 torchvision's weights on disk (``featurize.inception_weights``: a path, or ``cache``
@@ -41,6 +47,7 @@ from torch import nn
 from gan.atomic import atomic_dir, file_sha256
 from gan.config import FeaturizeConfig
 from gan.errors import GanError
+from gan.sensitivity import add_noise, gaussian_blur
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -63,7 +70,8 @@ class DomainNet(nn.Module):
     ReLU zeros) and closer to the Gaussian that FID assumes.
     """
 
-    def __init__(self, channels: int, image_size: int, width: int = 32, feature_dim: int = 128, num_classes: int = 0) -> None:
+    def __init__(self, channels: int, image_size: int, width: int = 32, feature_dim: int = 128, num_classes: int = 0,
+                 quality_head: bool = False) -> None:  # fmt: skip
         super().__init__()
         if image_size < 4 or image_size & (image_size - 1):
             raise ValueError(f"image_size = {image_size} must be a power of two >= 4")
@@ -79,6 +87,10 @@ class DomainNet(nn.Module):
         self.head = nn.Sequential(nn.LeakyReLU(0.2), nn.Linear(feature_dim, num_classes)) if num_classes else None
         # the decoder exists only for unlabelled data (autoencoder objective)
         self.decoder = None if num_classes else _Decoder(channels, widths, feature_dim)
+        # sharp / blurred / noisy from the features (self-supervised, see train_feature_net): a
+        # classifier alone keeps only what separates its classes, and with two classes that
+        # leaves FID blind to blur
+        self.quality = nn.Sequential(nn.LeakyReLU(0.2), nn.Linear(feature_dim, len(DEGRADATIONS))) if quality_head else None
         # per-dimension statistics of the training split's features, set by calibrate();
         # identity until then so that training is unaffected
         self.register_buffer("feature_mean", torch.zeros(feature_dim))
@@ -114,6 +126,10 @@ class DomainNet(nn.Module):
         """Training output: class logits, or the reconstruction for the autoencoder."""
         phi = self.encode(x)
         return self.classify(phi) if self.head is not None else self.decoder(phi)
+
+    def degradation_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """``[N, 3]`` logits of sharp / blurred / noisy (the quality head)."""
+        return self.quality(self.encode(x))
 
 
 class _Decoder(nn.Module):
@@ -229,7 +245,9 @@ def train_feature_net(
     start = time.perf_counter()
     labelled = train_y is not None and num_classes > 0
     torch.manual_seed(cfg.seed)
-    net = DomainNet(int(train_x.shape[1]), int(train_x.shape[2]), cfg.width, cfg.feature_dim, num_classes if labelled else 0)
+    net = DomainNet(int(train_x.shape[1]), int(train_x.shape[2]), cfg.width, cfg.feature_dim, num_classes if labelled else 0,
+                    quality_head=cfg.quality_weight > 0)  # fmt: skip
+    gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     rng = np.random.default_rng(cfg.seed)
     train_loss = float("nan")
@@ -239,6 +257,9 @@ def train_feature_net(
         for rows in _batches(len(train_x), cfg.batch_size, rng):
             xb = _as_tensor(train_x[rows])
             loss = _loss(net, xb, None if not labelled else torch.from_numpy(np.array(train_y[rows], dtype=np.int64)))
+            if net.quality is not None:
+                degraded, kinds = degrade(xb, gen)
+                loss = loss + cfg.quality_weight * F.cross_entropy(net.degradation_logits(degraded), kinds)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -255,6 +276,29 @@ def _batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarr
     perm = rng.permutation(n)
     # a final batch of one would break BatchNorm's training statistics
     return [np.sort(perm[s : s + batch_size]) for s in range(0, n, batch_size) if len(perm[s : s + batch_size]) > 1]
+
+
+# What the quality head tells apart, and the ranges the degradations are drawn from: wider
+# than the featurize report's fixed probe (blur 0.7 px, noise 0.1), so the features learn
+# sharpness and grain in general rather than one setting.
+DEGRADATIONS = ("sharp", "blurred", "noisy")
+BLUR_RANGE = (0.4, 1.5)  # Gaussian sigma in pixels
+NOISE_RANGE = (0.03, 0.2)  # std in [0, 1] pixel units
+
+
+def degrade(x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x [N, C, S, S]`` split in three: kept sharp, blurred, noised; returns the images and their kind ``[N]``."""
+    n = len(x)
+    kinds = torch.randint(0, len(DEGRADATIONS), (n,), generator=gen)
+    out = x.clone()
+    blur, noise = kinds == 1, kinds == 2
+    if blur.any():
+        sigma = float(torch.empty(1).uniform_(*BLUR_RANGE, generator=gen))
+        out[blur] = gaussian_blur(x[blur], sigma)
+    if noise.any():
+        std = float(torch.empty(1).uniform_(*NOISE_RANGE, generator=gen))
+        out[noise] = add_noise(x[noise], std, seed=int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+    return out, kinds
 
 
 def _loss(net: DomainNet, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
@@ -293,6 +337,7 @@ def save_feature_net(net: DomainNet, out_dir: str | os.PathLike, spec: dict[str,
             "width": net.width,
             "feature_dim": net.feature_dim,
             "num_classes": net.num_classes,
+            "quality_head": net.quality is not None,
         },
         **spec,
     }

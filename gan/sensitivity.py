@@ -74,5 +74,6 @@ def blind_spot_warning(report: dict[str, float]) -> str | None:
     return (
         f"the feature space barely tells real images blurred by {BLUR_SIGMA} px from sharp ones (FID {report['sensitivity/fid_blur']:.3g} "
         f"vs real-vs-real floor {report['sensitivity/fid_floor']:.3g}), so FID/KID will not see blurry samples; "
-        f"raise featurize.feature_dim or featurize.width, or set featurize.inception_weights"
+        f"raise featurize.quality_weight (its sharp/blurred/noisy head), featurize.feature_dim or featurize.width, "
+        f"or set featurize.inception_weights"
     )

@@ -343,3 +343,33 @@ def test_featurize_reports_whether_its_feature_space_sees_blur_and_noise(featuri
     assert torch.allclose(gaussian_blur(flat, 0.7), flat) and 0 < gaussian_blur(edge, 0.7)[0, 0, 0, 3] < 0.5
     warning = blind_spot_warning({"sensitivity/fid_blur": 1.6, "sensitivity/fid_floor": 1.69, "sensitivity/blur_ratio": 0.95})
     assert warning and "featurize.feature_dim" in warning and blind_spot_warning({**metrics, "sensitivity/blur_ratio": 3.0}) is None
+
+
+def test_the_quality_head_tells_sharp_blurred_and_noisy_apart(featurized_digits, prepared_digits, tmp_path):
+    """featurize.quality_weight > 0 (the default) trains a sharp / blurred / noisy head beside the
+    classifier; 0 leaves it out, and a config.json from before the key loads without one."""
+    from gan.features import DEGRADATIONS, degrade
+
+    x = torch.as_tensor(np.array(load_split(prepared_digits, "val")[0], dtype=np.float32))  # [N, 1, 8, 8]
+    degraded, kinds = degrade(x, torch.Generator().manual_seed(0))
+    again, kinds_again = degrade(x, torch.Generator().manual_seed(0))
+    assert torch.equal(degraded, again) and torch.equal(kinds, kinds_again)  # a seeded generator repeats
+    assert torch.equal(degraded[kinds == 0], x[kinds == 0]) and set(kinds.tolist()) == {0, 1, 2}
+    assert (degraded[kinds > 0] - x[kinds > 0]).abs().flatten(1).amax(1).min() > 0.01
+
+    config = json.loads((featurized_digits / "config.json").read_text())
+    assert config["net_kwargs"]["quality_head"] is True and config["settings"]["quality_weight"] == 0.1
+    domain = load_feature_net(featurized_digits).domain
+    with torch.no_grad():
+        accuracy = (domain.degradation_logits(degraded).argmax(1) == kinds).float().mean().item()
+    assert accuracy > 1.5 / len(DEGRADATIONS), accuracy  # chance is 1/3
+
+    out = tmp_path / "features"
+    params = _params(tmp_path, featurize={"epochs": 1, "quality_weight": 0.0})
+    assert featurize_stage.main(["--params", str(params), "--data", str(prepared_digits), "--out", str(out),
+                                 "--metrics", str(tmp_path / "m.json")]) == 0  # fmt: skip
+    config = json.loads((out / "config.json").read_text())
+    assert config["net_kwargs"]["quality_head"] is False
+    del config["net_kwargs"]["quality_head"]  # as featurize wrote it before the head existed
+    (out / "config.json").write_text(json.dumps(config))
+    assert load_feature_net(out).domain.quality is None
