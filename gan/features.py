@@ -16,8 +16,9 @@ by FID without ImageNet weights.
 Beside either objective, a self-supervised quality head (``featurize.quality_weight``,
 0.1 by default) learns to tell sharp images from blurred and noisy copies of them
 (:func:`degrade`). A classifier alone keeps only what separates its classes: on two
-classes of photo patches, real images blurred by 0.7 px scored an FID only 1.8x the
-real-vs-real floor, 4.0x with the head, with the same accuracy (bench/feature_sensitivity.py).
+classes of photo patches, real images blurred by 0.7 px scored an FID only 1.9x the
+real-vs-real floor (median of 3 seeds), 49x with the head at its default weight, with the same
+accuracy (bench/feature_sensitivity.py, docs/benchmarks.md).
 
 Optionally the standard Inception-v3 pool features (2048-d, Szegedy et al. 2016;
 the space of Heusel et al.'s FID) replace the domain features when the user has
