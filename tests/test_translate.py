@@ -260,6 +260,43 @@ def test_pyfunc_rejects_a_wrong_channel_count_in_one_sentence(trained):
 
 
 @pytest.mark.slow
+def test_models_serve_translates_over_http_and_refuses_a_bad_row_in_one_sentence(trained, tmp_path):
+    """`mlflow models serve` of the registered translate model: the same images as in process; a misspelt field or a
+    wrong channel count is HTTP 400 naming it."""
+    import mlflow
+    import requests
+
+    from .test_registry import free_port, stop, wait_healthy
+
+    port, log = free_port(), tmp_path / "serve.log"
+    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{MODEL}@champion",
+           "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]  # fmt: skip
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True,
+                                env=venv_env(MLFLOW_TRACKING_URI=trained["uri"], MLFLOW_ALLOW_PICKLE_DESERIALIZATION="false"))  # fmt: skip
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}/health", proc, timeout=180, log=log)
+        url = f"http://127.0.0.1:{port}/invocations"
+        images = _inputs(trained, tmp_path / "in", n=2)  # uint8 [2, 1, 8, 8]
+        rows = [{"image": img.tolist(), "to": "dilated_inverted"} for img in images]
+        r = requests.post(url, json={"dataframe_records": rows}, timeout=60)
+        assert r.status_code == 200, r.text
+        served = np.asarray(r.json()["predictions"]["images"], dtype=np.uint8)
+        with tracking(trained["uri"]):
+            local = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion").predict(rows)["images"]
+        assert served.shape == (2, 1, 8, 8) and np.array_equal(served, local)
+        for body, message in [
+            ({"dataframe_records": [{**rows[0], "too": "plain"}]}, "unknown field 'too'"),
+            ({"dataframe_records": [{"image": np.zeros((3, 8, 8)).tolist(), "to": "plain"}]}, "images have 3 channels"),
+            ({"dataframe_records": [{"image": rows[0]["image"], "to": "sepia"}]}, "unknown target domain 'sepia'"),
+        ]:
+            r = requests.post(url, json=body, timeout=60)
+            assert r.status_code == 400 and message in r.json()["message"], (body["dataframe_records"][0].keys(), r.text)
+    finally:
+        stop(proc)
+
+
+@pytest.mark.slow
 def test_gan_translate_cli_exits_non_zero_with_one_line(trained, tmp_path):
     env = venv_env(MLFLOW_TRACKING_URI=trained["uri"])
     (tmp_path / "in").mkdir()
