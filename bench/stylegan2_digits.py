@@ -15,6 +15,12 @@ precision/recall in the feature space of the pipeline's own digit classifier):
    subset), ``--subset-steps`` steps; FID against the full validation split.
 3. Truncation psi 1.0 -> 0.5 in w-space (per class) on the first seed's StyleGAN2:
    precision and recall at each psi.
+4. Style checks on each seed's StyleGAN2 (G_ema), judged by the pipeline's digit
+   classifier: how often the class of a sample stays when only its noise inputs are
+   drawn again, and how often it changes when the coarse layers' styles (the 4x4 block:
+   the first conv and its toRGB) or the fine layers' styles (the rest) are taken from a
+   sample of another class. ``--style-only`` trains one StyleGAN2 per seed and runs only
+   this part.
 
 The figures to compare with (StudioGAN's CIFAR-10: SNGAN 9.0, StyleGAN2+ADA 2.31) come from
 GPU runs thousands of times longer; this is a 2-core CPU at 8x8. Writes
@@ -101,6 +107,32 @@ class Truncated(torch.nn.Module):
         return self.G(z, y, truncation_psi=self.psi)
 
 
+@torch.no_grad()
+def style_checks(G: torch.nn.Module, feature_net: FeatureNet, n: int, seed: int) -> dict[str, float]:
+    """Class kept under noise resampling; class changed by swapping coarse vs fine styles (see the module docstring)."""
+    G = G.eval()
+    gen = torch.Generator().manual_seed(seed)
+    z, z_other = torch.randn(n, G.z_dim, generator=gen), torch.randn(n, G.z_dim, generator=gen)
+    y = torch.arange(n) % G.num_classes
+    y_other = (y + torch.randint(1, G.num_classes, (n,), generator=gen)) % G.num_classes  # always another class
+    ws, ws_other = G.mapping(z, y), G.mapping(z_other, y_other)  # [n, num_ws, w_dim]
+
+    def classes(ws_: torch.Tensor, noise_seed: int) -> torch.Tensor:
+        torch.manual_seed(noise_seed)  # the noise inputs of mode "random" come from the global generator
+        return feature_net.logits(G.synthesis(ws_, "random")).argmax(1)
+
+    base = classes(ws, 1)
+    coarse = 2  # ws[:, 0] (4x4 conv) and ws[:, 1] (its toRGB)
+    swap_coarse = torch.cat([ws_other[:, :coarse], ws[:, coarse:]], dim=1)
+    swap_fine = torch.cat([ws[:, :coarse], ws_other[:, coarse:]], dim=1)
+    return {
+        "noise_resampled_class_kept": float((classes(ws, 2) == base).float().mean()),
+        "coarse_swap_class_changed": float((classes(swap_coarse, 1) != base).float().mean()),
+        "fine_swap_class_changed": float((classes(swap_fine, 1) != base).float().mean()),
+        "num_ws": int(G.num_ws),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -110,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subset-steps", type=int, default=150)
     parser.add_argument("--samples", type=int, default=1000, help="generated samples per evaluation")
     parser.add_argument("--psis", nargs="+", type=float, default=[1.0, 0.9, 0.8, 0.7, 0.6, 0.5])
+    parser.add_argument("--style-samples", type=int, default=1000, help="samples per style check")
+    parser.add_argument("--style-only", action="store_true", help="train one StyleGAN2 per seed and run only the style checks")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
@@ -129,12 +163,22 @@ def main(argv: list[str] | None = None) -> int:
             m = evaluate_generator(G.eval(), feature_net, val_x, val_y, args.samples, seed=seed)
             return {k: float(m[k]) for k in ("fid", "precision", "recall")}
 
+        if args.style_only:
+            rows = []
+            for seed in args.seeds:
+                sg, sg_s = train(params_for("stylegan2", seed, args.batch), data, steps=args.steps)
+                rows.append({"seed": seed, "steps": sg.step, "seconds": round(sg_s, 1), **style_checks(sg.G_ema, feature_net, args.style_samples, seed)})
+                print(f"seed {seed}: {rows[-1]}", flush=True)
+            return _write_style_only(args, clf, rows, start)
+
         # 1. StyleGAN2 vs resnet: equal images shown, equal wall clock
         runs: dict[str, list[dict[str, Any]]] = {"stylegan2": [], "resnet_equal_images": [], "resnet_equal_time": []}
         kept_G = None
+        style_rows = []
         for seed in args.seeds:
             sg, sg_s = train(params_for("stylegan2", seed, args.batch), data, steps=args.steps)
             runs["stylegan2"].append({"seed": seed, "steps": sg.step, "seconds": round(sg_s, 1), **fid(sg.G_ema, seed)})
+            style_rows.append({"seed": seed, **style_checks(sg.G_ema, feature_net, args.style_samples, seed)})
             kept_G = kept_G or sg.G_ema
             rn, rn_s = train(params_for("resnet", seed, args.batch), data, steps=args.steps)
             runs["resnet_equal_images"].append({"seed": seed, "steps": rn.step, "seconds": round(rn_s, 1), **fid(rn.G_ema, seed)})
@@ -175,15 +219,37 @@ def main(argv: list[str] | None = None) -> int:
         "truncation": {"rows": sweep,
                        "precision_rises": all(b >= a for a, b in zip(precisions, precisions[1:], strict=False)),
                        "recall_falls": all(b <= a for a, b in zip(recalls, recalls[1:], strict=False))},  # fmt: skip
+        "style_checks": _style_summary(style_rows),
         "wall_seconds": round(time.perf_counter() - start, 1),
-        "machine": {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-                    "threads": args.threads},  # fmt: skip
+        "machine": _machine(args),
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     medians = {**result["equal_budget"], **{f"subset_{k}": v for k, v in result["limited_data"].items()}}
     print("median FID: " + ", ".join(f"{k} {v['median_fid']:.2f}" for k, v in medians.items()))
+    print(f"wrote {out} ({result['wall_seconds']:.0f}s)")
+    return 0
+
+
+def _machine(args: Any) -> dict[str, Any]:
+    return {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__, "threads": args.threads}
+
+
+def _style_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = ("noise_resampled_class_kept", "coarse_swap_class_changed", "fine_swap_class_changed")
+    return {"median": {k: float(statistics.median(r[k] for r in rows)) for k in keys}, "runs": rows}
+
+
+def _write_style_only(args: Any, clf: dict[str, Any], rows: list[dict[str, Any]], start: float) -> int:
+    """``--style-only``: bench/results/stylegan2_style.json beside the full run's file."""
+    out = Path(args.out).with_name("stylegan2_style.json") if args.out == str(RESULTS) else Path(args.out)
+    result = {"benchmark": "stylegan2_style", "settings": {**vars(args), "image_size": 8}, "classifier": clf,
+              "style_checks": _style_summary(rows), "wall_seconds": round(time.perf_counter() - start, 1),
+              "machine": _machine(args)}  # fmt: skip
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print("median: " + ", ".join(f"{k} {v:.3f}" for k, v in result["style_checks"]["median"].items()))
     print(f"wrote {out} ({result['wall_seconds']:.0f}s)")
     return 0
 
