@@ -207,8 +207,10 @@ def test_register_refuses_to_promote_a_memorising_generator(prepared_digits, fea
     from .test_registry import make_generator, register
 
     manifest = read_manifest(prepared_digits)
+    # 0.7, not the shipped 0.6: the stand-in "fitted" G regresses onto the training images' class
+    # means, which leans towards them (share 0.62 in the feature space of the quality head)
     params = write_params(tmp_path / "params.yaml", evaluate={"num_samples": 300, "kid_subset_size": 100},
-                          register={"model_name": "private-gan", "eval_samples": 300, "max_memorisation": 0.6})  # fmt: skip
+                          register={"model_name": "private-gan", "eval_samples": 300, "max_memorisation": 0.7})  # fmt: skip
     D = build_network("dcgan.D", width=8, num_classes=10, channels=1, image_size=8)
     copier, copier_kwargs = copying_generator(copier_images)
     fitted, fitted_spec = make_generator(prepared_digits, fit_steps=150)
@@ -221,7 +223,7 @@ def test_register_refuses_to_promote_a_memorising_generator(prepared_digits, fea
     audit = json.loads((tmp_path / "eval" / "copier" / "metrics.json").read_text())["privacy"]
     assert audit["dcr_share/pixel"] == audit["memorisation"] == 1.0
     assert not refused["promoted"] and refused["champion_version"] is None
-    assert refused["reason"] == "privacy audit: dcr_share/pixel = 1.000 exceeds register.max_memorisation = 0.6 by 0.400"
+    assert refused["reason"] == "privacy audit: dcr_share/pixel = 1.000 exceeds register.max_memorisation = 0.7 by 0.300"
     assert promoted["promoted"] and promoted["challenger_version"] == "2"
     client = MlflowClient()
     assert str(client.get_model_version_by_alias("private-gan", "champion").version) == "2"
