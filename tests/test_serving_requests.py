@@ -56,6 +56,7 @@ BAD = [
     ([{"n": 2, "truncation": -1.0}], r"truncation = -1.0 is invalid"),
     ([{"n": 1, "z": [[0.0] * Z_DIM]}], r"gives both z and n; z fixes the samples, so drop n"),
     ([{"seed": 1, "z": [[0.0] * Z_DIM]}], r"gives both z and seed"),
+    ([{"truncation": 1.0, "z": [[0.0] * Z_DIM]}], r"truncation has no effect on a given z for this generator"),
     ([{"z": [[0.0] * (Z_DIM - 1)]}], r"z has shape \[1, 7\]; it must be \[k, 8\]"),
     ([{"z": [[float("nan")] * Z_DIM]}], r"z holds NaN or infinite values"),
     ([{"seed": 3}], r"a request row has neither n nor z"),

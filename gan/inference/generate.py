@@ -16,6 +16,7 @@ A row may hold only these fields, each checked as sent (:mod:`gan.inference.requ
                 depend on n (latents are drawn in fixed blocks)
     truncation  optional truncation trick: a threshold on z (> 0), or for a StyleGAN2 generator
                 psi in w-space (0..1; w_avg + psi (w - w_avg), per class), also applied to z rows
+                (a z-space threshold cannot apply to a given z: refused with one)
     z           optional latent batch [k, z_dim] used instead of n and seed (give neither
                 with it); ``labels`` then gives one label per row of z, or is cycled
 The answer: ``images`` uint8 [N, C, H, W], ``labels`` int64 [N] (-1 for an unconditional
@@ -126,13 +127,14 @@ class GenerateRunner:
             for key in ("n", "seed"):
                 if key in row:
                     raise GanError(f"a request row gives both z and {key}; z fixes the samples, so drop {key} (or drop z).")
+            if truncation is not None and not self.w_space:
+                raise GanError("truncation has no effect on a given z for this generator (it truncates how z is drawn); "
+                               "drop it, or clip z yourself.")  # fmt: skip
             z = _latent_batch(row["z"], self.z_dim)
             n, seed = len(z), 0
-            # a given z can only be truncated in w-space (z-space truncation is how z is drawn)
-            truncation = truncation if self.w_space else None
         if labels is not None and len(labels) > n:
             raise GanError(f"labels has {len(labels)} entries for {n} samples; give at most one label per sample (they are cycled).")
-        check_request(min(n, MAX_REQUEST_SAMPLES), labels, truncation, self.num_classes, limit=None, w_space=self.w_space)
+        check_request(n, labels, truncation, self.num_classes, limit=None, w_space=self.w_space)  # the cap is per request: predict
         return Request(n, labels, seed, truncation, z)
 
     def predict(self, model_input: Any) -> dict[str, np.ndarray]:
