@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -245,17 +243,9 @@ def test_registry_round_trip_champion_scores_and_serves(ganomaly_export, mlflow_
     expected, _ = DetectRunner(str(out)).score(images)
     np.testing.assert_allclose([float(r["score"]) for r in read_csv(csv_path)], expected, rtol=1e-6)
 
-    from tests.test_registry import free_port, stop, venv_env, wait_healthy
+    from tests.test_registry import model_server
 
-    port, log = free_port(), tmp_path / "serve.log"
-    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/digits-detect@champion",
-           "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]  # fmt: skip
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True,
-                                env=venv_env(MLFLOW_TRACKING_URI=mlflow_sqlite, MLFLOW_ALLOW_PICKLE_DESERIALIZATION="false"))  # fmt: skip
-    try:
-        wait_healthy(f"http://127.0.0.1:{port}/health", proc, timeout=180, log=log)
-        url = f"http://127.0.0.1:{port}/invocations"
+    with model_server("models:/digits-detect@champion", mlflow_sqlite, tmp_path) as url:
         r = requests.post(url, json={"inputs": {"images": images.tolist()}}, timeout=60)
         assert r.status_code == 200, r.text
         pred = r.json()["predictions"]
@@ -263,8 +253,6 @@ def test_registry_round_trip_champion_scores_and_serves(ganomaly_export, mlflow_
         assert pred["is_anomaly"] == (expected > DetectRunner(str(out)).threshold).tolist()
         r = requests.post(url, json={"inputs": {"images": images[:, :, :4].tolist()}}, timeout=60)
         assert r.status_code == 400
-    finally:
-        stop(proc)
 
 
 def test_decide_follows_the_metric_direction():

@@ -64,6 +64,22 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float, log: Path) ->
     pytest.fail(f"{url} did not become healthy within {timeout:.0f}s:\n{log.read_text()[-3000:]}")
 
 
+@contextlib.contextmanager
+def model_server(model_uri: str, tracking_uri: str, cwd: Path, timeout: float = 180):
+    """`mlflow models serve` of ``model_uri`` on a free loopback port, without pickle; yields its /invocations URL."""
+    port, log = free_port(), cwd / "serve.log"
+    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri,
+           "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]  # fmt: skip
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True,
+                                env=venv_env(MLFLOW_TRACKING_URI=tracking_uri, MLFLOW_ALLOW_PICKLE_DESERIALIZATION="false"))  # fmt: skip
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}/health", proc, timeout=timeout, log=log)
+        yield f"http://127.0.0.1:{port}/invocations"
+    finally:
+        stop(proc)
+
+
 def stop(proc: subprocess.Popen) -> None:
     """Terminate the process group started for ``proc`` (the server and its workers), then kill."""
     with contextlib.suppress(ProcessLookupError):
@@ -384,15 +400,7 @@ def test_pyfunc_signature_example_determinism_and_latent_input(world, tmp_path):
 
 
 def test_models_serve_answers_invocations(world, tmp_path):
-    port, log = free_port(), tmp_path / "serve.log"
-    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{MODEL}@champion",
-           "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]  # fmt: skip
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True,
-                                env=venv_env(MLFLOW_TRACKING_URI=world["uri"], MLFLOW_ALLOW_PICKLE_DESERIALIZATION="false"))  # fmt: skip
-    try:
-        wait_healthy(f"http://127.0.0.1:{port}/health", proc, timeout=180, log=log)
-        url = f"http://127.0.0.1:{port}/invocations"
+    with model_server(f"models:/{MODEL}@champion", world["uri"], tmp_path) as url:
         r = requests.post(url, json={"dataframe_records": [{"n": 6, "labels": [7], "seed": 3}]}, timeout=60)
         assert r.status_code == 200, r.text
         pred = r.json()["predictions"]
@@ -416,8 +424,6 @@ def test_models_serve_answers_invocations(world, tmp_path):
             assert r.status_code == 400 and message in r.json()["message"], (body, r.text)
         r = requests.post(url, json={"inputs": {"n": 2, "labels": ["3"]}}, timeout=60)  # the tensor-style format, a class name
         assert r.status_code == 200 and r.json()["predictions"]["labels"] == [3, 3], r.text
-    finally:
-        stop(proc)
 
 
 # ---------------------------------------------------------------- bad input

@@ -266,17 +266,9 @@ def test_models_serve_translates_over_http_and_refuses_a_bad_row_in_one_sentence
     import mlflow
     import requests
 
-    from .test_registry import free_port, stop, wait_healthy
+    from .test_registry import model_server
 
-    port, log = free_port(), tmp_path / "serve.log"
-    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{MODEL}@champion",
-           "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]  # fmt: skip
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True,
-                                env=venv_env(MLFLOW_TRACKING_URI=trained["uri"], MLFLOW_ALLOW_PICKLE_DESERIALIZATION="false"))  # fmt: skip
-    try:
-        wait_healthy(f"http://127.0.0.1:{port}/health", proc, timeout=180, log=log)
-        url = f"http://127.0.0.1:{port}/invocations"
+    with model_server(f"models:/{MODEL}@champion", trained["uri"], tmp_path) as url:
         images = _inputs(trained, tmp_path / "in", n=2)  # uint8 [2, 1, 8, 8]
         rows = [{"image": img.tolist(), "to": "dilated_inverted"} for img in images]
         r = requests.post(url, json={"dataframe_records": rows}, timeout=60)
@@ -292,8 +284,6 @@ def test_models_serve_translates_over_http_and_refuses_a_bad_row_in_one_sentence
         ]:
             r = requests.post(url, json=body, timeout=60)
             assert r.status_code == 400 and message in r.json()["message"], (body["dataframe_records"][0].keys(), r.text)
-    finally:
-        stop(proc)
 
 
 @pytest.mark.slow

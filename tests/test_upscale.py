@@ -22,7 +22,7 @@ from gan.config import parse_params
 from gan.errors import ConfigError, GanError
 
 from .conftest import ROOT
-from .test_registry import free_port, stop, tracking, venv_env, wait_healthy
+from .test_registry import model_server, tracking
 
 PSNR_STEPS, GAN_STEPS = 150, 10
 
@@ -251,22 +251,12 @@ def test_registered_model_round_trip_through_mlflow_and_http(trained, tmp_path):
     assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / "x.png")), local)
 
     # served over HTTP by `mlflow models serve`: image in, upscaled image out; a 1x1 image is a 400
-    port, log = free_port(), tmp_path / "serve.log"
-    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/sr-test@champion", "--env-manager", "local",
-           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]  # fmt: skip
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True,
-                                env=venv_env(MLFLOW_TRACKING_URI=uri, MLFLOW_ALLOW_PICKLE_DESERIALIZATION="false"))  # fmt: skip
-    try:
-        wait_healthy(f"http://127.0.0.1:{port}/health", proc, timeout=240, log=log)
-        url = f"http://127.0.0.1:{port}/invocations"
+    with model_server("models:/sr-test@champion", uri, tmp_path, timeout=240) as url:
         r = requests.post(url, json={"inputs": batch.tolist()}, timeout=120)
         assert r.status_code == 200, r.text
         assert np.array_equal(np.asarray(r.json()["predictions"]["images"], dtype=np.uint8), served)
         r = requests.post(url, json={"inputs": np.zeros((1, 1, 1, 3), np.uint8).tolist()}, timeout=60)
         assert r.status_code == 400 and "is 1x1 pixels; upscaling needs at least 4x4" in r.json()["message"]
-    finally:
-        stop(proc)
     spec = json.loads((trained["model"] / "config.json").read_text())
     assert spec["task"] == "upscale" and spec["scale"] == 2 and set(spec["networks"]) == {"G", "G_psnr"}
 
