@@ -122,14 +122,31 @@ def measure(arch: str, size: int, batch: int, device: torch.device, setting: str
     sync(device)
     seconds = time.perf_counter() - t
     return {"arch": arch, "setting": setting, "img_s": round(batch * steps / seconds, 1), "step_gflop": round(flops / 1e9, 3),
-            "mfu": round(flops * steps / seconds / peak, 4), "first_step_s": round(first, 2)}  # fmt: skip
+            "mfu": round(flops * steps / seconds / peak, 6), "first_step_s": round(first, 2)}  # fmt: skip
+
+
+def measure_or_error(arch: str, size: int, batch: int, device: torch.device, setting: str, steps: int, warmup: int, peak: float) -> dict[str, Any]:
+    """:func:`measure`, or the row with the error that stopped it (one failing setting does not end the run)."""
+    try:
+        return {"batch": batch, **measure(arch, size, batch, device, setting, steps, warmup, peak)}
+    except Exception as err:  # a setting that fails (torch.compile) is itself a finding
+        return {"arch": arch, "setting": setting, "batch": batch, "error": f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"}
+
+
+def row_line(row: dict[str, Any]) -> str:
+    """One printed line: img/s and MFU in percent (small GAN steps are launch-bound, far below 1 %)."""
+    head = f"{row['arch']:8s} {row['setting']:13s} batch {row['batch']:5d}"
+    if "error" in row:
+        return f"{head}  failed: {row['error']}"
+    return (f"{head} {row['img_s']:10.1f} img/s  MFU {100 * row['mfu']:.3f} %  "
+            f"({row['step_gflop']} GFLOP/step, first step {row['first_step_s']} s)")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--archs", nargs="+", default=["dcgan", "resnet"])
     parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--batches", nargs="+", type=int, default=[64, 512], help="the trainer's default batch, and one large enough to fill a GPU")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=SETTINGS)
@@ -138,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if args.quick or device.type == "cpu":
-        args.size, args.batch, args.steps, args.warmup = 16, 8, 3, 1
+        args.size, args.batches, args.steps, args.warmup = 16, [8], 3, 1
         # compiling needs a C++ toolchain on a CPU; the fallback checks the eager paths
         args.settings = [s for s in args.settings if not s.endswith("compile")] if device.type == "cpu" else args.settings
     peak_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -147,11 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device {name}: {peak_dtype} matmul peak {peak / 1e12:.2f} TFLOP/s", flush=True)
     rows = []
     for arch in args.archs:
-        for setting in args.settings:
-            row = measure(arch, args.size, args.batch, device, setting, args.steps, args.warmup, peak)
-            rows.append(row)
-            print(f"{arch:8s} {setting:13s} {row['img_s']:10.1f} img/s  MFU {row['mfu']:.3f}  "
-                  f"({row['step_gflop']} GFLOP/step, first step {row['first_step_s']} s)", flush=True)  # fmt: skip
+        for batch in args.batches:
+            for setting in args.settings:
+                rows.append(row := measure_or_error(arch, args.size, batch, device, setting, args.steps, args.warmup, peak))
+                print(row_line(row), flush=True)
     result = {"benchmark": "gpu_throughput", "device": name, "peak_tflops": round(peak / 1e12, 2), "peak_dtype": str(peak_dtype),
               "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "rows": rows,
               "machine": {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,

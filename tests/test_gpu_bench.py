@@ -20,6 +20,7 @@ def test_gpu_script_parses_and_the_step_benchmark_runs_its_cpu_fallback(tmp_path
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
     rows = {row["setting"]: row for row in result["rows"]}
+    assert all("error" not in row for row in rows.values()), rows
     assert set(rows) == {"fp32", "bf16"}  # torch.compile is left to the GPU run
     for row in rows.values():
         assert row["img_s"] > 0 and row["step_gflop"] > 0 and 0 < row["mfu"] < 1
