@@ -36,6 +36,7 @@ from gan import signals
 from gan.config import Params, TuneConfig, parse_params, resolve_worker_paths
 from gan.errors import ConfigError
 from gan.tasks import lower_is_better, task_class
+from gan.training.inputs import local_path, stage_inputs, tree_hash
 
 # keys of the search space and the train.* key each sets
 SEARCHED = ("lr_G", "lr_D", "beta1", "n_critic")
@@ -187,18 +188,11 @@ def search_fingerprint(params: Params, data_hash: str, features_hash: str) -> st
 NON_SEARCHED_TRAIN_KEYS = ("batch_size", "beta1", "beta2", "n_critic", "ema_decay", "diffaugment", "gp_weight", "r1_gamma", "r1_interval", "stylegan2", "seed")
 
 
-def tree_hash(path: str | os.PathLike) -> str:
-    """sha256 over every file below ``path`` (names and bytes), for fingerprints."""
-    digest = hashlib.sha256()
-    base = Path(path)
-    for f in sorted(p for p in base.rglob("*") if p.is_file()):
-        digest.update(f.relative_to(base).as_posix().encode())
-        digest.update(f.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def run_trial(config: dict[str, Any], params_dict: dict[str, Any], data_dir: str, features_dir: str) -> None:
+def run_trial(config: dict[str, Any], params_dict: dict[str, Any], data_dir: Any, features_dir: Any) -> None:
     """One single-worker trial, in the trial's process: train, evaluate, report, checkpoint.
+
+    ``data_dir`` / ``features_dir``: paths, or :mod:`gan.training.inputs` references that
+    resolve on the trial's node.
 
     On restore (resume or a PBT exploit) the trainer loads the checkpoint and *then*
     applies this trial's config to the optimisers: restoring an optimiser's state would
@@ -214,6 +208,7 @@ def run_trial(config: dict[str, Any], params_dict: dict[str, Any], data_dir: str
     from gan.training.loop import fit
 
     entered = time.perf_counter()
+    data_dir, features_dir = local_path(data_dir), local_path(features_dir)
     torch.set_num_threads(max(1, int(params_dict["tune"]["cpus_per_trial"])))
     params = trial_params(parse_params(params_dict), config)
     metric = params.tune.metric
@@ -252,7 +247,7 @@ def run_trial(config: dict[str, Any], params_dict: dict[str, Any], data_dir: str
     fit(params, data_dir, trainer=trainer, report=report, eval_fn=eval_fn, log=None)
 
 
-def run_trial_distributed(config: dict[str, Any], params_dict: dict[str, Any], data_dir: str, features_dir: str) -> None:
+def run_trial_distributed(config: dict[str, Any], params_dict: dict[str, Any], data_dir: Any, features_dir: Any) -> None:
     """A multi-worker trial: a TorchTrainer per trial; rank 0's reports reach Tune."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -266,10 +261,23 @@ def run_trial_distributed(config: dict[str, Any], params_dict: dict[str, Any], d
         train_loop_per_worker,
         train_loop_config={"params": params.model_dump(), "data_dir": data_dir, "features_dir": features_dir, "report_metric_only": True},
         scaling_config=ScalingConfig(num_workers=cfg.workers_per_trial, use_gpu=cfg.gpus_per_trial > 0,
-                                     resources_per_worker={"CPU": cfg.cpus_per_trial, **({"GPU": cfg.gpus_per_trial} if cfg.gpus_per_trial else {})}),
+                                     resources_per_worker={"CPU": worker_cpus(cfg), **({"GPU": cfg.gpus_per_trial} if cfg.gpus_per_trial else {})}),
         run_config=RunConfig(callbacks=[TuneReportCallback()], storage_path=cfg.storage_path),  # absolute or a URI (run_search)
     )
     trainer.fit()
+
+
+# the CPU that a multi-worker trial's own process (which only starts its TorchTrainer) takes
+TRIAL_DRIVER_CPU = 0.01
+
+
+def worker_cpus(cfg: TuneConfig) -> float:
+    """The CPU each worker of a multi-worker trial asks Ray for: ``cpus_per_trial`` less the trial
+    process's ``TRIAL_DRIVER_CPU``, so that a trial fits wherever its workers' CPUs fit. The trial
+    process shares a node with one of its workers; with whole-node workers, its 0.01 CPU on top
+    would leave that worker unplaceable, and the trial would wait forever. Torch threads still
+    follow ``cpus_per_trial``."""
+    return cfg.cpus_per_trial - TRIAL_DRIVER_CPU
 
 
 def bounded_concurrency(cfg: TuneConfig) -> int:
@@ -299,9 +307,10 @@ def run_search(params: Params, data_dir: str, features_dir: str, data_hash: str)
     # TorchTrainer from the trial's working directory, possibly on another node
     params_dict = resolve_worker_paths(params.model_dump())
     params_dict["tune"]["storage_path"] = storage
-    trainable = tune.with_parameters(fn, params_dict=params_dict, data_dir=str(Path(data_dir).resolve()),
-                                     features_dir=str(Path(features_dir).resolve()))
-    resources = {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial} if cfg.workers_per_trial == 1 else {"cpu": 0.01}
+    # on a cluster, trials on other nodes read the data and the feature network staged in storage
+    inputs = stage_inputs({"data": data_dir, "features": features_dir}, storage)
+    trainable = tune.with_parameters(fn, params_dict=params_dict, data_dir=inputs["data"], features_dir=inputs["features"])
+    resources = {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial} if cfg.workers_per_trial == 1 else {"cpu": TRIAL_DRIVER_CPU}
     trainable = tune.with_resources(trainable, resources)
     t0 = time.perf_counter()
     resumed = tune.Tuner.can_restore(path)

@@ -3,8 +3,11 @@ the whole stage killed and re-run. Tiny configs; each test is one or two Ray Tra
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -85,28 +88,103 @@ def test_two_workers_stay_in_sync_and_survive_a_killed_worker(ray_cluster, prepa
     assert sorted(outcome.checkpoint.samples) == ["step-0000004.png", "step-0000008.png", "step-0000012.png"]
 
 
-def test_two_workers_on_two_nodes(prepared_digits, tmp_path):
-    """A local two-node cluster; STRICT_SPREAD puts one worker on each node; the stage
-    connects through RAY_ADDRESS, as on a real cluster."""
+def unshare_works() -> bool:
+    """Whether this user may make a mount namespace with a tmpfs in it (root, or a kernel that lets users)."""
+    probe = subprocess.run(["unshare", "--mount", "sh", "-c", "mount -t tmpfs none /mnt"], capture_output=True)
+    return probe.returncode == 0
+
+
+def start_blind_node(address: str, hidden: Path, cache: Path) -> subprocess.Popen:
+    """A second Ray node that cannot see ``hidden``: its own mount namespace with an empty tmpfs over it,
+    as a cluster node that lacks the driver's project folder."""
+    ray_cli = Path(sys.executable).parent / "ray"
+    script = (f"mount -t tmpfs none {shlex.quote(str(hidden))} && exec {shlex.quote(str(ray_cli))} start "
+              f"--address={address} --num-cpus=1 --block --disable-usage-stats")  # fmt: skip
+    env = {**os.environ, "GAN_INPUT_CACHE": str(cache)}
+    return subprocess.Popen(["unshare", "--mount", "sh", "-c", script], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+
+def wait_for_alive_nodes(address: str, count: int, timeout: float = 90) -> None:
+    alive = "sum(n['Alive'] for n in ray.nodes())"
+    code = (f"import ray, time; ray.init(address={address!r}, logging_level='ERROR'); t = time.time()\n"
+            f"while {alive} < {count} and time.time() - t < {timeout}: time.sleep(0.5)\nprint({alive})")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout + 60)
+    assert out.stdout.strip().endswith(str(count)), out.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def blind_cluster(prepared_digits, featurized_digits, tmp_path_factory):
+    """A local two-node cluster whose second node has an empty tmpfs over the project folder
+    (the prepared data and the feature network), as a cluster node that lacks the driver's
+    files; yields (address, project, node 2's input cache)."""
     from ray.cluster_utils import Cluster
 
+    if not unshare_works():
+        pytest.skip("needs `unshare --mount` with mount rights (root) to hide the project from the second node")
+    root = tmp_path_factory.mktemp("blind")
+    project, cache = root / "project", root / "node2-cache"
+    shutil.copytree(prepared_digits, project / "prepared")
+    shutil.copytree(featurized_digits, project / "features")
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    node = start_blind_node(cluster.address, project, cache)
     try:
-        cluster.add_node(num_cpus=1)
-        cluster.wait_for_nodes()
-        raw = tiny_raw(tmp_path, num_workers=2, placement_strategy="STRICT_SPREAD", steps=6)
-        proc = subprocess.run(
-            [sys.executable, str(ROOT / "pipelines" / "train.py"), *stage_args(tmp_path, prepared_digits, raw)],
-            env=stage_env(RAY_ADDRESS=cluster.address, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}"),
-            capture_output=True, text=True, timeout=600, cwd=tmp_path,
-        )
-        assert proc.returncode == 0, proc.stderr[-3000:]
+        wait_for_alive_nodes(cluster.address, 2)
+        yield cluster.address, project, cache
     finally:
+        os.killpg(node.pid, signal.SIGTERM)
+        node.wait(timeout=60)
         cluster.shutdown()
+
+
+def run_stage(stage: str, args: list[str], address: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "pipelines" / f"{stage}.py"), *args],
+        env=stage_env(RAY_ADDRESS=address, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}"),
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def assert_node2_read_staged_copies(storage: Path, cache: Path) -> None:
+    """Both inputs were staged once under storage; node 2 read the data from its own copy of them."""
+    staged = {p.name.split("-")[0]: p.name for p in (storage / "_inputs").iterdir()}
+    assert set(staged) == {"data", "features"}
+    copied = {p.name for p in cache.iterdir() if p.is_dir()}
+    assert staged["data"] in copied and all((cache / name / "_STAGED").exists() for name in copied)
+
+
+def test_two_workers_on_two_nodes_where_one_cannot_see_the_project(blind_cluster, tmp_path):
+    """STRICT_SPREAD puts one worker on each node; the stage connects through RAY_ADDRESS, as on a
+    real cluster. The blind node's worker reads the inputs that the driver staged under
+    train.storage_path, copied once into its node-local cache; the head's worker reads the driver's path."""
+    address, project, cache = blind_cluster
+    raw = tiny_raw(tmp_path, num_workers=2, placement_strategy="STRICT_SPREAD", steps=6, eval_samples=64)
+    args = stage_args(tmp_path, project / "prepared", raw)
+    args[args.index("--features") + 1] = str(project / "features")
+    proc = run_stage("train", args, address, tmp_path)
     metrics = json.loads((tmp_path / "train" / "metrics.json").read_text())
     assert metrics["num_workers"] == 2 and metrics["num_nodes"] == 2
     assert metrics["replica_weight_diff"] == 0.0 and metrics["steps"] == 6
     assert "step 6/6" in proc.stdout  # rank 0's progress line reaches the driver
+    assert_node2_read_staged_copies(tmp_path / "ray_storage", cache)
+
+
+def test_a_two_worker_tune_trial_spans_the_node_that_cannot_see_the_project(blind_cluster, tmp_path):
+    """One tune trial of two workers (one CPU each, one CPU per node: one worker per node) on the same cluster."""
+    address, project, cache = blind_cluster
+    shutil.rmtree(cache, ignore_errors=True)  # the train test's copies
+    tune = {"num_samples": 1, "max_steps": 6, "eval_every": 6, "eval_samples": 64, "cpus_per_trial": 1, "workers_per_trial": 2,
+            "max_concurrent_trials": 1, "storage_path": str(tmp_path / "ray"), "search_alg": "random", "scheduler": "fifo"}  # fmt: skip
+    raw = tiny_raw(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({**raw, "tune": tune}))
+    out = tmp_path / "tune"
+    run_stage("tune", ["--params", str(tmp_path / "params.yaml"), "--data", str(project / "prepared"),
+                       "--features", str(project / "features"), "--out", str(out)], address, tmp_path)  # fmt: skip
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    assert [r["status"] for r in rows] == ["completed"], rows
+    assert_node2_read_staged_copies(tmp_path / "ray", cache)
 
 
 def test_killed_stage_resumes_from_last_checkpoint_end_to_end(ray_cluster, prepared_digits, tmp_path, mlflow_sqlite, monkeypatch):

@@ -164,7 +164,8 @@ def tune(args: argparse.Namespace, params: Params, out: Path, start_ms: int) -> 
     from gan.ray_session import init_ray
     from gan.tasks import task_class
     from gan.tracking import ensure_experiment
-    from gan.tuning import best_row, num_trials, run_search, search_fingerprint, tree_hash
+    from gan.training.inputs import tree_hash
+    from gan.tuning import best_row, num_trials, run_search, search_fingerprint
 
     data_dir = args.data or params.prepare.out
     manifest = read_manifest(data_dir)

@@ -34,6 +34,7 @@ from gan.config import Params, TrainConfig, parse_params, resolve_worker_paths
 from gan.errors import DivergenceError, GanError, Interrupted
 from gan.training.checkpoint import TrainCheckpoint, load_checkpoint, save_checkpoint
 from gan.training.factory import task_for
+from gan.training.inputs import local_path, stage_inputs
 from gan.training.loop import DDP_KWARGS, EvalFn, fit
 from gan.training.reporting import distributed, due
 
@@ -153,12 +154,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
             save_checkpoint(ckpt, tmp)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
 
-    task = task_for(params, config["data_dir"])
-    eval_fn = make_eval_fn(params, task, config["data_dir"], config.get("features_dir"), device) if chief else None
+    data_dir = local_path(config["data_dir"])  # a path, or a staged input copied to this node
+    task = task_for(params, data_dir)
+    eval_fn = make_eval_fn(params, task, data_dir, local_path(config.get("features_dir")), device) if chief else None
     try:
         summary = fit(
             params,
-            config["data_dir"],
+            data_dir,
             task=task,
             rank=rank,
             world_size=world_size,
@@ -267,10 +269,12 @@ def run_training(
     cfg = params.train
     if fresh:
         delete_run(name, cfg)
+    # on a cluster, workers on other nodes read the data and the feature network staged in storage
+    inputs = stage_inputs({"data": data_dir, "features": features_dir}, storage_uri(cfg.storage_path))
     loop_config = {
         "params": resolve_worker_paths(params.model_dump(mode="json")),
-        "data_dir": str(Path(data_dir).resolve()),
-        "features_dir": str(Path(features_dir).resolve()) if features_dir else None,
+        "data_dir": inputs["data"],
+        "features_dir": inputs["features"],
         "report_hook": report_hook,
     }
     trainer = TorchTrainer(
