@@ -2,13 +2,17 @@
 
     python bench/train_throughput.py               # default model (dcgan 16x16, batch 64), 300 steps
     python bench/train_throughput.py --steps 150   # quicker
+    python bench/train_throughput.py --steps 100 --rounds 1 --scaling-rounds 1   # a smoke run
 
 In one run, on the same model, batch and thread count (1 intra-op thread per worker):
 
 - steady-state img/s of a plain PyTorch loop (same recipe, no framework, a fresh process)
   and of the Ray Train loop with 1 worker, alternated for ``--rounds`` rounds; the ratio
   is the median of the per-round ratios (target: >= 0.95);
-- steady-state img/s with 2 workers (scaling);
+- steady-state img/s of plain PyTorch DDP with two processes (the project's loop, ``fit``,
+  in two processes joined by torch.distributed over gloo, one thread each, no Ray: the
+  limit of two workers on this machine) and of two Ray Train workers, alternated for
+  ``--scaling-rounds`` rounds (target: Ray >= 0.9x plain DDP);
 - the fixed start-up cost of a run: from ``TorchTrainer.fit()`` to the first step done;
 - achieved FLOP/s (FLOPs of one step from ``torch.utils.flop_counter``) as a fraction of
   a 1-thread fp32 matmul peak measured in the same run.
@@ -118,6 +122,46 @@ def plain_in_subprocess(data_dir: Path, steps: int, warmup: int) -> dict[str, An
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def ddp_child(params: Any, data_dir: Path) -> dict[str, Any]:
+    """One rank of the plain two-process DDP run: the project's training loop (``fit``) in a
+    process that torch.distributed (gloo, ``env://``) joins to its peer, no Ray. Rank 0's windows."""
+    import torch.distributed as dist
+
+    from gan.training.loop import ddp_wrap, fit
+    from gan.training.ray_run import task_for
+
+    torch.set_num_threads(1)
+    t0 = time.time()
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    windows: list[float] = []
+    summary = fit(params, data_dir, task=task_for(params, data_dir), rank=rank, world_size=world, wrap=ddp_wrap(torch.device("cpu")), log=None,
+                  report=lambda metrics, _ckpt: windows.append(metrics["throughput/img_s"]))  # fmt: skip
+    dist.destroy_process_group()
+    return {"windows": windows[1:], "first_step_s": summary["first_step_unix"] - t0}  # the first window is warm-up
+
+
+def plain_ddp(data_dir: Path, steps: int, warmup: int, world: int = 2) -> dict[str, Any]:
+    """:func:`ddp_child` in ``world`` fresh processes (one intra-op thread each, as Ray's workers);
+    rank 0's windows (img/s over all ranks) and its time from process start to the first step."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(port), "WORLD_SIZE": str(world)}  # fmt: skip
+    cmd = [sys.executable, __file__, "--ddp-child", str(data_dir), "--steps", str(steps), "--warmup", str(warmup)]
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen(cmd, env={**env, "RANK": str(r)}, stdout=subprocess.PIPE, text=True) for r in range(world)]
+    outs = [p.communicate()[0] for p in procs]
+    if any(p.returncode for p in procs):
+        raise RuntimeError(f"plain DDP run failed: exit codes {[p.returncode for p in procs]}")
+    result = json.loads(outs[0].strip().splitlines()[-1])
+    result["wall_s"] = time.perf_counter() - t0
+    return result
+
+
 def flops_per_step(params: Any, data_dir: Path) -> float:
     """FLOPs (forward + backward, matmul/conv) of one G step of the plain loop."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -161,10 +205,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3, help="alternating plain / Ray 1-worker measurements")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--scaling-rounds", type=int, default=3, help="alternating plain DDP / Ray 2-worker measurements")
     parser.add_argument("--plain-child", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--ddp-child", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.plain_child is not None:  # one plain-loop measurement, printed as JSON
         print(json.dumps(plain_loop(bench_params(args.steps, args.warmup, 1, "unused"), args.plain_child, args.steps, args.warmup)))
+        return 0
+    if args.ddp_child is not None:  # one rank of a plain DDP run; rank 0 prints JSON
+        with tempfile.TemporaryDirectory() as tmp:
+            out = ddp_child(bench_params(args.steps, args.warmup, int(os.environ["WORLD_SIZE"]), tmp), args.ddp_child)
+        if os.environ["RANK"] == "0":
+            print(json.dumps(out))
         return 0
     # Ray starts its workers at nice 15; the plain loop runs at this process's niceness.
     # On a busy machine that alone would decide the ratio, so both run at the same priority.
@@ -189,7 +241,11 @@ def main(argv: list[str] | None = None) -> int:
             plain = plain_in_subprocess(data, args.steps, args.warmup)
             ray1 = ray_run(base, data, f"bench-train-1-{i}")
             rounds.append({"plain": plain, "ray": ray1})
-        ray2 = ray_run(bench_params(args.steps, args.warmup, 2, f"{tmp}/ray"), data, "bench-train-2")
+        scaling = []  # each round: the plain two-process DDP run, then two Ray Train workers
+        for i in range(args.scaling_rounds):
+            ddp2 = plain_ddp(data, args.steps, args.warmup)
+            ray2 = ray_run(bench_params(args.steps, args.warmup, 2, f"{tmp}/ray"), data, f"bench-train-2-{i}")
+            scaling.append({"ddp": ddp2, "ray": ray2})
 
     # medians over report windows: robust to bursts of load from other processes on the machine
     for r in rounds:
@@ -197,7 +253,13 @@ def main(argv: list[str] | None = None) -> int:
         r["ratio"], r["ratio_cpu"] = r["ray_img_s"] / r["plain_img_s"], r["ray"]["cpu_img_s"] / r["plain"]["cpu_img_s"]
     plain_img_s = statistics.median(r["plain_img_s"] for r in rounds)
     ray1_img_s = statistics.median(r["ray_img_s"] for r in rounds)
-    ray2_img_s = statistics.median(ray2["windows"])
+    for r in scaling:
+        r["ddp_img_s"], r["ray_img_s"] = statistics.median(r["ddp"]["windows"]), statistics.median(r["ray"]["windows"])
+        r["ratio"] = r["ray_img_s"] / r["ddp_img_s"]
+    ddp2_img_s = statistics.median(r["ddp_img_s"] for r in scaling)
+    ray2_img_s = statistics.median(r["ray_img_s"] for r in scaling)
+    ray2_vs_ddp = statistics.median(r["ratio"] for r in scaling)
+    ray2_startup = statistics.median(r["ray"]["first_step_s"] for r in scaling)
     ratio = statistics.median(r["ratio"] for r in rounds)
     ratio_cpu = statistics.median(r["ratio_cpu"] for r in rounds)
     startup = statistics.median(r["ray"]["first_step_s"] for r in rounds)
@@ -215,14 +277,21 @@ def main(argv: list[str] | None = None) -> int:
                     "ray_time_to_first_step_s": round(r["ray"]["first_step_s"], 2)} for r in rounds],
         "plain_img_s": round(plain_img_s, 1),
         "ray_1_worker_img_s": round(ray1_img_s, 1),
+        "scaling_rounds": [{"plain_ddp_2_img_s": round(r["ddp_img_s"], 1), "ray_2_workers_img_s": round(r["ray_img_s"], 1),
+                            "ratio": round(r["ratio"], 3), "windows_ddp": _r(r["ddp"]["windows"]), "windows_ray": _r(r["ray"]["windows"]),
+                            "ddp_time_to_first_step_s": round(r["ddp"]["first_step_s"], 2),
+                            "ray_time_to_first_step_s": round(r["ray"]["first_step_s"], 2)} for r in scaling],
+        "plain_ddp_2_img_s": round(ddp2_img_s, 1),
         "ray_2_workers_img_s": round(ray2_img_s, 1),
-        "ray_2_workers_windows": _r(ray2["windows"]),
         "ray_1_vs_plain": round(ratio, 3),
         "ray_1_vs_plain_per_cpu_s": round(ratio_cpu, 3),
+        "plain_ddp_2_vs_plain_1": round(ddp2_img_s / plain_img_s, 3),
+        "ray_2_vs_plain_ddp_2": round(ray2_vs_ddp, 3),
         "ray_2_vs_1_worker": round(ray2_img_s / ray1_img_s, 3),
         "ray_init_s": round(ray_init_s, 2),
-        "time_to_first_step_s": {"ray_1_worker": round(startup, 2), "ray_2_workers": round(ray2["first_step_s"], 2),
-                                 "plain_process": round(rounds[0]["plain"]["first_step_s"], 2)},
+        "time_to_first_step_s": {"ray_1_worker": round(startup, 2), "ray_2_workers": round(ray2_startup, 2),
+                                 "plain_process": round(rounds[0]["plain"]["first_step_s"], 2),
+                                 "plain_ddp_2": round(statistics.median(r["ddp"]["first_step_s"] for r in scaling), 2)},
         "gflop_per_step": round(step_flops / 1e9, 4),
         "achieved_gflop_s": round(achieved / 1e9, 3),
         "matmul_peak_gflop_s_1_thread": round(peak / 1e9, 2),
@@ -231,14 +300,18 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     per_round = ", ".join(f"{r['ratio']:.2f}" for r in rounds)
+    scaling_rounds = ", ".join(f"{r['ratio']:.2f}" for r in scaling)
     per_round_cpu = ", ".join(f"{r['ratio_cpu']:.2f}" for r in rounds)
     rows = [
         ("plain PyTorch loop, 1 thread", f"{plain_img_s:.0f} img/s", f"median of {args.rounds} rounds"),
         ("Ray Train, 1 worker", f"{ray1_img_s:.0f} img/s", f"{ratio:.2f} x plain (rounds: {per_round}; target >= 0.95)"),
         ("  same, per CPU-second", f"{ratio_cpu:.2f} x plain", f"rounds: {per_round_cpu}"),
-        ("Ray Train, 2 workers", f"{ray2_img_s:.0f} img/s", f"{result['ray_2_vs_1_worker']:.2f} x 1 worker"),
+        ("plain DDP, 2 processes (gloo)", f"{ddp2_img_s:.0f} img/s", f"{result['plain_ddp_2_vs_plain_1']:.2f} x plain 1 process"),
+        ("Ray Train, 2 workers", f"{ray2_img_s:.0f} img/s",
+         f"{ray2_vs_ddp:.2f} x plain DDP (rounds: {scaling_rounds}; target >= 0.9); "
+         f"{result['ray_2_vs_1_worker']:.2f} x 1 worker"),
         ("time to first step, 1 worker", f"{startup:.1f} s", f"after ray.init ({ray_init_s:.1f} s); a plain process: {rounds[0]['plain']['first_step_s']:.1f} s"),
-        ("time to first step, 2 workers", f"{ray2['first_step_s']:.1f} s", ""),
+        ("time to first step, 2 workers", f"{ray2_startup:.1f} s", f"plain DDP pair: {result['time_to_first_step_s']['plain_ddp_2']:.1f} s"),
         ("achieved FLOP/s (1 worker)", f"{achieved / 1e9:.2f} GFLOP/s", f"{step_flops / 1e9:.3f} GFLOP per step"),
         ("fp32 matmul peak, 1 thread", f"{peak / 1e9:.1f} GFLOP/s", f"fraction of peak {result['fraction_of_peak']:.1%}"),
     ]
