@@ -167,6 +167,7 @@ def test_short_cyclegan_run_beats_the_untranslated_baseline(trained):
     assert set(scores) >= {"target_accuracy", "content_accuracy", "cycle_l1", "fid", "psnr", "ssim",
                            "target_accuracy/plain_to_dilated_inverted", "target_accuracy/dilated_inverted_to_plain"}  # fmt: skip
     assert untranslated["target_accuracy"] < 0.2 and floor["target_accuracy"] > 0.9  # the domain judge works
+    assert floor["content_accuracy"] > 0.9  # the digit judge reads the true translations' digits
     assert scores["target_accuracy"] > untranslated["target_accuracy"] + 0.3
     assert scores["psnr"] > untranslated["psnr"]
     assert 0 <= scores["content_accuracy"] <= 1 and scores["cycle_l1"] >= 0

@@ -21,7 +21,7 @@ decay it linearly to zero (:meth:`TranslateTask.lr_scale`; the reference's 100 +
 epochs). The image pools and that schedule are the task's state: a resumed run continues
 both (:meth:`state_dict`). Inference (``gan.inference.translate``): image + target domain
 -> image. Metrics: target-domain accuracy (the featurize stage's domain classifier),
-content preservation (a digit judge fitted on real images of every domain), cycle L1,
+content preservation (an RBF-SVM digit judge fitted on real images of every domain), cycle L1,
 FID of translations against the real target domain, PSNR/SSIM against the oracle
 (where prepare kept one); ``model.translate.metric`` names the primary one.
 """
@@ -412,11 +412,14 @@ def paired_scores(fake: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
 
 @functools.lru_cache(maxsize=4)
 def content_judge(data_dir: str) -> Any:
-    """A logistic-regression digit judge on the pixels of real training images of every domain.
+    """An RBF-kernel SVM digit judge on the pixels of real training images of every domain.
 
-    Fitted once per data set (deterministic): it recognises the source digit in a translation.
+    Fitted once per data set (deterministic, well under a second on the digits): it
+    recognises the source digit in a translation. On the 16 px digits domains it reads
+    0.97 of real validation images of either domain and of the oracle T(A) right; the
+    linear judge it replaced read 0.79-0.82, below the 0.90 content target itself.
     """
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.svm import SVC
 
     from gan.data import load_extra, load_split
 
@@ -424,7 +427,7 @@ def content_judge(data_dir: str) -> Any:
         raise DataError(f"{data_dir} does not exist; run the prepare stage first (dvc repro prepare).")
     x, _ = load_split(data_dir, "train")
     content = load_extra(data_dir, "train", "content")
-    return LogisticRegression(max_iter=2000, C=0.5).fit(np.asarray(x).reshape(len(x), -1), content)
+    return SVC(C=10, gamma="scale").fit(np.asarray(x).reshape(len(x), -1), content)
 
 
 def _rows(rows: np.ndarray, batch_size: int, rank: int, world_size: int, seed: int, stream: int, consumed: int) -> Iterator[np.ndarray]:
