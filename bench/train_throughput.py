@@ -49,11 +49,14 @@ sys.path.insert(0, str(ROOT))
 RESULTS = Path(__file__).parent / "results" / "train_throughput.json"
 
 
-def bench_params(steps: int, warmup: int, num_workers: int, storage: str) -> Any:
-    """params.yaml's model and train sections, with reporting every ``warmup`` steps."""
+PARAMS = ROOT / "params.yaml"
+
+
+def bench_params(steps: int, warmup: int, num_workers: int, storage: str, path: Path = PARAMS) -> Any:
+    """``path``'s (params.yaml's) prepare, model and train sections, with reporting every ``warmup`` steps."""
     from gan.config import load_params
 
-    return load_params(ROOT / "params.yaml", {
+    return load_params(path, {
         "train.steps": steps, "train.log_every": warmup, "train.checkpoint_every": steps,
         "train.sample_every": steps, "train.eval_every": 0, "train.num_workers": num_workers,
         "train.cpus_per_worker": 1, "train.storage_path": storage, "train.max_failures": 0,
@@ -132,18 +135,24 @@ def ddp_child(params: Any, data_dir: Path) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     t0 = time.time()
-    dist.init_process_group("gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
+    world = int(os.environ["WORLD_SIZE"])
+    if world > 1:
+        dist.init_process_group("gloo")
+    rank = dist.get_rank() if world > 1 else 0
     windows: list[float] = []
-    summary = fit(params, data_dir, task=task_for(params, data_dir), rank=rank, world_size=world, wrap=ddp_wrap(torch.device("cpu")), log=None,
+    summary = fit(params, data_dir, task=task_for(params, data_dir), rank=rank, world_size=world, log=None,
+                  wrap=ddp_wrap(torch.device("cpu")) if world > 1 else None,
                   report=lambda metrics, _ckpt: windows.append(metrics["throughput/img_s"]))  # fmt: skip
-    dist.destroy_process_group()
-    return {"windows": windows[1:], "first_step_s": summary["first_step_unix"] - t0}  # the first window is warm-up
+    if world > 1:
+        dist.destroy_process_group()
+    return {"windows": windows[1:], "first_step_s": summary["first_step_unix"] - t0,  # the first window is warm-up
+            "cpu_img_s": summary["throughput/img_per_cpu_s"]}
 
 
-def plain_ddp(data_dir: Path, steps: int, warmup: int, world: int = 2) -> dict[str, Any]:
+def plain_ddp(data_dir: Path, steps: int, warmup: int, world: int = 2, path: Path = PARAMS) -> dict[str, Any]:
     """:func:`ddp_child` in ``world`` fresh processes (one intra-op thread each, as Ray's workers);
-    rank 0's windows (img/s over all ranks) and its time from process start to the first step."""
+    rank 0's windows (img/s over all ranks) and its time from process start to the first step.
+    With ``world`` 1: the project's loop in one plain process (no torch.distributed)."""
     import socket
 
     with socket.socket() as sock:
@@ -151,7 +160,7 @@ def plain_ddp(data_dir: Path, steps: int, warmup: int, world: int = 2) -> dict[s
         port = sock.getsockname()[1]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1",
            "MASTER_PORT": str(port), "WORLD_SIZE": str(world)}  # fmt: skip
-    cmd = [sys.executable, __file__, "--ddp-child", str(data_dir), "--steps", str(steps), "--warmup", str(warmup)]
+    cmd = [sys.executable, __file__, "--ddp-child", str(data_dir), "--steps", str(steps), "--warmup", str(warmup), "--params", str(path)]
     t0 = time.perf_counter()
     procs = [subprocess.Popen(cmd, env={**env, "RANK": str(r)}, stdout=subprocess.PIPE, text=True) for r in range(world)]
     outs = [p.communicate()[0] for p in procs]
@@ -206,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="alternating plain / Ray 1-worker measurements")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--scaling-rounds", type=int, default=3, help="alternating plain DDP / Ray 2-worker measurements")
+    parser.add_argument("--params", type=Path, default=PARAMS,
+                        help="the recipe, e.g. docs/examples/translate-cyclegan.yaml; for a task other than generate the "
+                             "plain baseline is the project's loop (fit) in a plain process, and FLOPs are not counted")  # fmt: skip
     parser.add_argument("--plain-child", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--ddp-child", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -214,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.ddp_child is not None:  # one rank of a plain DDP run; rank 0 prints JSON
         with tempfile.TemporaryDirectory() as tmp:
-            out = ddp_child(bench_params(args.steps, args.warmup, int(os.environ["WORLD_SIZE"]), tmp), args.ddp_child)
+            out = ddp_child(bench_params(args.steps, args.warmup, int(os.environ["WORLD_SIZE"]), tmp, args.params), args.ddp_child)
         if os.environ["RANK"] == "0":
             print(json.dumps(out))
         return 0
@@ -223,28 +235,28 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_worker_niceness", str(os.nice(0)))
     load_start = os.getloadavg()
 
-    from gan.config import PrepareConfig
     from gan.data import prepare_dataset
     from gan.stages.train import init_ray
 
     with tempfile.TemporaryDirectory() as tmp:
-        base = bench_params(args.steps, args.warmup, 1, f"{tmp}/ray")
+        base = bench_params(args.steps, args.warmup, 1, f"{tmp}/ray", args.params)
+        generate = base.model.task == "generate"  # the hand-written plain loop is generate's recipe
         data = Path(tmp) / "prepared"
-        prepare_dataset(PrepareConfig(image_size=base.prepare.image_size, channels=base.prepare.channels), data)
+        prepare_dataset(base.prepare, data)
         peak = matmul_peak()
-        step_flops = flops_per_step(base, data)
+        step_flops = flops_per_step(base, data) if generate else float("nan")
         t = time.perf_counter()
         init_ray()
         ray_init_s = time.perf_counter() - t
         rounds = []  # each round: plain then Ray, back to back, so both see similar neighbours
         for i in range(args.rounds):
-            plain = plain_in_subprocess(data, args.steps, args.warmup)
+            plain = plain_in_subprocess(data, args.steps, args.warmup) if generate else plain_ddp(data, args.steps, args.warmup, 1, args.params)
             ray1 = ray_run(base, data, f"bench-train-1-{i}")
             rounds.append({"plain": plain, "ray": ray1})
         scaling = []  # each round: the plain two-process DDP run, then two Ray Train workers
         for i in range(args.scaling_rounds):
-            ddp2 = plain_ddp(data, args.steps, args.warmup)
-            ray2 = ray_run(bench_params(args.steps, args.warmup, 2, f"{tmp}/ray"), data, f"bench-train-2-{i}")
+            ddp2 = plain_ddp(data, args.steps, args.warmup, 2, args.params)
+            ray2 = ray_run(bench_params(args.steps, args.warmup, 2, f"{tmp}/ray", args.params), data, f"bench-train-2-{i}")
             scaling.append({"ddp": ddp2, "ray": ray2})
 
     # medians over report windows: robust to bursts of load from other processes on the machine
@@ -268,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
                     "ray": __import__("ray").__version__, "niceness": os.nice(0), "loadavg_start": load_start, "loadavg_end": os.getloadavg()},
-        "config": {"arch": base.model.arch, "image_size": base.prepare.image_size, "batch_size": batch, "loss": base.model.loss,
+        "config": {"params": str(args.params), "task": base.model.task, "plain_baseline": "hand-written loop" if generate else "fit in a plain process",
+                   "arch": base.model.arch if generate else getattr(base.model, base.model.task).arch, "image_size": base.prepare.image_size, "batch_size": batch, "loss": base.model.loss,
                    "steps": args.steps, "warmup": args.warmup, "rounds": args.rounds, "threads_per_worker": 1},
         "rounds": [{"plain_img_s": round(r["plain_img_s"], 1), "ray_1_worker_img_s": round(r["ray_img_s"], 1),
                     "ratio": round(r["ratio"], 3), "plain_img_per_cpu_s": round(r["plain"]["cpu_img_s"], 1),
@@ -303,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     scaling_rounds = ", ".join(f"{r['ratio']:.2f}" for r in scaling)
     per_round_cpu = ", ".join(f"{r['ratio_cpu']:.2f}" for r in rounds)
     rows = [
-        ("plain PyTorch loop, 1 thread", f"{plain_img_s:.0f} img/s", f"median of {args.rounds} rounds"),
+        ("plain PyTorch loop, 1 thread" if generate else "the loop (fit) in a plain process", f"{plain_img_s:.0f} img/s", f"median of {args.rounds} rounds"),
         ("Ray Train, 1 worker", f"{ray1_img_s:.0f} img/s", f"{ratio:.2f} x plain (rounds: {per_round}; target >= 0.95)"),
         ("  same, per CPU-second", f"{ratio_cpu:.2f} x plain", f"rounds: {per_round_cpu}"),
         ("plain DDP, 2 processes (gloo)", f"{ddp2_img_s:.0f} img/s", f"{result['plain_ddp_2_vs_plain_1']:.2f} x plain 1 process"),
@@ -316,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         ("fp32 matmul peak, 1 thread", f"{peak / 1e9:.1f} GFLOP/s", f"fraction of peak {result['fraction_of_peak']:.1%}"),
     ]
     width = max(len(r[0]) for r in rows)
-    print(f"training throughput: {base.model.arch} {base.prepare.image_size}x{base.prepare.image_size}, batch {batch}, "
+    print(f"training throughput: {result['config']['task']} {result['config']['arch']} {base.prepare.image_size}x{base.prepare.image_size}, batch {batch}, "
           f"{args.steps} steps; load average {load_start[0]:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     for name, value, note in rows:
         print(f"  {name:<{width}}  {value:>14}  {note}")
