@@ -33,6 +33,7 @@ PLUMBING = {
     "gan/stages/__init__.py",
     "gan/paths.py",
     "gan/signals.py",
+    "gan/training/inputs.py",
 }
 
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
