@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from gan.errors import ConfigError
 from gan.tasks import TASK_METRICS, TASKS
 
-ARCHS = ("mlp", "dcgan", "resnet", "stylegan2")
+ARCHS = ("mlp", "dcgan", "resnet", "stylegan2", "progan")
 LOSSES = ("minimax", "nonsaturating", "hinge", "wgan-gp", "lsgan")
 SOURCES = ("digits", "photos", "image_folder", "npz", "torchvision", "digits_domains", "domains")
 # The embedded domains default's image transforms (gan/data/domains.py), in the order StarGAN's default uses them.
@@ -41,7 +41,7 @@ TRAINING_NEAREST_K = 5
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,255}$"
 # The smallest resolution each architecture can produce (its first feature map is 4x4,
 # doubled by each upsampling block) and the largest we support.
-MIN_RESOLUTION = {"mlp": 8, "dcgan": 8, "resnet": 8, "stylegan2": 8}
+MIN_RESOLUTION = {"mlp": 8, "dcgan": 8, "resnet": 8, "stylegan2": 8, "progan": 8}
 MAX_RESOLUTION = 128
 
 
@@ -205,7 +205,7 @@ class StyleGAN2ModelConfig(_Section):
 
     w_dim: int = Field(64, gt=0, description="size of the intermediate latent w (512 in the paper)")
     mapping_layers: int = Field(2, gt=0, description="depth of the mapping MLP (8 in the paper)")
-    mbstd_group: int = Field(4, gt=0, description="minibatch-stddev group size in D")
+    mbstd_group: int = Field(4, gt=0, description="minibatch-stddev group size in D (stylegan2 and progan)")
 
 
 class StyleGAN2TrainConfig(_Section):
@@ -222,9 +222,22 @@ class StyleGAN2TrainConfig(_Section):
     ada_kimg: float = Field(500.0, gt=0.0, description="thousands of images for p to move by 1")
 
 
+class ProGANTrainConfig(_Section):
+    """Progressive growing's schedule and drift term (Karras et al. 2018; used when model.arch is progan).
+
+    Lengths are real images shown to D (train.batch_size x workers x n_critic per step):
+    4x4 trains for ``stabilise_images``, then each larger resolution fades in over
+    ``fade_images`` and stabilises for ``stabilise_images``; the last one trains on to the end.
+    """
+
+    fade_images: int = Field(16000, ge=0, description="images over which a new resolution fades in (600k in the paper)")
+    stabilise_images: int = Field(16000, ge=0, description="images per resolution at full strength (600k in the paper)")
+    drift: float = Field(0.001, ge=0.0, description="drift term epsilon * E[D(x)^2] on D (0.001 in the paper)")
+
+
 class ModelConfig(_Section):
     task: str = "generate"
-    arch: Literal["mlp", "dcgan", "resnet", "stylegan2"] = "dcgan"
+    arch: Literal["mlp", "dcgan", "resnet", "stylegan2", "progan"] = "dcgan"
     conditional: bool = True
     z_dim: int = Field(64, gt=0)
     g_width: int = Field(64, gt=0)
@@ -283,6 +296,7 @@ class TrainConfig(_Section):
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
     diffaugment: str = ""
     stylegan2: StyleGAN2TrainConfig = StyleGAN2TrainConfig()
+    progan: ProGANTrainConfig = ProGANTrainConfig()
     mixed_precision: Literal["bf16", "none"] = "bf16"
     channels_last: bool = True
     checkpoint_every: int = Field(200, gt=0)
@@ -490,11 +504,27 @@ def cross_key_problem(p: Params) -> str | None:
     if p.prepare.path and (rel := relation(p.prepare.out, p.prepare.path)):
         return (f"prepare.out: {p.prepare.out} {rel} prepare.path = {p.prepare.path}, and preparing would "
                 f"{'change' if rel == 'lies inside' else 'delete'} the raw data; choose an output outside {p.prepare.path}")
+    if p.model.arch == "progan" and (problem := _growth_problem(p)):
+        return problem
     for key in ("train.storage_path", "tune.storage_path"):
         storage = getattr(p, key.split(".")[0]).storage_path
         if "://" not in storage and (rel := relation(p.prepare.out, storage)):
             return f"prepare.out: {p.prepare.out} {rel} {key} = {storage}, and preparing would delete Ray's checkpoints; keep them apart"
     return None
+
+
+def _growth_problem(p: Params) -> str | None:
+    """ProGAN: whether train.steps reach the full resolution at full strength (else the export would be blocky)."""
+    from gan.tasks.progan import images_to_full_growth
+
+    t = p.train
+    per_step = t.batch_size * t.n_critic * t.num_workers
+    needed = images_to_full_growth(p.prepare.image_size, t.progan.fade_images, t.progan.stabilise_images)
+    if (t.steps - 1) * per_step >= needed:
+        return None
+    return (f"train.steps: {t.steps} steps show {(t.steps - 1) * per_step} real images before the last one, but progressive "
+            f"growing reaches {p.prepare.image_size}x{p.prepare.image_size} at full strength only after {needed} "
+            f"(train.progan.fade_images / stabilise_images); raise train.steps to at least {1 + -(-needed // per_step)} or shorten the growth")
 
 
 def resolve_worker_paths(raw: dict[str, Any]) -> dict[str, Any]:

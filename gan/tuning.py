@@ -185,7 +185,7 @@ def search_fingerprint(params: Params, data_hash: str, features_hash: str) -> st
 
 
 # train.* keys that shape every trial (the searched ones are excluded)
-NON_SEARCHED_TRAIN_KEYS = ("batch_size", "beta1", "beta2", "n_critic", "ema_decay", "diffaugment", "gp_weight", "r1_gamma", "r1_interval", "stylegan2", "seed")
+NON_SEARCHED_TRAIN_KEYS = ("batch_size", "beta1", "beta2", "n_critic", "ema_decay", "diffaugment", "gp_weight", "r1_gamma", "r1_interval", "stylegan2", "progan", "seed")
 
 
 def run_trial(config: dict[str, Any], params_dict: dict[str, Any], data_dir: Any, features_dir: Any) -> None:

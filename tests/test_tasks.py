@@ -82,6 +82,13 @@ ARCH_PARAMS: dict[str, dict[str, Any]] = {
         "model": {"task": "detect", "z_dim": 8, "g_width": 8, "d_width": 8, "detect": {"method": "fanogan", "encoder_steps": 1}},
         "train": {"n_critic": 2},
     },
+    # Progressive growing: 4x4 (step 0), 8x8 fading in (alpha 0 at step 1, 0.5 at step 2), then
+    # stabilised (step 3): the resume check crosses the growth step and the middle of a fade
+    "generate/progan": {
+        "model": {"task": "generate", "arch": "progan", "z_dim": 8, "g_width": 16, "d_width": 16, "conditional": True, "loss": "wgan-gp"},
+        "train": {"steps": 4, "lr_G": 0.001, "lr_D": 0.001, "beta1": 0.0, "beta2": 0.99,
+                  "progan": {"fade_images": 32, "stabilise_images": 16}},
+    },
     "translate/stargan": {
         "data": "prepared_digit_domains3",
         "model": {"task": "translate", "g_width": 8, "d_width": 8, "translate": {"arch": "stargan", "n_blocks": 1}},

@@ -27,6 +27,7 @@ from gan.models.detect import (
     GanomalyGenerator,
 )
 from gan.models.mlp import MLPDiscriminator, MLPGenerator
+from gan.models.progan import ProGANDiscriminator, ProGANGenerator
 from gan.models.resnet import ResNetDiscriminator, ResNetGenerator
 from gan.models.srgan import RRDBNet, SRResNet, VGGStyleDiscriminator
 from gan.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
@@ -46,12 +47,14 @@ GENERATORS: dict[str, type[nn.Module]] = {
     "dcgan": DCGANGenerator,
     "resnet": ResNetGenerator,
     "stylegan2": StyleGAN2Generator,
+    "progan": ProGANGenerator,
 }
 DISCRIMINATORS: dict[str, type[nn.Module]] = {
     "mlp": MLPDiscriminator,
     "dcgan": DCGANDiscriminator,
     "resnet": ResNetDiscriminator,
     "stylegan2": StyleGAN2Discriminator,
+    "progan": ProGANDiscriminator,
 }
 # Every network a task may build or an exported model may hold, by a stable key
 # ("<arch>.<role>"): exported config.json files name their networks with these keys, so
@@ -78,6 +81,9 @@ NETWORKS: dict[str, type[nn.Module]] = {
 }
 # Architectures whose D is always spectral-normalised (SNGAN's design).
 ALWAYS_SPECTRAL_D = ("resnet",)
+# Architectures built from equalised-learning-rate layers (gan.models.equalized): no
+# spectral norm, no InfoGAN head.
+EQUALIZED_ARCHS = ("stylegan2", "progan")
 
 __all__ = [
     "DISCRIMINATORS",
@@ -105,12 +111,12 @@ def build_network(key: str, **kwargs: Any) -> nn.Module:
 
 
 def build_G(arch: str, **G_kwargs: Any) -> nn.Module:
-    """The generator of ``arch`` (mlp | dcgan | resnet | stylegan2) built from ``G_kwargs``."""
+    """The generator of ``arch`` (mlp | dcgan | resnet | stylegan2 | progan) built from ``G_kwargs``."""
     return _lookup(GENERATORS, arch, "generator")(**G_kwargs)
 
 
 def build_D(arch: str, **D_kwargs: Any) -> nn.Module:
-    """The discriminator of ``arch`` (mlp | dcgan | resnet | stylegan2) built from ``D_kwargs``."""
+    """The discriminator of ``arch`` (mlp | dcgan | resnet | stylegan2 | progan) built from ``D_kwargs``."""
     return _lookup(DISCRIMINATORS, arch, "discriminator")(**D_kwargs)
 
 
@@ -132,8 +138,8 @@ def model_kwargs(model_cfg: ModelConfig, channels: int, image_size: int, num_cla
     if info.categorical == 1:
         raise ConfigError("params.yaml: model.infogan.categorical = 1 is invalid: use 0 (off) or at least 2 categories.")
     classes = int(num_classes) if model_cfg.conditional else 0
-    if arch == "stylegan2":
-        return _stylegan2_kwargs(model_cfg, channels, image_size, classes)
+    if arch in EQUALIZED_ARCHS:
+        return _equalized_kwargs(model_cfg, channels, image_size, classes)
     G_kwargs: dict[str, Any] = {
         "z_dim": int(model_cfg.z_dim + info.categorical + info.continuous),
         "width": int(model_cfg.g_width),
@@ -160,18 +166,19 @@ def model_kwargs(model_cfg: ModelConfig, channels: int, image_size: int, num_cla
     return G_kwargs, D_kwargs
 
 
-def _stylegan2_kwargs(model_cfg: ModelConfig, channels: int, image_size: int, classes: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """StyleGAN2's kwargs: no InfoGAN codes or spectral norm (equalised lr takes its place)."""
-    info = model_cfg.infogan
+def _equalized_kwargs(model_cfg: ModelConfig, channels: int, image_size: int, classes: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """StyleGAN2's and ProGAN's kwargs: no InfoGAN codes or spectral norm (equalised lr takes its place)."""
+    info, arch = model_cfg.infogan, model_cfg.arch
     if info.categorical or info.continuous:
-        raise ConfigError("params.yaml: model.infogan codes are not supported with model.arch = 'stylegan2'; set model.infogan.categorical and model.infogan.continuous to 0.")
+        raise ConfigError(f"params.yaml: model.infogan codes are not supported with model.arch = {arch!r}; set model.infogan.categorical and model.infogan.continuous to 0.")
     if model_cfg.spectral_norm_G or model_cfg.spectral_norm_D:
-        raise ConfigError("params.yaml: model.spectral_norm_G / model.spectral_norm_D are not supported with model.arch = 'stylegan2' (it uses equalised learning rates); set both to false.")
+        raise ConfigError(f"params.yaml: model.spectral_norm_G / model.spectral_norm_D are not supported with model.arch = {arch!r} (it uses equalised learning rates); set both to false.")
     sg = model_cfg.stylegan2
     size = {"channels": int(channels), "image_size": int(image_size), "num_classes": classes}
-    G_kwargs: dict[str, Any] = {"z_dim": int(model_cfg.z_dim), "width": int(model_cfg.g_width), "w_dim": int(sg.w_dim),
-                                "mapping_layers": int(sg.mapping_layers), **size}  # fmt: skip
+    G_kwargs: dict[str, Any] = {"z_dim": int(model_cfg.z_dim), "width": int(model_cfg.g_width), **size}
     D_kwargs: dict[str, Any] = {"width": int(model_cfg.d_width), "mbstd_group": int(sg.mbstd_group), **size}
+    if arch == "stylegan2":
+        G_kwargs.update(w_dim=int(sg.w_dim), mapping_layers=int(sg.mapping_layers))
     return G_kwargs, D_kwargs
 
 
@@ -193,8 +200,13 @@ Architectures (model.arch); every one is unconditional or class-conditional (mod
           stddev; equalised lr everywhere (Karras et al. 2020). Trained with lazy R1, path-length
           regularisation, style mixing and adaptive augmentation (train.stylegan2)
           conditional: class embedding joined to z in G, projection on a class map in D
+  progan  Progressive GAN (Karras et al. 2018): every resolution's layers built up front and
+          grown 4x4 -> 8x8 -> ... with a fade-in (train.progan: images per fade and per
+          stabilisation); pixel norm, nearest upsampling, minibatch stddev, equalised lr;
+          WGAN-GP with the drift term (train.progan.drift), Adam 1e-3 betas (0, 0.99) in the paper
+          conditional: class embedding joined to z in G, projection on a class map in D
   Resolutions: powers of two from 8 to 128, 1 or 3 channels.
-  Widths: model.g_width / model.d_width are the channels at 4x4 for dcgan and resnet (halving
+  Widths: model.g_width / model.d_width are the channels at 4x4 for the conv architectures (halving
   as the resolution doubles, at least 8) and the narrowest hidden layer's units for mlp.
 
 InfoGAN (model.infogan; Chen et al. 2016)

@@ -26,66 +26,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gan.models.equalized import (
+    LRELU_GAIN,
+    EqualizedConv2d,
+    EqualizedLinear,
+    minibatch_stddev,
+    normalize_2nd_moment,
+)
 from gan.models.layers import check_channels, check_labels, check_resolution, halving_widths
 
-LRELU_GAIN = math.sqrt(
-    2.0
-)  # keeps the variance of a leaky-ReLU layer's output at that of its input
 NOISE_SEED = 1234  # the fixed noise inputs of eval mode (``noise_mode="const"``)
-
-
-def normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """``x / sqrt(mean(x^2))`` over dim 1 (pixel norm of z and the class embedding)."""
-    return x * (x.square().mean(dim=1, keepdim=True) + eps).rsqrt()
-
-
-class EqualizedLinear(nn.Module):
-    """Fully connected layer with equalised lr: ``y = act(x @ (w * lr_mul / sqrt(in)).T + b * lr_mul)``."""
-
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        bias_init: float = 0.0,
-        lr_mul: float = 1.0,
-        activation: bool = False,
-    ) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_mul)
-        self.bias = nn.Parameter(torch.full([out_features], float(bias_init) / lr_mul))
-        self.weight_gain = lr_mul / math.sqrt(in_features)
-        self.lr_mul, self.activation = lr_mul, activation
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.linear(x, self.weight * self.weight_gain, self.bias * self.lr_mul)
-        return F.leaky_relu(x, 0.2) * LRELU_GAIN if self.activation else x
-
-
-class EqualizedConv2d(nn.Module):
-    """Conv with equalised lr, optional x1/2 average-pool downsampling after it and leaky ReLU."""
-
-    def __init__(
-        self,
-        c_in: int,
-        c_out: int,
-        kernel: int,
-        bias: bool = True,
-        activation: bool = True,
-        down: bool = False,
-    ) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(c_out, c_in, kernel, kernel))
-        self.bias = nn.Parameter(torch.zeros(c_out)) if bias else None
-        self.weight_gain = 1.0 / math.sqrt(c_in * kernel * kernel)
-        self.padding, self.activation, self.down = kernel // 2, activation, down
-
-    def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
-        x = F.conv2d(x, self.weight * self.weight_gain, self.bias, padding=self.padding)
-        if self.down:
-            x = F.avg_pool2d(x, 2)
-        if self.activation:
-            x = F.leaky_relu(x, 0.2) * LRELU_GAIN
-        return x * gain if gain != 1.0 else x
 
 
 def modulated_conv2d(
@@ -328,20 +278,6 @@ class StyleGAN2Generator(nn.Module):
             raise ValueError(f"noise_mode = {mode!r} is invalid: use random, const or none")
         img = self.synthesis(ws, mode)
         return (img, ws) if return_ws else img
-
-
-def minibatch_stddev(x: torch.Tensor, group_size: int = 4) -> torch.Tensor:
-    """Append the mean over features of the stddev over each group of samples (Karras et al. 2018).
-
-    ``[N, C, H, W] -> [N, C + 1, H, W]``; the group is the largest divisor of N not above ``group_size``.
-    """
-    N, C, H, W = x.shape
-    G = max(g for g in range(1, min(group_size, N) + 1) if N % g == 0)
-    y = x.reshape(G, N // G, C, H, W)  # sample n joins group n % (N // G), as in the reference
-    y = (y - y.mean(dim=0)).square().mean(dim=0).add(1e-8).sqrt()  # [N/G, C, H, W]
-    y = y.mean(dim=[1, 2, 3])  # [N/G]
-    y = y.reshape(-1, 1, 1, 1).repeat(G, 1, H, W)  # [N, 1, H, W]
-    return torch.cat([x, y], dim=1)
 
 
 class DBlock(nn.Module):

@@ -5,6 +5,7 @@
     opts = task.optimizers()                    # {"G": OptimizerSpec(("G",), lr, betas), "D": ...}
     for dst, src in task.copies(step).items():  # snapshots a schedule needs (none by default)
         nets[dst].load_state_dict(nets[src].state_dict())
+    task.before_step(nets, step)                # state a schedule sets (ProGAN's level of detail)
     for phase in task.phases(step):             # Dmain, Dreg (every k), Gmain, Greg ...
         loss, metrics = phase.loss(ctx, batch)  # ctx: the networks as this phase may use them
 
@@ -204,6 +205,14 @@ class Task:
         from another; none by default. The copies are networks, so checkpoints keep them.
         """
         return {}
+
+    def before_step(self, nets: dict[str, nn.Module], step: int) -> None:
+        """Set the networks' step-dependent state before step ``step``; nothing by default.
+
+        For schedules that live in the networks rather than in their weights (progressive
+        growing's level of detail and fade-in): ``nets`` are the raw modules and their EMA
+        copies. A pure function of ``step``, so every rank and a resumed run agree.
+        """
 
     def lr_scale(self, step: int) -> dict[str, float]:
         """Multipliers of each optimiser's learning rate at ``step`` (a decay schedule); none by default."""

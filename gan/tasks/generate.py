@@ -13,7 +13,10 @@ exported generator. Each training step is ``n_critic`` times (fetch a batch, ``D
 
 With ``model.arch: stylegan2`` the phases are StyleGAN2-ADA's (Dmain, Dreg, Gmain, Greg:
 lazy R1 and path-length regularisation, style mixing, adaptive augmentation), declared
-by :class:`gan.tasks.stylegan2.StyleGAN2Recipe`.
+by :class:`gan.tasks.stylegan2.StyleGAN2Recipe`. With ``model.arch: progan`` the phases are
+these, and :class:`gan.tasks.progan.ProGANSchedule` grows the networks before each step
+(level of detail and fade-in from the images shown), shows D real images at the same
+level of detail, and adds ProGAN's drift term to D's loss.
 
 Inference (``gan.inference.generate``): noise + class -> image, through
 :func:`gan.sampling.sample`. Primary metric: FID in the domain feature space (lower is
@@ -75,6 +78,11 @@ class GenerateTask(Task):
             from gan.tasks.stylegan2 import StyleGAN2Recipe
 
             self.stylegan2 = StyleGAN2Recipe(params, int(manifest["image_size"]), self.conditional, self.loss_pair)
+        self.progan = None
+        if params.model.arch == "progan":
+            from gan.tasks.progan import ProGANSchedule
+
+            self.progan = ProGANSchedule(params, int(manifest["image_size"]))
 
     @property
     def saturates(self) -> bool:  # type: ignore[override]
@@ -136,6 +144,12 @@ class GenerateTask(Task):
             d_phases.append(Phase("Dreg", "D", self.d_reg, every=cfg.r1_interval))
         return d_phases * cfg.n_critic + [Phase("Gmain", "G", self.g_main, grad_norm="grad_norm/G")]
 
+    def before_step(self, nets: dict[str, torch.nn.Module], step: int) -> None:
+        """ProGAN: grow G, D and G_ema to the level of detail of ``step``; nothing for the others."""
+        if self.progan is not None:
+            self.progan.params = self.params
+            self.progan.apply(nets, step)
+
     def batches(self, data_dir: Any, rank: int, world_size: int, consumed: int) -> Iterator[Batch]:
         from gan.data import ShardedBatches
 
@@ -153,7 +167,9 @@ class GenerateTask(Task):
         return Health(metrics["loss/D"], metrics["loss/G"], metrics["D(x)"], metrics["D(G(z))"])
 
     def state_dict(self) -> dict[str, Any]:
-        """StyleGAN2's path-length mean, ADA's p and the images shown; nothing for the other architectures."""
+        """StyleGAN2's path-length mean, ADA's p and the images shown; ProGAN's growth; nothing for the others."""
+        if self.progan is not None:
+            return self.progan.state_dict()
         return self.stylegan2.state_dict() if self.stylegan2 is not None else {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -173,6 +189,14 @@ class GenerateTask(Task):
         }
 
     # ---- phase losses -------------------------------------------------------------------
+    def reals(self, batch: Batch) -> torch.Tensor:
+        """The batch's real images as D sees them: at ProGAN's current level of detail, else as they are."""
+        if self.progan is None:
+            return batch["image"]
+        from gan.tasks.progan import fade_reals
+
+        return fade_reals(batch["image"], self.progan.current)
+
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         """DiffAugment (Zhao et al. 2020) on real and fake alike; identity when off."""
         policy = self.params.train.diffaugment
@@ -185,7 +209,7 @@ class GenerateTask(Task):
     def d_main(self, ctx: PhaseContext, batch: Batch) -> tuple[torch.Tensor, Metrics]:
         """D on ``real [B, C, H, W]`` against fresh fakes; G is frozen, so fakes carry no graph."""
         G, D = ctx["G"], ctx["D"]
-        real, y = batch["image"], batch["label"]
+        real, y = self.reals(batch), batch["label"]
         z = torch.randn(real.shape[0], self.z_dim, device=ctx.device)  # [B, z_dim]
         with ctx.autocast():
             fake = ctx.memory_format(G(z, y))  # [B, C, H, W]
@@ -208,6 +232,12 @@ class GenerateTask(Task):
             # Q (on D's features) learns to recover the codes G was given
             mi = infogan_mi_loss(q.float(), z[:, -self.c_dim :], self.c_categorical, self.c_continuous)
             loss = loss + self.info_weight * mi
+        if self.progan is not None:
+            from gan.tasks.progan import drift_penalty
+
+            drift = drift_penalty(real_logits)
+            loss = loss + self.params.train.progan.drift * drift
+            out.update({"loss/drift": drift.detach(), **self.progan.metrics(ctx.device)})
         out["D(x)"] = torch.sigmoid(real_logits.detach()).mean()
         out["D(G(z))"] = torch.sigmoid(fake_logits.detach()).mean()
         return loss, out
@@ -215,7 +245,7 @@ class GenerateTask(Task):
     def d_reg(self, ctx: PhaseContext, batch: Batch) -> tuple[torch.Tensor, Metrics]:
         """Lazy R1 on the current real batch, weighted by the interval (Karras et al. 2020)."""
         cfg = self.params.train
-        real_in = self.augment(batch["image"]).detach().requires_grad_(True)
+        real_in = self.augment(self.reals(batch)).detach().requires_grad_(True)
         with ctx.autocast():
             out_D = ctx["D"](real_in, batch["label"], return_q=True) if self.c_dim else ctx["D"](real_in, batch["label"])
         real_logits, q = out_D if self.c_dim else (out_D, None)

@@ -14,8 +14,10 @@
     metrics = trainer.train_step()               # the task's phases, then EMA
 
 The trainer knows no GAN: it builds the task's networks (a dict) and optimisers (a
-dict), wraps them for DDP, runs the task's phases in order (freezing what a phase does
-not train), calls the task's ``after_step`` when it has one (rank-averaged metrics), keeps the EMA copies, feeds the divergence guard with the task's health
+dict), wraps them for DDP, lets the task set step-dependent network state
+(``before_step``), runs the task's phases in order (freezing what a phase does not
+train), calls the task's ``after_step`` when it has one (rank-averaged metrics), keeps
+the EMA copies, feeds the divergence guard with the task's health
 signal, and saves/restores all networks, optimisers, phase counters, the task's own
 state and the RNG. It imports only the task contract (:mod:`gan.tasks.base`).
 
@@ -212,6 +214,7 @@ class GANTrainer:
         self._apply_lr_scale()
         for dst, src in self.task.copies(self.step).items():  # weights only: optimiser states stay
             self.network(dst).load_state_dict(self.network(src).state_dict())
+        self.task.before_step({**self.nets.raw, **self.ema}, self.step)
         for phase in self.task.phases(self.step):
             count = self.phase_counts.get(phase.name, 0)
             self.phase_counts[phase.name] = count + 1
