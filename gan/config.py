@@ -26,7 +26,7 @@ from gan.tasks import TASK_METRICS, TASKS
 
 ARCHS = ("mlp", "dcgan", "resnet", "stylegan2", "progan")
 LOSSES = ("minimax", "nonsaturating", "hinge", "wgan-gp", "lsgan")
-SOURCES = ("digits", "photos", "image_folder", "npz", "torchvision", "digits_domains", "domains")
+SOURCES = ("digits", "photos", "photo_patches", "image_folder", "npz", "torchvision", "digits_domains", "domains")
 # The embedded domains default's image transforms (gan/data/domains.py), in the order StarGAN's default uses them.
 DIGIT_DOMAINS = ("plain", "inverted", "dilated", "dilated_inverted")
 DIFFAUGMENT_POLICIES = ("color", "translation", "cutout")
@@ -70,8 +70,29 @@ class PairsConfig(_Section):
         return self
 
 
+class PatchesConfig(_Section):
+    """prepare.patches: the ``photo_patches`` source, labelled RGB patches of bundled photographs (one class each)."""
+
+    photos: list[str] = Field(default_factory=lambda: ["chelsea", "coffee", "astronaut", "rocket", "china", "flower"],
+                              description="bundled photographs (gan.data.photos.PHOTOS), one class each")  # fmt: skip
+    per_photo: int = Field(500, gt=0, description="patches cut from each photograph")
+    short_side: int = Field(96, gt=0, description="each photograph is resized to this short side before cutting")
+
+    @field_validator("photos")
+    @classmethod
+    def _known_photos(cls, v: list[str]) -> list[str]:
+        from gan.data.photos import PHOTOS
+
+        bad = [name for name in v if name not in PHOTOS]
+        if bad:
+            raise ValueError(f"unknown bundled photo '{bad[0]}'; allowed: {', '.join(PHOTOS)}")
+        if len(v) < 1 or len(set(v)) != len(v):
+            raise ValueError("must list at least one photograph, each once")
+        return v
+
+
 class PrepareConfig(_Section):
-    source: Literal["digits", "photos", "image_folder", "npz", "torchvision", "digits_domains", "domains"] = "digits"
+    source: Literal["digits", "photos", "photo_patches", "image_folder", "npz", "torchvision", "digits_domains", "domains"] = "digits"
     path: str | None = None
     # source digits_domains: one disjoint share of the bundled digits per named transform
     domains: list[str] = Field(default_factory=lambda: ["plain", "dilated_inverted"])
@@ -88,6 +109,7 @@ class PrepareConfig(_Section):
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share of normal images held out for the test split")
     out: str = "data/prepared"
     pairs: PairsConfig | None = None
+    patches: PatchesConfig = PatchesConfig()
 
     @field_validator("normal_classes", "anomaly_classes", mode="before")
     @classmethod
@@ -116,7 +138,9 @@ class PrepareConfig(_Section):
 
     @model_validator(mode="after")
     def _source_needs_path(self) -> PrepareConfig:
-        if self.source not in ("digits", "photos", "digits_domains") and not self.path:
+        if self.source == "photo_patches" and self.patches.short_side < self.image_size:
+            raise ValueError(f"prepare.patches.short_side: {self.patches.short_side} is smaller than prepare.image_size = {self.image_size}, so no patch fits; raise it")
+        if self.source not in ("digits", "photos", "photo_patches", "digits_domains") and not self.path:
             raise ValueError(f"prepare.path: source '{self.source}' needs a path to the raw data")
         if self.source == "torchvision" and not self.torchvision_class:
             raise ValueError("prepare.torchvision_class: source 'torchvision' needs a class name such as MNIST")

@@ -53,7 +53,9 @@ def list_source(cfg: PrepareConfig, ignored: list[dict[str, str]] | None = None)
 
     if cfg.source == "image_folder":
         return _image_folder(cfg, ignored if ignored is not None else [])
-    listers = {"digits": _digits, "photos": _photos, "npz": _npz, "torchvision": _torchvision,
+    from gan.data.photos import photo_patches
+
+    listers = {"digits": _digits, "photos": _photos, "photo_patches": photo_patches, "npz": _npz, "torchvision": _torchvision,
                "digits_domains": digits_domains, "domains": domain_folders}  # fmt: skip
     return listers[cfg.source](cfg)
 

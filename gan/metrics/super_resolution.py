@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.functional.image import structural_similarity_index_measure
 
+from gan.metrics.swd import sliced_wasserstein
+
 PATCH = 7
 PATCHES = 4096
 PROJECTIONS = 128
@@ -68,15 +70,6 @@ def random_patches(x: torch.Tensor, n: int, generator: torch.Generator) -> torch
     rows = (ys[:, None] + offs)[:, :, None].expand(n, PATCH, PATCH)  # [n, P, P]
     cols = (xs[:, None] + offs)[:, None, :].expand(n, PATCH, PATCH)
     return x[0][:, rows, cols].permute(1, 0, 2, 3).reshape(n, -1).cpu()  # [n, C*P*P]
-
-
-def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, projections: int, generator: torch.Generator) -> float:
-    """SWD_1 between point sets ``a``, ``b`` ``[n, D]``: mean over random unit directions u of
-    W_1(<a, u>, <b, u>) = mean |sort(<a, u>) - sort(<b, u>)|."""
-    u = torch.randn(a.shape[1], projections, generator=generator, dtype=torch.float64)
-    u = u / u.norm(dim=0, keepdim=True)
-    pa, pb = torch.sort(a.double() @ u, dim=0).values, torch.sort(b.double() @ u, dim=0).values
-    return float((pa - pb).abs().mean())
 
 
 def detail_swd(sr: torch.Tensor, hr: torch.Tensor, seed: int = 0, patches: int = PATCHES, projections: int = PROJECTIONS) -> float:
