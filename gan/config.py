@@ -29,6 +29,12 @@ LOSSES = ("minimax", "nonsaturating", "hinge", "wgan-gp", "lsgan")
 SOURCES = ("digits", "photos", "photo_patches", "image_folder", "npz", "torchvision", "digits_domains", "domains")
 # The embedded domains default's image transforms (gan/data/domains.py), in the order StarGAN's default uses them.
 DIGIT_DOMAINS = ("plain", "inverted", "dilated", "dilated_inverted")
+# The photographs bundled inside installed wheels (gan/data/photos.py loads them): every
+# one loads from files in scikit-image's or scikit-learn's wheel, none through pooch.
+RGB_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina", "stereo_motorcycle")
+GRAY_PHOTOS = ("brick", "camera", "coins", "grass", "gravel", "moon")
+SKLEARN_PHOTOS = ("china", "flower")
+PHOTOS = RGB_PHOTOS + GRAY_PHOTOS + SKLEARN_PHOTOS
 DIFFAUGMENT_POLICIES = ("color", "translation", "cutout")
 METRICS = ("fid", "kid", "precision", "recall", "density", "coverage")
 # Seeds feed numpy (np.random.seed takes 0..2**32-1) as well as torch: one range for all.
@@ -81,8 +87,6 @@ class PatchesConfig(_Section):
     @field_validator("photos")
     @classmethod
     def _known_photos(cls, v: list[str]) -> list[str]:
-        from gan.data.photos import PHOTOS
-
         bad = [name for name in v if name not in PHOTOS]
         if bad:
             raise ValueError(f"unknown bundled photo '{bad[0]}'; allowed: {', '.join(PHOTOS)}")
@@ -539,7 +543,7 @@ def cross_key_problem(p: Params) -> str | None:
 
 def _growth_problem(p: Params) -> str | None:
     """ProGAN: whether train.steps reach the full resolution at full strength (else the export would be blocky)."""
-    from gan.tasks.progan import images_to_full_growth
+    from gan.growth import images_to_full_growth
 
     t = p.train
     per_step = t.batch_size * t.n_critic * t.num_workers

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -42,3 +44,28 @@ def test_one_class_per_photo_deterministic_from_the_seed(tmp_path):
 def test_bad_patch_settings_are_named(patches, message):
     with pytest.raises(ConfigError, match=message):
         parse_params({"prepare": {"source": "photo_patches", "image_size": 32, "channels": 3, "patches": patches}})
+
+
+EXAMPLES = sorted((Path(__file__).parent.parent / "docs" / "examples").glob("generate-photos-*.yaml"))
+
+
+def test_there_is_a_photos_example_for_every_generate_architecture():
+    from gan.config import ARCHS, load_params
+
+    assert sorted(load_params(p).model.arch for p in EXAMPLES) == sorted(ARCHS)
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
+def test_photos_examples_build_their_networks_on_the_patches(example, tmp_path):
+    import torch
+
+    from gan.config import load_params
+    from gan.tasks import make_task
+
+    params = load_params(example)
+    manifest = prepare_dataset(params.prepare.model_copy(update={"patches": params.prepare.patches.model_copy(update={"per_photo": 5})}),
+                               tmp_path / "data")  # fmt: skip
+    nets = make_task(params, manifest).build_networks()
+    y = torch.tensor([0, 5])
+    fake = nets["G"](torch.randn(2, params.model.z_dim), y)
+    assert fake.shape == (2, 3, 32, 32) and nets["D"](fake, y).shape == (2,)

@@ -20,9 +20,10 @@ import torch.multiprocessing as mp
 from gan.config import parse_params
 from gan.data import read_manifest
 from gan.errors import ConfigError, GanError
+from gan.growth import Growth, growth_at, images_to_full_growth
 from gan.models.progan import ProGANDiscriminator, ProGANGenerator, upsample_to
 from gan.tasks import make_task
-from gan.tasks.progan import Growth, fade_reals, growth_at, images_to_full_growth
+from gan.tasks.progan import fade_reals
 from gan.training import GANTrainer, TrainCheckpoint, load_checkpoint, save_checkpoint
 
 

@@ -22,14 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+# the names live in config, which checks prepare.patches.photos against them
+from gan.config import GRAY_PHOTOS, PHOTOS, RGB_PHOTOS, SKLEARN_PHOTOS
+
 if TYPE_CHECKING:
     from gan.config import PrepareConfig
 
-# name -> (package, loader name); every one loads from files inside the installed wheel
-RGB_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina", "stereo_motorcycle")
-GRAY_PHOTOS = ("brick", "camera", "coins", "grass", "gravel", "moon")
-SKLEARN_PHOTOS = ("china", "flower")
-PHOTOS: tuple[str, ...] = RGB_PHOTOS + GRAY_PHOTOS + SKLEARN_PHOTOS
+__all__ = ["GRAY_PHOTOS", "PHOTOS", "RGB_PHOTOS", "SKLEARN_PHOTOS", "load_photo", "photo_loader", "photo_patches"]
 
 
 def load_photo(name: str) -> np.ndarray:
