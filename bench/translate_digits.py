@@ -6,6 +6,7 @@
         --out bench/results/translate_digits_identity.json                    # with the reference's identity term
     nice -n 10 python bench/translate_digits.py --arch pix2pix --out bench/results/translate_pix2pix.json
     nice -n 10 python bench/translate_digits.py --arch stargan --out bench/results/translate_stargan.json
+    nice -n 10 python bench/translate_digits.py --arch stargan --adversarial lsgan --out bench/results/translate_stargan_lsgan.json
 
 Prepares ``digits_domains`` at ``--image-size`` with the architecture's example domains
 (docs/examples/translate-*.yaml), trains the featurize stage's domain classifier (the
@@ -58,7 +59,9 @@ def arch_params(args: argparse.Namespace, seed: int, **translate: float) -> dict
     model = {"arch": args.arch, "n_blocks": args.blocks, "d_layers": args.d_layers, **translate}
     train = {"batch_size": args.batch_size, "steps": args.steps, "log_every": max(1, args.steps // 4), "checkpoint_every": args.steps,
              "sample_every": args.steps, "divergence_patience": 10**6, "seed": seed, "mixed_precision": "none"}  # fmt: skip
-    if args.arch == "stargan":  # the reference's WGAN-GP recipe
+    if args.arch == "stargan" and args.adversarial == "lsgan":  # CycleGAN's LSGAN recipe
+        train |= {"n_critic": 1, "lr_G": 2e-4, "lr_D": 2e-4, "beta1": 0.5, "beta2": 0.999}
+    elif args.arch == "stargan":  # the reference's WGAN-GP recipe
         train |= {"n_critic": 5, "lr_G": 1e-4, "lr_D": 1e-4, "beta1": 0.5, "beta2": 0.999}
     return {"prepare": {"source": "digits_domains", "domains": DOMAINS[args.arch], "image_size": args.image_size},
             "model": {"task": "translate", "g_width": args.width, "d_width": args.width, "translate": model}, "train": train}  # fmt: skip
@@ -69,6 +72,8 @@ def variants(args: argparse.Namespace) -> list[tuple[str, dict[str, float]]]:
     if args.arch == "cyclegan":
         runs = [("cyclegan", {"lambda_cyc": 10.0, "lambda_id": args.lambda_id}), ("lambda_cyc=0", {"lambda_cyc": 0.0, "lambda_id": args.lambda_id})]
         return runs[: 1 if args.no_ablation else 2]
+    if args.arch == "stargan":
+        return [(f"stargan ({args.adversarial})", {"adversarial": args.adversarial})]
     return [(args.arch, {})]
 
 
@@ -183,6 +188,8 @@ def main() -> int:
     parser.add_argument("--no-ablation", action="store_true", help="skip the lambda_cyc = 0 runs")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--lambda-id", type=float, default=0.0, help="identity L1 as a fraction of lambda_cyc (0: off, as in docs/examples)")
+    parser.add_argument("--adversarial", choices=["wgan-gp", "lsgan"], default="wgan-gp",
+                        help="stargan: the reference's WGAN-GP (n_critic 5, lr 1e-4) or CycleGAN's LSGAN (n_critic 1, lr 2e-4)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     result = run(args)

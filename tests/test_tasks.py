@@ -89,6 +89,11 @@ ARCH_PARAMS: dict[str, dict[str, Any]] = {
         "train": {"steps": 4, "lr_G": 0.001, "lr_D": 0.001, "beta1": 0.0, "beta2": 0.99,
                   "progan": {"fade_images": 32, "stabilise_images": 16}},
     },
+    # StarGAN with CycleGAN's least-squares objective instead of the critic and its penalty
+    "translate/stargan-lsgan": {
+        "data": "prepared_digit_domains3",
+        "model": {"task": "translate", "g_width": 8, "d_width": 8, "translate": {"arch": "stargan", "n_blocks": 1, "adversarial": "lsgan"}},
+    },
     "translate/stargan": {
         "data": "prepared_digit_domains3",
         "model": {"task": "translate", "g_width": 8, "d_width": 8, "translate": {"arch": "stargan", "n_blocks": 1}},

@@ -15,6 +15,8 @@
     stargan   G(x, c) one generator for every domain, D with source and domain heads.
               Dmain x n_critic  WGAN critic + lambda_gp * GP + lambda_cls * L_cls(real)
               Gmain  -critic(fake) + lambda_cls * L_cls(fake) + lambda_rec * L1(G(G(x, c'), c), x) (Choi et al. 2018)
+              model.translate.adversarial: lsgan puts CycleGAN's least-squares terms on D's patch map
+              in place of the critic and its penalty
 
 All three keep the learning rate constant for ``decay_start`` of ``train.steps`` and then
 decay it linearly to zero (:meth:`TranslateTask.lr_scale`; the reference's 100 + 100
@@ -274,14 +276,19 @@ class TranslateTask(Task):
             src_real, cls_real = D(x)
             fake = G(x, one_hot(c_trg, k)).float()
             src_fake, _ = D(fake)
-        critic = d_loss_wasserstein(src_real.float().mean((1, 2, 3)), src_fake.float().mean((1, 2, 3)))
         cls = domain_classification_loss(cls_real.float(), c_org)
-        alpha = torch.rand(x.shape[0], 1, 1, 1, device=x.device)
-        x_hat = (alpha * x + (1 - alpha) * fake).requires_grad_(True)
-        gp = gradient_penalty_on(D(x_hat)[0].float(), x_hat)
-        loss = critic + self.cfg.lambda_cls * cls + self.cfg.lambda_gp * gp
-        return loss, {"loss/D": critic.detach(), "loss/cls_real": cls.detach(), "loss/gp": gp.detach(),
-                      "D(x)": torch.sigmoid(src_real.detach().float()).mean(), "D(G(z))": torch.sigmoid(src_fake.detach()).mean()}  # fmt: skip
+        out: Metrics = {"D(x)": torch.sigmoid(src_real.detach().float()).mean(), "D(G(z))": torch.sigmoid(src_fake.detach()).mean()}
+        if self.cfg.adversarial == "lsgan":  # CycleGAN's objective on the patch map, no penalty
+            critic = d_loss_least_squares(src_real.float(), src_fake.float())
+            loss = critic + self.cfg.lambda_cls * cls
+        else:  # the reference's WGAN-GP
+            critic = d_loss_wasserstein(src_real.float().mean((1, 2, 3)), src_fake.float().mean((1, 2, 3)))
+            alpha = torch.rand(x.shape[0], 1, 1, 1, device=x.device)
+            x_hat = (alpha * x + (1 - alpha) * fake).requires_grad_(True)
+            gp = gradient_penalty_on(D(x_hat)[0].float(), x_hat)
+            loss = critic + self.cfg.lambda_cls * cls + self.cfg.lambda_gp * gp
+            out["loss/gp"] = gp.detach()
+        return loss, {"loss/D": critic.detach(), "loss/cls_real": cls.detach(), **out}
 
     def g_stargan(self, ctx: PhaseContext, batch: Batch) -> tuple[torch.Tensor, Metrics]:
         G, D, k = ctx["G"], ctx["D"], len(self.domains)
@@ -291,7 +298,8 @@ class TranslateTask(Task):
             fake = G(x, one_hot(c_trg, k))
             src, cls = D(fake)
             rec = G(fake, one_hot(c_org, k))
-        adv = g_loss_wasserstein(src.float().mean((1, 2, 3)))
+        lsgan = self.cfg.adversarial == "lsgan"
+        adv = g_loss_least_squares_cyclegan(src.float()) if lsgan else g_loss_wasserstein(src.float().mean((1, 2, 3)))
         cls_loss = domain_classification_loss(cls.float(), c_trg)
         rec_loss = l1_reconstruction_loss(rec.float(), x)
         loss = adv + self.cfg.lambda_rec * rec_loss + self.cfg.lambda_cls * cls_loss
