@@ -2,6 +2,7 @@
 
     python bench/stylegan2_digits.py                                  # 3 seeds, 150 steps
     python bench/stylegan2_digits.py --steps 100 --seeds 0 1 2 --subset-steps 100   # quicker
+    python bench/stylegan2_digits.py --source photo_patches --out bench/results/stylegan2_photos.json   # the RGB default
 
 Three measurements, all through the project's trainer (``gan.training.GANTrainer``), the
 ``generate`` task and the project's metrics (``gan.evaluation.evaluate_generator``: FID,
@@ -21,6 +22,10 @@ precision/recall in the feature space of the pipeline's own digit classifier):
    the first conv and its toRGB) or the fine layers' styles (the rest) are taken from a
    sample of another class. ``--style-only`` trains one StyleGAN2 per seed and runs only
    this part.
+
+``--source photo_patches`` runs the same on the embedded RGB default (32x32 patches of six
+bundled photographs, one class each; the featurize stage's classifier as the judge); the
+style checks then read the coarse layers as the 4x4 and 8x8 blocks.
 
 The figures to compare with (StudioGAN's CIFAR-10: SNGAN 9.0, StyleGAN2+ADA 2.31) come from
 GPU runs thousands of times longer; this is a 2-core CPU at 8x8. Writes
@@ -53,7 +58,10 @@ from gan.training import GANTrainer
 RESULTS = Path(__file__).parent / "results" / "stylegan2_digits.json"
 
 
-def params_for(arch: str, seed: int, batch: int, ada: bool = True) -> Any:
+SOURCES = {"digits": {"image_size": 8}, "photo_patches": {"source": "photo_patches", "image_size": 32, "channels": 3}}
+
+
+def params_for(arch: str, seed: int, batch: int, ada: bool = True, source: str = "digits") -> Any:
     """The two configurations: StyleGAN2 with the reference's optimiser, SNGAN as the project runs it."""
     model: dict[str, Any] = {"arch": arch, "conditional": True, "z_dim": 32, "g_width": 64, "d_width": 64}
     train: dict[str, Any] = {"batch_size": batch, "seed": seed, "mixed_precision": "none"}
@@ -65,7 +73,7 @@ def params_for(arch: str, seed: int, batch: int, ada: bool = True) -> Any:
     else:
         model.update(loss="hinge")
         train.update(lr_G=2e-4, lr_D=2e-4, beta1=0.0, beta2=0.9, ema_decay=0.99)
-    return parse_params({"prepare": {"image_size": 8}, "model": model, "train": train})
+    return parse_params({"prepare": SOURCES[source], "model": model, "train": train})
 
 
 class SubsetTask(GenerateTask):
@@ -108,7 +116,7 @@ class Truncated(torch.nn.Module):
 
 
 @torch.no_grad()
-def style_checks(G: torch.nn.Module, feature_net: FeatureNet, n: int, seed: int) -> dict[str, float]:
+def style_checks(G: torch.nn.Module, feature_net: FeatureNet, n: int, seed: int, coarse: int = 2) -> dict[str, float]:
     """Class kept under noise resampling; class changed by swapping coarse vs fine styles (see the module docstring)."""
     G = G.eval()
     gen = torch.Generator().manual_seed(seed)
@@ -122,7 +130,7 @@ def style_checks(G: torch.nn.Module, feature_net: FeatureNet, n: int, seed: int)
         return feature_net.logits(G.synthesis(ws_, "random")).argmax(1)
 
     base = classes(ws, 1)
-    coarse = 2  # ws[:, 0] (4x4 conv) and ws[:, 1] (its toRGB)
+    # coarse: the first `coarse` ws (8x8: ws[:, 0] the 4x4 conv, ws[:, 1] its toRGB; 32x32: 4 = 4x4 and 8x8)
     swap_coarse = torch.cat([ws_other[:, :coarse], ws[:, coarse:]], dim=1)
     swap_fine = torch.cat([ws[:, :coarse], ws_other[:, coarse:]], dim=1)
     return {
@@ -144,18 +152,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--psis", nargs="+", type=float, default=[1.0, 0.9, 0.8, 0.7, 0.6, 0.5])
     parser.add_argument("--style-samples", type=int, default=1000, help="samples per style check")
     parser.add_argument("--style-only", action="store_true", help="train one StyleGAN2 per seed and run only the style checks")
+    parser.add_argument("--source", choices=sorted(SOURCES), default="digits")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    coarse = 2 if args.source == "digits" else 4
     start = time.perf_counter()
 
     with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp) / "digits"
-        prepare_dataset(PrepareConfig(image_size=8), data)
+        data = Path(tmp) / args.source
+        manifest = prepare_dataset(PrepareConfig(**SOURCES[args.source]), data)
         train_x, train_y = (np.array(a) for a in load_split(data, "train"))
         val_x, val_y = (np.array(a) for a in load_split(data, "val"))
-        domain, clf = train_feature_net(train_x, train_y, val_x, val_y, 10, FeaturizeConfig(width=16, feature_dim=64, epochs=15))
+        featurize = FeaturizeConfig(width=16, feature_dim=64, epochs=15) if args.source == "digits" else FeaturizeConfig(epochs=8)
+        domain, clf = train_feature_net(train_x, train_y, val_x, val_y, len(manifest["class_names"]), featurize)
         feature_net = FeatureNet(domain, {"kind": "classifier"})
         print(f"classifier: val accuracy {clf['val_accuracy']:.4f}", flush=True)
 
@@ -166,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.style_only:
             rows = []
             for seed in args.seeds:
-                sg, sg_s = train(params_for("stylegan2", seed, args.batch), data, steps=args.steps)
-                rows.append({"seed": seed, "steps": sg.step, "seconds": round(sg_s, 1), **style_checks(sg.G_ema, feature_net, args.style_samples, seed)})
+                sg, sg_s = train(params_for("stylegan2", seed, args.batch, source=args.source), data, steps=args.steps)
+                rows.append({"seed": seed, "steps": sg.step, "seconds": round(sg_s, 1), **style_checks(sg.G_ema, feature_net, args.style_samples, seed, coarse)})
                 print(f"seed {seed}: {rows[-1]}", flush=True)
             return _write_style_only(args, clf, rows, start)
 
@@ -176,13 +187,13 @@ def main(argv: list[str] | None = None) -> int:
         kept_G = None
         style_rows = []
         for seed in args.seeds:
-            sg, sg_s = train(params_for("stylegan2", seed, args.batch), data, steps=args.steps)
+            sg, sg_s = train(params_for("stylegan2", seed, args.batch, source=args.source), data, steps=args.steps)
             runs["stylegan2"].append({"seed": seed, "steps": sg.step, "seconds": round(sg_s, 1), **fid(sg.G_ema, seed)})
-            style_rows.append({"seed": seed, **style_checks(sg.G_ema, feature_net, args.style_samples, seed)})
+            style_rows.append({"seed": seed, **style_checks(sg.G_ema, feature_net, args.style_samples, seed, coarse)})
             kept_G = kept_G or sg.G_ema
-            rn, rn_s = train(params_for("resnet", seed, args.batch), data, steps=args.steps)
+            rn, rn_s = train(params_for("resnet", seed, args.batch, source=args.source), data, steps=args.steps)
             runs["resnet_equal_images"].append({"seed": seed, "steps": rn.step, "seconds": round(rn_s, 1), **fid(rn.G_ema, seed)})
-            rt, rt_s = train(params_for("resnet", seed, args.batch), data, seconds=sg_s)
+            rt, rt_s = train(params_for("resnet", seed, args.batch, source=args.source), data, seconds=sg_s)
             runs["resnet_equal_time"].append({"seed": seed, "steps": rt.step, "seconds": round(rt_s, 1), **fid(rt.G_ema, seed)})
             print(f"seed {seed}: " + "  ".join(f"{k} FID {v[-1]['fid']:.2f} ({v[-1]['steps']} steps, {v[-1]['seconds']}s)" for k, v in runs.items()), flush=True)
 
@@ -192,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         limited: dict[str, list[dict[str, Any]]] = {"ada": [], "none": []}
         for seed in args.seeds:
             for name, ada in (("ada", True), ("none", False)):
-                p = params_for("stylegan2", seed, args.batch, ada=ada)
+                p = params_for("stylegan2", seed, args.batch, ada=ada, source=args.source)
                 task = SubsetTask(p, read_manifest(data), train_x[pick], train_y[pick])
                 tr, s = train(p, data, steps=args.subset_steps, task=task)
                 final_p = float(task.state_dict()["ada_p"])
@@ -212,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     precisions, recalls = [r["precision"] for r in sweep], [r["recall"] for r in sweep]
     result = {
         "benchmark": "stylegan2_digits",
-        "settings": {**vars(args), "image_size": 8},
+        "settings": {**vars(args), **SOURCES[args.source]},
         "classifier": clf,
         "equal_budget": {k: {"median_fid": median(v), "runs": v} for k, v in runs.items()},
         "limited_data": {k: {"median_fid": median(v), "runs": v} for k, v in limited.items()},

@@ -116,11 +116,21 @@ def plain_loop(params: Any, data_dir: Path, steps: int, warmup: int) -> dict[str
     return {"windows": windows, "cpu_img_s": cpu_img_s, "first_step_s": first_step}
 
 
-def plain_in_subprocess(data_dir: Path, steps: int, warmup: int) -> dict[str, Any]:
+def hand_written_recipe(params: Any) -> bool:
+    """Whether :func:`plain_loop` runs the same recipe as the trainer: the generate task with a
+    plain loss pair and no regulariser or schedule it leaves out (gradient or R1 penalty,
+    DiffAugment, InfoGAN codes, StyleGAN2's or ProGAN's phases). Otherwise the plain baseline
+    is the project's loop (``fit``) in a plain process."""
+    m, t = params.model, params.train
+    return (m.task == "generate" and m.arch not in ("stylegan2", "progan") and m.loss != "wgan-gp" and t.r1_gamma == 0
+            and not t.diffaugment and not (m.infogan.categorical or m.infogan.continuous))  # fmt: skip
+
+
+def plain_in_subprocess(data_dir: Path, steps: int, warmup: int, path: Path = PARAMS) -> dict[str, Any]:
     """:func:`plain_loop` in a fresh process with the thread settings of a Ray worker
     (``OMP_NUM_THREADS=1``), so that both loops start from the same conditions."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    cmd = [sys.executable, __file__, "--plain-child", str(data_dir), "--steps", str(steps), "--warmup", str(warmup)]
+    cmd = [sys.executable, __file__, "--plain-child", str(data_dir), "--steps", str(steps), "--warmup", str(warmup), "--params", str(path)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -216,13 +226,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--scaling-rounds", type=int, default=3, help="alternating plain DDP / Ray 2-worker measurements")
     parser.add_argument("--params", type=Path, default=PARAMS,
-                        help="the recipe, e.g. docs/examples/translate-cyclegan.yaml; for a task other than generate the "
+                        help="the recipe, e.g. docs/examples/translate-cyclegan.yaml; for a task other than generate, or a "
+                             "generate recipe the hand-written loop leaves parts of (WGAN-GP, R1, stylegan2, progan, ...), the "
                              "plain baseline is the project's loop (fit) in a plain process, and FLOPs are not counted")  # fmt: skip
     parser.add_argument("--plain-child", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--ddp-child", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.plain_child is not None:  # one plain-loop measurement, printed as JSON
-        print(json.dumps(plain_loop(bench_params(args.steps, args.warmup, 1, "unused"), args.plain_child, args.steps, args.warmup)))
+        print(json.dumps(plain_loop(bench_params(args.steps, args.warmup, 1, "unused", args.params), args.plain_child, args.steps, args.warmup)))
         return 0
     if args.ddp_child is not None:  # one rank of a plain DDP run; rank 0 prints JSON
         with tempfile.TemporaryDirectory() as tmp:
@@ -240,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         base = bench_params(args.steps, args.warmup, 1, f"{tmp}/ray", args.params)
-        generate = base.model.task == "generate"  # the hand-written plain loop is generate's recipe
+        generate = hand_written_recipe(base)  # else the plain baseline is fit in a plain process
         data = Path(tmp) / "prepared"
         prepare_dataset(base.prepare, data)
         peak = matmul_peak()
@@ -250,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         ray_init_s = time.perf_counter() - t
         rounds = []  # each round: plain then Ray, back to back, so both see similar neighbours
         for i in range(args.rounds):
-            plain = plain_in_subprocess(data, args.steps, args.warmup) if generate else plain_ddp(data, args.steps, args.warmup, 1, args.params)
+            plain = plain_in_subprocess(data, args.steps, args.warmup, args.params) if generate else plain_ddp(data, args.steps, args.warmup, 1, args.params)
             ray1 = ray_run(base, data, f"bench-train-1-{i}")
             rounds.append({"plain": plain, "ray": ray1})
         scaling = []  # each round: the plain two-process DDP run, then two Ray Train workers
@@ -281,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
                     "ray": __import__("ray").__version__, "niceness": os.nice(0), "loadavg_start": load_start, "loadavg_end": os.getloadavg()},
         "config": {"params": str(args.params), "task": base.model.task, "plain_baseline": "hand-written loop" if generate else "fit in a plain process",
-                   "arch": base.model.arch if generate else getattr(base.model, base.model.task).arch, "image_size": base.prepare.image_size, "batch_size": batch, "loss": base.model.loss,
+                   "arch": base.model.arch if base.model.task == "generate" else getattr(base.model, base.model.task).arch, "image_size": base.prepare.image_size, "batch_size": batch, "loss": base.model.loss,
                    "steps": args.steps, "warmup": args.warmup, "rounds": args.rounds, "threads_per_worker": 1},
         "rounds": [{"plain_img_s": round(r["plain_img_s"], 1), "ray_1_worker_img_s": round(r["ray_img_s"], 1),
                     "ratio": round(r["ratio"], 3), "plain_img_per_cpu_s": round(r["plain"]["cpu_img_s"], 1),

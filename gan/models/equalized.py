@@ -76,6 +76,15 @@ class EqualizedConv2d(nn.Module):
         return x * gain if gain != 1.0 else x
 
 
+def class_projection(h: torch.Tensor, y: torch.Tensor | None, embed: nn.Module | None, num_classes: int) -> torch.Tensor:
+    """D's logit from its features ``h [N, cmap_dim]``: ``<h, embed(one_hot(y))> / sqrt(cmap_dim)``
+    when class-conditional (the reference's ``cmap``), else ``h [N, 1]`` squeezed."""
+    if embed is None:
+        return h.squeeze(1)
+    cmap = embed(F.one_hot(y, num_classes).to(h.dtype))  # [N, cmap_dim]
+    return (h * cmap).sum(dim=1) / math.sqrt(h.shape[1])
+
+
 def minibatch_stddev(x: torch.Tensor, group_size: int = 4) -> torch.Tensor:
     """Append the mean over features of the stddev over each group of samples (Karras et al. 2018).
 

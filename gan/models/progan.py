@@ -38,6 +38,7 @@ from torch import nn
 from gan.models.equalized import (
     EqualizedConv2d,
     EqualizedLinear,
+    class_projection,
     minibatch_stddev,
     normalize_2nd_moment,
 )
@@ -270,7 +271,4 @@ class ProGANDiscriminator(_Growing):
         h = self.blocks[0][0](minibatch_stddev(h, self.mbstd_group))  # [N, c0, 4, 4]
         h = self.out(self.fc(h.flatten(1)))  # [N, cmap_dim]
         h = self._idle_join(h, self.from_rgb, faded)
-        if self.embed is None:
-            return h.squeeze(1)
-        cmap = self.embed(F.one_hot(y, self.num_classes).to(h.dtype))  # [N, cmap_dim]
-        return (h * cmap).sum(dim=1) / math.sqrt(self.cmap_dim)
+        return class_projection(h, y, self.embed, self.num_classes)

@@ -30,6 +30,7 @@ from gan.models.equalized import (
     LRELU_GAIN,
     EqualizedConv2d,
     EqualizedLinear,
+    class_projection,
     minibatch_stddev,
     normalize_2nd_moment,
 )
@@ -338,7 +339,4 @@ class StyleGAN2Discriminator(nn.Module):
         h = self.blocks(self.from_rgb(x))  # [N, c4, 4, 4]
         h = self.conv(minibatch_stddev(h, self.mbstd_group))  # [N, c4, 4, 4]
         h = self.out(self.fc(h.flatten(1)))  # [N, cmap_dim]
-        if self.embed is None:
-            return h.squeeze(1)
-        cmap = self.embed(F.one_hot(y, self.num_classes).to(h.dtype))  # [N, cmap_dim]
-        return (h * cmap).sum(dim=1) / math.sqrt(self.cmap_dim)
+        return class_projection(h, y, self.embed, self.num_classes)
