@@ -255,7 +255,7 @@ def _style_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def _write_style_only(args: Any, clf: dict[str, Any], rows: list[dict[str, Any]], start: float) -> int:
     """``--style-only``: bench/results/stylegan2_style.json beside the full run's file."""
     out = Path(args.out).with_name("stylegan2_style.json") if args.out == str(RESULTS) else Path(args.out)
-    result = {"benchmark": "stylegan2_style", "settings": {**vars(args), "image_size": 8}, "classifier": clf,
+    result = {"benchmark": "stylegan2_style", "settings": {**vars(args), **SOURCES[args.source]}, "classifier": clf,
               "style_checks": _style_summary(rows), "wall_seconds": round(time.perf_counter() - start, 1),
               "machine": _machine(args)}  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -251,17 +251,17 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         base = bench_params(args.steps, args.warmup, 1, f"{tmp}/ray", args.params)
-        generate = hand_written_recipe(base)  # else the plain baseline is fit in a plain process
+        hand_written = hand_written_recipe(base)  # else the plain baseline is fit in a plain process
         data = Path(tmp) / "prepared"
         prepare_dataset(base.prepare, data)
         peak = matmul_peak()
-        step_flops = flops_per_step(base, data) if generate else float("nan")
+        step_flops = flops_per_step(base, data) if hand_written else float("nan")
         t = time.perf_counter()
         init_ray()
         ray_init_s = time.perf_counter() - t
         rounds = []  # each round: plain then Ray, back to back, so both see similar neighbours
         for i in range(args.rounds):
-            plain = plain_in_subprocess(data, args.steps, args.warmup, args.params) if generate else plain_ddp(data, args.steps, args.warmup, 1, args.params)
+            plain = plain_in_subprocess(data, args.steps, args.warmup, args.params) if hand_written else plain_ddp(data, args.steps, args.warmup, 1, args.params)
             ray1 = ray_run(base, data, f"bench-train-1-{i}")
             rounds.append({"plain": plain, "ray": ray1})
         scaling = []  # each round: the plain two-process DDP run, then two Ray Train workers
@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
                     "ray": __import__("ray").__version__, "niceness": os.nice(0), "loadavg_start": load_start, "loadavg_end": os.getloadavg()},
-        "config": {"params": str(args.params), "task": base.model.task, "plain_baseline": "hand-written loop" if generate else "fit in a plain process",
+        "config": {"params": str(args.params), "task": base.model.task, "plain_baseline": "hand-written loop" if hand_written else "fit in a plain process",
                    "arch": base.model.arch if base.model.task == "generate" else getattr(base.model, base.model.task).arch, "image_size": base.prepare.image_size, "batch_size": batch, "loss": base.model.loss,
                    "steps": args.steps, "warmup": args.warmup, "rounds": args.rounds, "threads_per_worker": 1},
         "rounds": [{"plain_img_s": round(r["plain_img_s"], 1), "ray_1_worker_img_s": round(r["ray_img_s"], 1),
@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     scaling_rounds = ", ".join(f"{r['ratio']:.2f}" for r in scaling)
     per_round_cpu = ", ".join(f"{r['ratio_cpu']:.2f}" for r in rounds)
     rows = [
-        ("plain PyTorch loop, 1 thread" if generate else "the loop (fit) in a plain process", f"{plain_img_s:.0f} img/s", f"median of {args.rounds} rounds"),
+        ("plain PyTorch loop, 1 thread" if hand_written else "the loop (fit) in a plain process", f"{plain_img_s:.0f} img/s", f"median of {args.rounds} rounds"),
         ("Ray Train, 1 worker", f"{ray1_img_s:.0f} img/s", f"{ratio:.2f} x plain (rounds: {per_round}; target >= 0.95)"),
         ("  same, per CPU-second", f"{ratio_cpu:.2f} x plain", f"rounds: {per_round_cpu}"),
         ("plain DDP, 2 processes (gloo)", f"{ddp2_img_s:.0f} img/s", f"{result['plain_ddp_2_vs_plain_1']:.2f} x plain 1 process"),
