@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from gan.errors import ConfigError
 from gan.tasks import TASK_METRICS, TASKS
 
-ARCHS = ("mlp", "dcgan", "resnet", "stylegan2", "progan")
+ARCHS = ("mlp", "dcgan", "resnet", "stylegan2", "progan", "stackgan")
 LOSSES = ("minimax", "nonsaturating", "hinge", "wgan-gp", "lsgan")
 SOURCES = ("digits", "photos", "photo_patches", "image_folder", "npz", "torchvision", "digits_domains", "domains")
 # The embedded domains default's image transforms (gan/data/domains.py), in the order StarGAN's default uses them.
@@ -46,8 +46,9 @@ TRAINING_NEAREST_K = 5
 # punctuation break shell commands and URLs; the SQL store keeps at most 256 characters.
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,255}$"
 # The smallest resolution each architecture can produce (its first feature map is 4x4,
-# doubled by each upsampling block) and the largest we support.
-MIN_RESOLUTION = {"mlp": 8, "dcgan": 8, "resnet": 8, "stylegan2": 8, "progan": 8}
+# doubled by each upsampling block) and the largest we support. StackGAN's Stage I works at
+# half the resolution by default and needs 8x8 itself.
+MIN_RESOLUTION = {"mlp": 8, "dcgan": 8, "resnet": 8, "stylegan2": 8, "progan": 8, "stackgan": 16}
 MAX_RESOLUTION = 128
 
 
@@ -95,6 +96,21 @@ class PatchesConfig(_Section):
         return v
 
 
+class CaptionsConfig(_Section):
+    """prepare.captions: one caption per image, for text-to-image architectures (model.arch stackgan; gan/data/captions.py)."""
+
+    source: Literal["none", "attributes", "file", "npz"] = Field(
+        "none", description="none | attributes (class + measured attributes; labelled data) | file (a CSV; image_folder) | npz (its captions array)"
+    )
+    path: str | None = Field(None, description="source file: the CSV (columns file,caption); default captions.csv inside prepare.path")
+
+    @model_validator(mode="after")
+    def _path_only_for_file(self) -> CaptionsConfig:
+        if self.path is not None and self.source != "file":
+            raise ValueError(f"prepare.captions.path: only source 'file' reads a captions file, but prepare.captions.source is '{self.source}'; remove the path or use source file")
+        return self
+
+
 class PrepareConfig(_Section):
     source: Literal["digits", "photos", "photo_patches", "image_folder", "npz", "torchvision", "digits_domains", "domains"] = "digits"
     path: str | None = None
@@ -114,6 +130,7 @@ class PrepareConfig(_Section):
     out: str = "data/prepared"
     pairs: PairsConfig | None = None
     patches: PatchesConfig = PatchesConfig()
+    captions: CaptionsConfig = CaptionsConfig()
 
     @field_validator("normal_classes", "anomaly_classes", mode="before")
     @classmethod
@@ -153,7 +170,24 @@ class PrepareConfig(_Section):
         for key in ("normal_classes", "anomaly_classes"):
             if getattr(self, key) == []:
                 raise ValueError(f"prepare.{key}: an empty list names no class; list at least one or set it to null")
+        if problem := self._captions_problem():
+            raise ValueError(problem)
         return self
+
+    def _captions_problem(self) -> str | None:
+        """Whether prepare.captions.source can work with prepare.source (the message names the key), or None."""
+        caption = self.captions.source
+        if caption == "none":
+            return None
+        if self.pairs is not None:
+            return "prepare.captions.source: super-resolution pairs (prepare.pairs) carry no captions; set prepare.captions.source: none or prepare.pairs: null"
+        needs = {"file": "image_folder", "npz": "npz"}.get(caption)
+        if needs and self.source != needs:
+            what = "a captions CSV beside an image folder" if caption == "file" else "the captions array of an .npz file"
+            return f"prepare.captions.source: '{caption}' reads {what}, but prepare.source is '{self.source}'; use prepare.source {needs} or captions source attributes"
+        if caption == "attributes" and self.source == "photos":
+            return "prepare.captions.source: 'attributes' names each image's class, but source 'photos' is unlabelled; use source photo_patches (one class per photo)"
+        return None
 
     @property
     def anomaly_split(self) -> bool:
@@ -264,9 +298,32 @@ class ProGANTrainConfig(_Section):
     drift: float = Field(0.001, ge=0.0, description="drift term epsilon * E[D(x)^2] on D (0.001 in the paper)")
 
 
+class StackGANModelConfig(_Section):
+    """StackGAN's network knobs (Zhang et al. 2017; used when model.arch is stackgan)."""
+
+    c_dim: int = Field(32, gt=0, description="conditioning augmentation's output; 128 in the paper")
+    stage1_size: int = Field(0, ge=0, description="Stage-I resolution; 0 = image_size // 2")
+    n_res: int = Field(2, gt=0, description="Stage-II residual blocks; 4 in the paper")
+
+    @field_validator("stage1_size")
+    @classmethod
+    def _stage1_power_of_two(cls, v: int) -> int:
+        if v and (v < 8 or v & (v - 1)):
+            raise ValueError("must be 0 (image_size // 2) or a power of two of at least 8, below prepare.image_size")
+        return v
+
+
+class StackGANTrainConfig(_Section):
+    """StackGAN's two-stage schedule (Zhang et al. 2017; used when model.arch is stackgan)."""
+
+    stage1_steps: int = Field(200, ge=1, description="steps of Stage I; Stage II trains after, Stage I frozen")
+    kl_weight: float = Field(2.0, ge=0.0, description="conditioning augmentation's KL weight (2.0 in the paper)")
+    lr_decay_steps: int = Field(0, ge=0, description="halve the learning rates every this many steps within each stage; 0 = never (100 epochs in the paper)")
+
+
 class ModelConfig(_Section):
     task: str = "generate"
-    arch: Literal["mlp", "dcgan", "resnet", "stylegan2", "progan"] = "dcgan"
+    arch: Literal["mlp", "dcgan", "resnet", "stylegan2", "progan", "stackgan"] = "dcgan"
     conditional: bool = True
     z_dim: int = Field(64, gt=0)
     g_width: int = Field(64, gt=0)
@@ -280,6 +337,7 @@ class ModelConfig(_Section):
     detect: DetectConfig = DetectConfig()
     upscale: UpscaleConfig = UpscaleConfig()
     stylegan2: StyleGAN2ModelConfig = StyleGAN2ModelConfig()
+    stackgan: StackGANModelConfig = StackGANModelConfig()
 
     @field_validator("task")
     @classmethod
@@ -326,6 +384,7 @@ class TrainConfig(_Section):
     diffaugment: str = ""
     stylegan2: StyleGAN2TrainConfig = StyleGAN2TrainConfig()
     progan: ProGANTrainConfig = ProGANTrainConfig()
+    stackgan: StackGANTrainConfig = StackGANTrainConfig()
     mixed_precision: Literal["bf16", "none"] = "bf16"
     channels_last: bool = True
     checkpoint_every: int = Field(200, gt=0)
@@ -352,6 +411,17 @@ class TrainConfig(_Section):
         return ",".join(names)
 
 
+class TextEncoderConfig(_Section):
+    """featurize.text: the caption encoder trained when the prepared data has captions (gan.text_encoder)."""
+
+    embed_dim: int = Field(64, gt=0, description="word embedding size")
+    text_dim: int = Field(64, gt=0, description="caption embedding size (what StackGAN conditions on)")
+    max_len: int = Field(16, gt=0, description="words per caption kept")
+    epochs: int = Field(30, gt=0)
+    batch_size: int = Field(128, gt=1)
+    lr: float = Field(2e-3, gt=0)
+
+
 class FeaturizeConfig(_Section):
     epochs: int = Field(8, gt=0)
     batch_size: int = Field(128, gt=0)
@@ -360,6 +430,7 @@ class FeaturizeConfig(_Section):
     feature_dim: int = Field(128, gt=0)
     quality_weight: float = Field(0.1, ge=0, description="weight of the self-supervised sharp/blurred/noisy head (0 = off)")
     inception_weights: str | None = None
+    text: TextEncoderConfig = TextEncoderConfig()
     seed: int = Field(0, ge=0, le=SEED_MAX)
 
 
@@ -535,6 +606,8 @@ def cross_key_problem(p: Params) -> str | None:
                 f"{'change' if rel == 'lies inside' else 'delete'} the raw data; choose an output outside {p.prepare.path}")
     if p.model.arch == "progan" and (problem := _growth_problem(p)):
         return problem
+    if p.model.arch == "stackgan" and (problem := _stackgan_problem(p)):
+        return problem
     for key in ("train.storage_path", "tune.storage_path"):
         storage = getattr(p, key.split(".")[0]).storage_path
         if "://" not in storage and (rel := relation(p.prepare.out, storage)):
@@ -554,6 +627,26 @@ def _growth_problem(p: Params) -> str | None:
     return (f"train.steps: {t.steps} steps show {(t.steps - 1) * per_step} real images before the last one, but progressive "
             f"growing reaches {p.prepare.image_size}x{p.prepare.image_size} at full strength only after {needed} "
             f"(train.progan.fade_images / stabilise_images); raise train.steps to at least {1 + -(-needed // per_step)} or shorten the growth")
+
+
+def _stackgan_problem(p: Params) -> str | None:
+    """StackGAN: captions to condition on, the generate task, a Stage I below the output size, and steps for Stage II."""
+    m, t = p.model.stackgan, p.train.stackgan
+    if p.prepare.captions.source == "none":
+        return "model.arch: 'stackgan' generates images from captions, but prepare.captions.source is 'none'; set it to attributes, file or npz"
+    if p.model.task != "generate":
+        return f"model.arch: 'stackgan' is an architecture of model.task 'generate', not '{p.model.task}'; set model.task: generate"
+    if m.stage1_size >= p.prepare.image_size:
+        return (f"model.stackgan.stage1_size: {m.stage1_size} is not below prepare.image_size = {p.prepare.image_size}, "
+                f"so Stage II would not upsample; use at most {p.prepare.image_size // 2} (or 0 for half the size)")
+    if p.train.steps <= t.stage1_steps:
+        return (f"train.steps: {p.train.steps} is not more than train.stackgan.stage1_steps = {t.stage1_steps}, so Stage II "
+                f"would never train; raise train.steps above {t.stage1_steps} or lower train.stackgan.stage1_steps")
+    if p.tune.enabled and p.tune.max_steps <= t.stage1_steps:
+        # trials train tune.max_steps steps each: they would fail as they start
+        return (f"tune.max_steps: {p.tune.max_steps} is not more than train.stackgan.stage1_steps = {t.stage1_steps}, so no "
+                f"tune trial would train Stage II; raise tune.max_steps above {t.stage1_steps}, lower the stage1 steps or set tune.enabled: false")
+    return None
 
 
 def resolve_worker_paths(raw: dict[str, Any]) -> dict[str, Any]:

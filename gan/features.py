@@ -36,6 +36,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -327,8 +328,13 @@ def evaluate_feature_net(net: DomainNet, x: np.ndarray, y: np.ndarray | None, ba
 # ----------------------------------------------------------------------------- save / load
 
 
-def save_feature_net(net: DomainNet, out_dir: str | os.PathLike, spec: dict[str, Any]) -> Path:
-    """Write ``model.safetensors`` + ``config.json`` (``spec`` plus the net's kwargs) atomically."""
+def save_feature_net(net: DomainNet, out_dir: str | os.PathLike, spec: dict[str, Any],
+                     also: Callable[[Path], None] | None = None) -> Path:  # fmt: skip
+    """Write ``model.safetensors`` + ``config.json`` (``spec`` plus the net's kwargs) atomically.
+
+    ``also(folder)`` writes more files into the temporary directory before it replaces
+    ``out_dir`` (featurize's caption encoder), so the directory is complete or absent.
+    """
     config = {
         "format": FORMAT,
         "kind": "classifier" if net.num_classes else "autoencoder",
@@ -346,6 +352,8 @@ def save_feature_net(net: DomainNet, out_dir: str | os.PathLike, spec: dict[str,
     with atomic_dir(out_dir) as tmp:
         save_file(state, str(tmp / WEIGHTS), metadata={"format": FORMAT})
         (tmp / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        if also is not None:
+            also(tmp)
     return Path(out_dir)
 
 

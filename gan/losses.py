@@ -323,3 +323,33 @@ def g_loss_relativistic_average(real_logits: torch.Tensor, fake_logits: torch.Te
         = 1/2 E[softplus(r - E f)] + 1/2 E[softplus(-(f - E r))]
     """
     return 0.5 * F.softplus(real_logits - fake_logits.mean()).mean() + 0.5 * F.softplus(-(fake_logits - real_logits.mean())).mean()
+
+
+# --- text-to-image: StackGAN (Zhang et al. 2017) -------------------------------------------
+
+
+def conditioning_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """Conditioning augmentation's regulariser (StackGAN Eq. 3-6): KL(N(mu, sigma^2) || N(0, I)).
+
+    L_KL = 1/2 E[mu^2 + sigma^2 - 1 - log sigma^2]   (mean over batch and dims, as the reference's KL_loss)
+
+    ``mu``, ``logvar [B, c_dim]`` from a :class:`gan.models.stackgan.ConditioningAugmentation`;
+    G adds it weighted by ``train.stackgan.kl_weight`` (lambda = 1 in the paper).
+    """
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).mean()
+
+
+def d_loss_matching_aware(
+    real_logits: torch.Tensor, fake_logits: torch.Tensor, wrong_logits: torch.Tensor
+) -> torch.Tensor:
+    """StackGAN's matching-aware D loss (Reed et al. 2016's GAN-CLS; the reference's compute_discriminator_loss).
+
+    L_D = -E[log D(x, t)] - 1/2 (E[log(1 - D(G(z, t), t))] + E[log(1 - D(x, t_wrong))])
+        = E[softplus(-r)] + 1/2 (E[softplus(f)] + E[softplus(w)])
+
+    ``r = D(real, its caption)``, ``f = D(fake, the caption it was drawn from)``,
+    ``w = D(real, another image's caption)`` (the reference pairs image i with caption i+1):
+    D learns to reject real images that do not match the text.
+    """
+    fake_or_wrong = F.softplus(fake_logits).mean() + F.softplus(wrong_logits).mean()
+    return F.softplus(-real_logits).mean() + 0.5 * fake_or_wrong

@@ -185,7 +185,7 @@ def search_fingerprint(params: Params, data_hash: str, features_hash: str) -> st
 
 
 # train.* keys that shape every trial (the searched ones are excluded)
-NON_SEARCHED_TRAIN_KEYS = ("batch_size", "beta1", "beta2", "n_critic", "ema_decay", "diffaugment", "gp_weight", "r1_gamma", "r1_interval", "stylegan2", "progan", "seed")
+NON_SEARCHED_TRAIN_KEYS = ("batch_size", "beta1", "beta2", "n_critic", "ema_decay", "diffaugment", "gp_weight", "r1_gamma", "r1_interval", "stylegan2", "progan", "stackgan", "seed")
 
 
 def run_trial(config: dict[str, Any], params_dict: dict[str, Any], data_dir: Any, features_dir: Any) -> None:
@@ -212,7 +212,7 @@ def run_trial(config: dict[str, Any], params_dict: dict[str, Any], data_dir: Any
     torch.set_num_threads(max(1, int(params_dict["tune"]["cpus_per_trial"])))
     params = trial_params(parse_params(params_dict), config)
     metric = params.tune.metric
-    trainer = make_trainer(params, data_dir)
+    trainer = make_trainer(params, data_dir, features_dir)
     restored = tune.get_checkpoint()
     if restored is not None:
         with restored.as_directory() as d:

@@ -187,6 +187,22 @@ def featurized_digits(prepared_digits, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def captioned_digits(tmp_path_factory) -> tuple[Path, Path]:
+    """The digits at 16x16 with attribute captions, and the featurize stage's output for them
+    (feature classifier and caption encoder, a few epochs): ``(prepared, features)``."""
+    from gan.config import PrepareConfig
+    from gan.data import prepare_dataset
+    from gan.stages import featurize
+
+    root = tmp_path_factory.mktemp("captioned")
+    prepare_dataset(PrepareConfig(image_size=16, captions={"source": "attributes"}), root / "prepared")
+    params = write_params(root / "params.yaml", featurize={"epochs": 1, "text": {"epochs": 3}})
+    featurize.main(["--params", str(params), "--data", str(root / "prepared"), "--out", str(root / "features"),
+                    "--metrics", str(root / "metrics.json")])
+    return root / "prepared", root / "features"
+
+
+@pytest.fixture(scope="session")
 def tiny_pipeline(tmp_path_factory):
     """This project as a git + DVC repo with tiny params after one full ``dvc repro`` (about a minute).
 

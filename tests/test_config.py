@@ -24,7 +24,7 @@ def test_shipped_params_are_valid():
     [
         ({"train": {"lr_G": -0.001}}, "train.lr_G = -0.001 is invalid: must be greater than 0"),
         ({"train": {"batch_size": 0}}, "train.batch_size = 0 is invalid"),
-        ({"model": {"arch": "vit"}}, "model.arch = 'vit' is invalid: allowed values are 'mlp', 'dcgan', 'resnet', 'stylegan2' or 'progan'"),
+        ({"model": {"arch": "vit"}}, "model.arch = 'vit' is invalid: allowed values are 'mlp', 'dcgan', 'resnet', 'stylegan2', 'progan' or 'stackgan'"),
         ({"model": {"loss": "wasserstein"}}, "model.loss = 'wasserstein' is invalid: allowed values are"),
         ({"prepare": {"image_size": 12}}, "prepare.image_size = 12 is invalid: must be a power of two"),
         ({"prepare": {"image_size": 256}}, "prepare.image_size = 256 is invalid"),

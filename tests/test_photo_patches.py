@@ -65,7 +65,21 @@ def test_photos_examples_build_their_networks_on_the_patches(example, tmp_path):
     params = load_params(example)
     manifest = prepare_dataset(params.prepare.model_copy(update={"patches": params.prepare.patches.model_copy(update={"per_photo": 5})}),
                                tmp_path / "data")  # fmt: skip
-    nets = make_task(params, manifest).build_networks()
+    task = make_task(params, manifest)
+    if params.model.arch == "stackgan":  # a caption encoder, as featurize would train it (one epoch here)
+        from gan.data import load_captions
+        from gan.text_encoder import fit_text_encoder, save_text_encoder
+
+        captions = [str(c) for c in load_captions(tmp_path / "data", "train")]
+        encoder, spec = fit_text_encoder(torch.randn(len(captions), 8), captions, params.featurize.text.model_copy(update={"epochs": 1}), seed=0)
+        save_text_encoder(encoder, spec, tmp_path)
+        task.use_inputs(tmp_path / "data", tmp_path)
+    nets = task.build_networks()
     y = torch.tensor([0, 5])
     fake = nets["G"](torch.randn(2, params.model.z_dim), y)
-    assert fake.shape == (2, 3, 32, 32) and nets["D"](fake, y).shape == (2,)
+    if params.model.arch == "stackgan":  # D judges (image, caption embedding) pairs, at each stage's size
+        emb = nets["G"].condition(y, None, 2)
+        assert nets["D2"](fake, emb).shape == (2,) and nets["D1"](nets["G1"](torch.randn(2, 64), emb)[0], emb).shape == (2,)
+    else:
+        assert nets["D"](fake, y).shape == (2,)
+    assert fake.shape == (2, 3, 32, 32)

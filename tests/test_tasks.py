@@ -89,6 +89,15 @@ ARCH_PARAMS: dict[str, dict[str, Any]] = {
         "train": {"steps": 4, "lr_G": 0.001, "lr_D": 0.001, "beta1": 0.0, "beta2": 0.99,
                   "progan": {"fade_images": 32, "stabilise_images": 16}},
     },
+    # StackGAN: Stage I (steps 0, 1), then Stage II with Stage I frozen (steps 2, 3): the resume
+    # check crosses the stage switch; the text encoder comes from the featurize stage
+    "generate/stackgan": {
+        "data": "captioned_digits",
+        "prepare": {"image_size": 16, "captions": {"source": "attributes"}},
+        "model": {"task": "generate", "arch": "stackgan", "z_dim": 8, "g_width": 16, "d_width": 16, "conditional": True,
+                  "loss": "nonsaturating", "stackgan": {"c_dim": 8, "n_res": 1}},
+        "train": {"steps": 4, "stackgan": {"stage1_steps": 2, "lr_decay_steps": 1}},
+    },
     # StarGAN with CycleGAN's least-squares objective instead of the critic and its penalty
     "translate/stargan-lsgan": {
         "data": "prepared_digit_domains3",
@@ -116,7 +125,7 @@ def tiny(overrides: dict[str, Any], features: Path | None = None) -> Any:
     }
     for section, values in overrides.items():
         raw[section] = {**raw.get(section, {}), **values}
-    if features is not None:  # the perceptual loss's feature network (the upscale task)
+    if features is not None and raw["model"].get("task") == "upscale":  # the perceptual loss's feature network
         raw["model"]["upscale"] = {**raw["model"]["upscale"], "features": str(features)}
     return parse_params(raw)
 
@@ -250,6 +259,7 @@ def test_task_contract(label, factory, overrides, request, tmp_path):
     params = tiny(overrides, features)
     manifest = read_manifest(data)
     task = factory(params, manifest)
+    task.use_inputs(data, features)  # StackGAN: featurize's text encoder; nothing for the others
 
     # networks, optimisers and phases are consistent with each other
     nets = task.build_networks()
@@ -282,7 +292,9 @@ def test_task_contract(label, factory, overrides, request, tmp_path):
     # a resumed trainer continues bit-exactly
     for step in range(1, steps):
         save_checkpoint(TrainCheckpoint(state=states[step]), tmp_path / f"ckpt{step}")
-        resumed = GANTrainer(params, data, task=factory(params, manifest))
+        resumed_task = factory(params, manifest)
+        resumed_task.use_inputs(data, features)
+        resumed = GANTrainer(params, data, task=resumed_task)
         resumed.load_state_dict(load_checkpoint(tmp_path / f"ckpt{step}").state)
         got = resumed.train_step()
         for name in names:

@@ -38,10 +38,12 @@ class SyntheticStream:
     truncation: float | None
     batch_size: int
     generator: Any = field(repr=False)  # gan.mlflow_model.TaskModel of a generate model
+    captions: list[str] | None = None  # a text-conditioned generator's captions, cycled instead of labels
 
     @property
     def class_names(self) -> list[str]:
-        return list(self.generator.class_names)
+        """The classes, or the captions when the samples are conditioned on captions (labels index them)."""
+        return list(self.captions) if self.captions else list(self.generator.class_names)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -49,13 +51,13 @@ class SyntheticStream:
 
     @property
     def conditional(self) -> bool:
-        return self.generator.num_classes > 0
+        return bool(self.captions) or self.generator.num_classes > 0
 
     def __len__(self) -> int:
         return self.n
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        return self.generator.iter_batches(self.n, self.labels, self.seed, self.truncation, self.batch_size)
+        return self.generator.iter_batches(self.n, self.labels, self.seed, self.truncation, self.batch_size, captions=self.captions)
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """All samples as (uint8 ``[n, C, H, W]``, int64 ``[n]``); memory grows with n."""
@@ -80,6 +82,7 @@ class SyntheticStream:
             "seed": self.seed,
             "truncation": self.truncation,
             "class_names": self.class_names if self.conditional else [],
+            "captions": self.captions,
             "image_shape": list(self.image_shape),
             "dtype": "uint8",
             "value_range": [0, 255],
@@ -94,6 +97,7 @@ def generate(
     *,
     truncation: float | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    captions: Sequence[str] | None = None,
 ) -> SyntheticStream:
     """Resolve ``model_uri`` once, load that version and return a stream of ``n`` samples.
 
@@ -111,10 +115,29 @@ def generate(
     check_reachable(must_exist=True)
     ref = resolve_model(model_uri)
     model = load_model(ref)
+    if captions:
+        if labels:
+            raise GanError("--labels and --captions were both given; condition on one of them.")
+        model.caption_embeddings(list(captions))  # GanError for a generator without a text encoder, or unusable captions
     ids = label_ids(labels, model.class_names, model.num_classes) if labels else None
     check_labels(ids, model.num_classes)
     seed = int.from_bytes(os.urandom(4), "little") >> 1 if seed is None else int(seed)
-    return SyntheticStream(model=ref, n=int(n), labels=ids, seed=seed, truncation=truncation, batch_size=batch_size, generator=model)
+    return SyntheticStream(model=ref, n=int(n), labels=ids, seed=seed, truncation=truncation, batch_size=batch_size, generator=model,
+                           captions=list(captions) if captions else None)  # fmt: skip
+
+
+def read_captions_file(path: str | os.PathLike) -> list[str]:
+    """``gan augment --captions FILE``: one caption per line (UTF-8; blank lines ignored)."""
+    try:
+        lines = open(path, encoding="utf-8").read().splitlines()  # noqa: SIM115 (read at once)
+    except FileNotFoundError:
+        raise GanError(f"--captions {path}: no such file; give a text file with one caption per line.") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise GanError(f"--captions {path} cannot be read as UTF-8 text ({type(err).__name__}); give a text file with one caption per line.") from None
+    captions = [line.strip() for line in lines if line.strip()]
+    if not captions:
+        raise GanError(f"--captions {path} holds no caption; write one caption per line.")
+    return captions
 
 
 def check_seed(seed: int | None) -> None:

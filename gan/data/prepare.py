@@ -8,6 +8,10 @@ split test/ holds ``test_fraction`` of the normal images plus every anomalous on
 manifest's ``anomaly`` entry names the normal and anomalous classes (the ground truth:
 a test image is anomalous when its label is in ``anomaly.anomaly_labels``).
 
+With ``prepare.captions.source`` set, every split also holds ``caption-NNNNN.npy``
+(fixed-width str, row for row with ``x-NNNNN.npy``; :func:`gan.data.load_captions`) and
+the manifest a ``captions`` entry; the captions are part of its ``hash``.
+
 Items are listed first (cheap), split by label, then decoded and written in
 shards of ``shard_size``: memory is bounded by one shard per split whatever the
 data set's size. Everything is written into a temporary directory that replaces
@@ -17,6 +21,7 @@ data set's size. Everything is written into a temporary directory that replaces
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from typing import Any
 
@@ -24,8 +29,9 @@ import numpy as np
 
 from gan.atomic import atomic_dir, atomic_write_json
 from gan.config import PrepareConfig
+from gan.data.captions import ATTRIBUTE_NAMES, attribute_captions, attribute_thresholds, measure
 from gan.data.preprocess import to_array
-from gan.data.shards import MANIFEST, ShardWriter
+from gan.data.shards import MANIFEST, ShardWriter, write_caption_shards
 from gan.data.sources import Item, list_source
 from gan.data.split import split_mask
 from gan.errors import DataError
@@ -46,6 +52,9 @@ def prepare_dataset(cfg: PrepareConfig, out_dir: str | os.PathLike, progress: bo
     ignored: list[dict[str, str]] = []
     items, class_names = list_source(cfg, ignored)
     labelled = _labelled(items)
+    if cfg.captions.source == "attributes" and not labelled:
+        raise DataError(f"prepare.captions.source: 'attributes' names each image's class, but the {cfg.source} data at {cfg.path} has no labels; "
+                        "use one sub-folder per class (or an npz with y), or captions source file or npz.")  # fmt: skip
     anomaly = _anomaly_classes(cfg, class_names, labelled) if cfg.anomaly_split else None
     if anomaly is None:
         splits = np.where(split_mask([it.label for it in items], cfg.val_fraction, cfg.seed), "val", "train")
@@ -59,6 +68,7 @@ def prepare_dataset(cfg: PrepareConfig, out_dir: str | os.PathLike, progress: bo
         names = ("train", "val") if anomaly is None else ("train", "val", "test")
         writers = {s: ShardWriter(tmp / s, cfg.shard_size, labelled, extras) for s in names}
         counts = {s: [0] * len(class_names) for s in writers}
+        captions = _Captions(cfg.captions.source, cfg.channels, names)
         for item, split in zip(items, splits, strict=True):
             split = str(split)
             x = _decode(item, cfg, skipped)
@@ -74,9 +84,11 @@ def prepare_dataset(cfg: PrepareConfig, out_dir: str | os.PathLike, progress: bo
                 counts[split][item.label] += 1
             if split == "train":
                 stats.add(x)
+            captions.add(split, x, item)  # only images that were written: a skipped file has no caption either
         for w in writers.values():
             w.flush()
         _check_nonempty(writers, class_names, counts, labelled, anomaly)
+        caption_entry = captions.write(writers, class_names, digest)
         manifest = {
             "format": FORMAT,
             "source": cfg.source,
@@ -95,6 +107,7 @@ def prepare_dataset(cfg: PrepareConfig, out_dir: str | os.PathLike, progress: bo
             "hash": digest.hexdigest(),
             "skipped": skipped,
             "ignored": ignored,
+            "captions": caption_entry,
             **({"anomaly": _anomaly_entry(anomaly, counts)} if anomaly is not None else {}),
             # no wall-clock time here: the manifest is a dependency of every later stage, so
             # it must be the same bytes for the same data and params (the stage times itself)
@@ -190,6 +203,49 @@ def _check_nonempty(writers: dict[str, ShardWriter], class_names: list[str], cou
     elif writers["val"].count == 0:
         have = writers["train"].count
         raise DataError(f"the data has {have} readable image{'s' if have != 1 else ''} but needs at least 2, one for the training and one for the validation split; add images.")
+
+
+class _Captions:
+    """The captions of the written images, per split in write order, and their shards.
+
+    ``attributes`` keeps two floats per image while decoding (the words need the training
+    split's class medians, known only at the end); ``file`` / ``npz`` keep each item's caption.
+    """
+
+    def __init__(self, source: str, channels: int, splits: tuple[str, ...]):
+        self.source, self.channels = source, channels
+        self.rows: dict[str, list] = {s: [] for s in splits}  # (mass, attribute) or the caption
+        self.labels: dict[str, list[int]] = {s: [] for s in splits}
+
+    def add(self, split: str, x: np.ndarray, item: Item) -> None:
+        if self.source == "attributes":
+            self.rows[split].append(measure(x))
+            self.labels[split].append(int(item.label))
+        elif self.source != "none":
+            self.rows[split].append(item.caption)
+
+    def write(self, writers: dict[str, ShardWriter], class_names: list[str], digest: Any) -> dict[str, Any]:
+        """Write ``caption-NNNNN.npy`` beside each split's image shards, hash them; return the manifest's entry."""
+        entry: dict[str, Any] = {"source": self.source, "count": {s: len(rows) for s, rows in self.rows.items()}, "attributes": []}
+        if self.source == "none":
+            return entry
+        captions = self.rows
+        if self.source == "attributes":
+            thresholds = attribute_thresholds(_measures(self.rows["train"]), np.asarray(self.labels["train"], dtype=np.int64),
+                                              len(class_names), self.channels)  # fmt: skip
+            captions = {s: attribute_captions(_measures(rows), np.asarray(self.labels[s], dtype=np.int64), class_names, self.channels, thresholds)
+                        for s, rows in self.rows.items()}  # fmt: skip
+            # exact floats (JSON keeps a float64's repr): the words can be recomputed from them
+            entry.update(attributes=list(ATTRIBUTE_NAMES[self.channels]), thresholds=thresholds.tolist())
+        width = max((len(c) for rows in captions.values() for c in rows), default=1)
+        for split, writer in writers.items():
+            write_caption_shards(writer.folder, writer.shards, captions[split], width)
+            digest.update(json.dumps(["captions", split, captions[split]], ensure_ascii=False).encode())
+        return entry
+
+
+def _measures(rows: list) -> np.ndarray:
+    return np.asarray(rows, dtype=np.float64).reshape(-1, 2)  # [N, 2], also for an empty split
 
 
 class _ChannelStats:

@@ -4,6 +4,7 @@
       manifest.json
       train/x-00000.npy   float32 [n, C, H, W] in [-1, 1]
       train/y-00000.npy   int64 [n]  (absent when unlabelled)
+      train/caption-00000.npy   str <U{width} [n]  (only with prepare.captions.source; load_captions)
       val/...
 
 NumPy shards are read with ``mmap_mode="r"``: a worker touches only the rows it
@@ -11,6 +12,10 @@ samples, so memory per worker does not grow with the data set.
 
     for x, y in ShardedBatches("data/prepared", "train", 64, rank=0, world_size=2, seed=0):
         ...   # x: Tensor [64, C, H, W], y: Tensor [64] | None; endless
+
+    captions = load_captions("data/prepared", "train")        # str [N], row i describes image i
+    for x, y, rows in ShardedBatches("data/prepared", "train", 64, rows=True):
+        text = captions[rows]                                 # rows: np.int64 [64], the batch's rows of the split
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ if TYPE_CHECKING:  # torch is imported lazily: prepare itself never needs it
     import torch
 
 MANIFEST = "manifest.json"
+CAPTION = "caption"  # caption-NNNNN.npy beside x-NNNNN.npy
 FULL = "full"  # val/full/ of super-resolution pairs: whole validation images, one per file
 
 
@@ -69,6 +75,18 @@ class ShardWriter:
         self.count += len(x)
         self._x, self._y = [], []
         self._extra = {name: [] for name in self.extras}
+
+
+def write_caption_shards(folder: Path, shards: list[dict], captions: list[str], width: int) -> None:
+    """Write ``caption-NNNNN.npy`` (``<U{width}``) with the same rows as the image shards ``shards`` of ``folder``."""
+    if sum(s["count"] for s in shards) != len(captions):
+        raise ValueError(f"{folder}: {len(captions)} captions for {sum(s['count'] for s in shards)} images")
+    start = 0
+    for shard in shards:
+        rows = captions[start : start + shard["count"]]
+        # fixed-width unicode, not objects: loads with allow_pickle=False and mmap_mode="r"
+        np.save(folder / f"{CAPTION}-{shard['index']:05d}.npy", np.array(rows, dtype=f"<U{width}"))
+        start += shard["count"]
 
 
 def read_manifest(prepared_dir: str | os.PathLike) -> dict:
@@ -129,15 +147,39 @@ def load_extra(prepared_dir: str | os.PathLike, split: str, name: str) -> np.nda
     return np.concatenate([np.load(p, allow_pickle=False) for p in paths])
 
 
+def load_captions(prepared_dir: str | os.PathLike, split: str) -> np.ndarray:
+    """The captions of ``split``: str ``[N]``, row ``i`` describing image ``i`` of :func:`load_split`.
+
+    Memory-mapped when the split is one shard, concatenated otherwise.
+    """
+    folder = Path(prepared_dir) / split
+    paths = sorted(folder.glob(f"{CAPTION}-*.npy"))
+    if not paths:
+        shard_arrays(prepared_dir, split)  # no images at all: that error first
+        raise DataError(f"{prepared_dir} was prepared without captions; set prepare.captions.source and run dvc repro prepare.")
+    maps = [np.load(p, mmap_mode="r", allow_pickle=False) for p in paths]
+    captions = maps[0] if len(maps) == 1 else np.concatenate(maps)
+    images = sum(len(x) for x in shard_arrays(prepared_dir, split)[0])
+    if len(captions) != images:
+        raise DataError(f"{folder} holds {len(captions)} captions for {images} images; re-run the prepare stage (dvc repro -f prepare).")
+    return captions
+
+
 class ShardedBatches:
     """Endless shuffled batches over this rank's share of a split.
 
     Each epoch draws one seeded permutation of all rows (the same on every rank),
     and rank ``r`` of ``w`` takes rows ``r::w`` of it, so ranks see disjoint data
     and together cover the epoch. Rows are gathered from memory-mapped shards.
+
+    ``rows=True`` yields ``(x, y, rows)`` instead: ``rows`` (np.int64 [B]) are the batch's
+    row indices into the whole split, in the order of ``x``, to look up per-row data such
+    as :func:`load_captions`.
     """
 
-    def __init__(self, prepared_dir: str | os.PathLike, split: str, batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0):
+    def __init__(self, prepared_dir: str | os.PathLike, split: str, batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0,
+                 rows: bool = False):  # fmt: skip
+        self.with_rows = rows
         self.x_maps, self.y_maps = shard_arrays(prepared_dir, split)
         sizes = np.array([len(x) for x in self.x_maps])
         self.offsets = np.concatenate([[0], np.cumsum(sizes)])
@@ -149,12 +191,14 @@ class ShardedBatches:
         self.batches_per_epoch = per_rank // batch_size
         self.epoch = 0
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None] | tuple[torch.Tensor, torch.Tensor | None, np.ndarray]]:
         while True:
             perm = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
             mine = perm[self.rank :: self.world_size]
             for b in range(self.batches_per_epoch):
-                yield self._gather(np.sort(mine[b * self.batch_size : (b + 1) * self.batch_size]))
+                # sorted: shards are read in order, so x comes out in the order of rows
+                rows = np.sort(mine[b * self.batch_size : (b + 1) * self.batch_size]).astype(np.int64)
+                yield (*self._gather(rows), rows) if self.with_rows else self._gather(rows)
             self.epoch += 1
 
     def _gather(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -19,13 +19,14 @@ manifest's ``ignored`` with the reason, never dropped silently.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from gan.config import PrepareConfig
+from gan.data.captions import check_captions, read_captions_csv
 from gan.errors import ConfigError, DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -41,6 +42,8 @@ class Item:
     # domain sources only: the digit class and the same content under every domain
     content: int | None = None
     oracle: Callable[[], np.ndarray] | None = None
+    # prepare.captions.source file / npz: the image's caption, known before decoding
+    caption: str | None = None
 
 
 def list_source(cfg: PrepareConfig, ignored: list[dict[str, str]] | None = None) -> tuple[list[Item], list[str]]:
@@ -82,7 +85,26 @@ def _image_folder(cfg: PrepareConfig, ignored: list[dict[str, str]]) -> tuple[li
     root = Path(cfg.path)
     if not root.is_dir():
         raise DataError(f"prepare.path: {root} is not a directory; point it at a folder of images (one sub-folder per class, or flat).")
-    entries = sorted(root.iterdir())
+    items, class_names = _image_files(root, ignored, _captions_file(cfg))
+    if cfg.captions.source == "file":
+        names = [Path(it.name).relative_to(root).as_posix() for it in items]
+        captions = read_captions_csv(_captions_file(cfg), names)
+        items = [replace(it, caption=c) for it, c in zip(items, captions, strict=True)]
+    return items, class_names
+
+
+def _captions_file(cfg: PrepareConfig) -> Path | None:
+    """The captions CSV of source ``file`` (default ``captions.csv`` in the image folder), else None."""
+    if cfg.captions.source != "file":
+        return None
+    return Path(cfg.captions.path) if cfg.captions.path else Path(cfg.path) / "captions.csv"
+
+
+def _image_files(root: Path, ignored: list[dict[str, str]], captions: Path | None) -> tuple[list[Item], list[str]]:
+    """The items of the folder ``root`` by the layout rule; the captions file is no image, nor ignored."""
+    # the captions CSV usually sits in the image folder: it is data of the folder, not an image
+    skip = captions.resolve() if captions is not None else None
+    entries = [p for p in sorted(root.iterdir()) if skip is None or p.resolve() != skip]
     class_dirs = [p for p in entries if p.is_dir() and not p.name.startswith(".")]
     if class_dirs:
         for p in entries:
@@ -90,29 +112,32 @@ def _image_folder(cfg: PrepareConfig, ignored: list[dict[str, str]]) -> tuple[li
                 ignored.append({"file": str(p), "reason": _why_ignored(p, "beside the class folders, so in no class")})
         items: list[Item] = []
         for label, folder in enumerate(class_dirs):
-            files = _files_below(folder, ignored)
+            files = _files_below(folder, ignored, skip)
             if not files:
                 raise DataError(f"class folder {folder} has no images; add PNG/JPEG/WebP files or remove the folder.")
             items += [Item(str(f), label, _opener(f)) for f in files]
         return items, [d.name for d in class_dirs]
-    files = _files_below(root, ignored)
+    files = _files_below(root, ignored, skip)
     if not files:
         raise DataError(f"prepare.path: {root} contains no PNG/JPEG/WebP images; add images or fix the path.")
     return [Item(str(f), None, _opener(f)) for f in files], []
 
 
-def _files_below(folder: Path, ignored: list[dict[str, str]]) -> list[Path]:
+def _files_below(folder: Path, ignored: list[dict[str, str]], skip: Path | None = None) -> list[Path]:
     """Every non-hidden regular file at any depth below ``folder``, sorted by path.
 
     Non-images are kept so the decoder reports them by name; hidden entries (``.DS_Store``,
-    ``.ipynb_checkpoints``) and what is not a regular file are recorded in ``ignored``.
+    ``.ipynb_checkpoints``) and what is not a regular file are recorded in ``ignored``;
+    ``skip`` (the captions file, resolved) is left out.
     """
     files: list[Path] = []
     for p in sorted(folder.iterdir()):
+        if skip is not None and p.resolve() == skip:
+            continue
         if p.name.startswith("."):
             ignored.append({"file": str(p), "reason": _why_ignored(p, "hidden")})
         elif p.is_dir():
-            files += _files_below(p, ignored)
+            files += _files_below(p, ignored, skip)
         elif p.is_file():
             files.append(p)
         else:
@@ -129,17 +154,29 @@ def _npz(cfg: PrepareConfig) -> tuple[list[Item], list[str]]:
     path = Path(cfg.path)
     if not path.is_file():
         raise DataError(f"prepare.path: {path} does not exist; point it at an .npz file with arrays x and optional y.")
+    want_captions = cfg.captions.source == "npz"
     try:
         with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
+            # captions are read only when used: an object array there cannot load without pickle
+            arrays = {k: npz[k] for k in npz.files if k != "captions" or want_captions}
     except Exception as err:
-        raise DataError(f"{path} cannot be read as .npz ({type(err).__name__}); write it with numpy.savez(x=..., y=...).") from None
+        raise DataError(f"{path} cannot be read as .npz ({type(err).__name__}); write it with numpy.savez(x=..., y=...) "
+                        "and captions as a str array (np.array(captions, dtype=str)).") from None  # fmt: skip
     if "x" not in arrays:
         raise DataError(f"{path} has no array 'x' (found: {', '.join(arrays) or 'none'}); save images as x.")
     x = _check_x(arrays["x"], path)
     labels, names = _check_y(arrays.get("y"), len(x), path)
-    items = [Item(f"{path.name}[{i}]", None if labels is None else int(labels[i]), _const(x[i])) for i in range(len(x))]
+    captions = _check_npz_captions(arrays.get("captions"), len(x), path) if want_captions else [None] * len(x)
+    items = [Item(f"{path.name}[{i}]", None if labels is None else int(labels[i]), _const(x[i]), caption=captions[i]) for i in range(len(x))]
     return items, names
+
+
+def _check_npz_captions(captions: np.ndarray | None, n: int, path: Path) -> list[str]:
+    if captions is None:
+        raise DataError(f"{path} has no array 'captions', which prepare.captions.source npz reads; save one str per image as captions.")
+    if captions.shape != (n,):
+        raise DataError(f"{path}: captions has shape {captions.shape}; expected ({n},), one caption per image of x.")
+    return check_captions(captions, f"{path}: captions")
 
 
 def _check_x(x: np.ndarray, path: Path) -> np.ndarray:

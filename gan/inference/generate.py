@@ -19,8 +19,13 @@ A row may hold only these fields, each checked as sent (:mod:`gan.inference.requ
                 (a z-space threshold cannot apply to a given z: refused with one)
     z           optional latent batch [k, z_dim] used instead of n and seed (give neither
                 with it); ``labels`` then gives one label per row of z, or is cycled
+    captions    text-conditioned generators (StackGAN) only: a list of captions cycled over
+                the n samples, instead of labels (words the text encoder does not know are
+                read as <unk>; a caption with no known word is refused)
 The answer: ``images`` uint8 [N, C, H, W], ``labels`` int64 [N] (-1 for an unconditional
-generator) and ``class_names`` [N] (each sample's class name; "" when unconditional).
+generator or a caption row) and ``class_names`` [N] (each sample's class name; "" when
+unconditional); a text-conditioned generator adds ``captions`` [N] (each sample's caption,
+"" for rows conditioned on labels).
 Nothing is drawn until every row of the request has passed its checks.
 
 Samples come from :func:`gan.sampling.latent_label_batches` and :func:`gan.sampling.to_uint8`,
@@ -60,7 +65,7 @@ from gan.sampling import (
 MAX_REQUEST_SAMPLES = 10_000  # over all rows of one request
 MAX_SEED = 2**63 - 1
 UNLABELLED = -1
-REQUEST_FIELDS = ("n", "labels", "seed", "truncation", "z")
+REQUEST_FIELDS = ("n", "labels", "seed", "truncation", "z", "captions")
 
 
 class GenerateRunner:
@@ -74,6 +79,7 @@ class GenerateRunner:
         self.class_names = list(self.spec.get("class_names") or [str(i) for i in range(self.num_classes)])
         self.image_shape = (int(self.spec["channels"]), int(self.spec["image_size"]), int(self.spec["image_size"]))
         self.w_space = truncates_in_w(self.G)  # truncation is psi in w-space (StyleGAN2)
+        self.captioned = hasattr(self.G, "vocab")  # conditioned on caption embeddings (StackGAN)
 
     def all_labels(self) -> list[int]:
         """Every class of a conditional generator (empty for an unconditional one)."""
@@ -93,11 +99,49 @@ class GenerateRunner:
         seed: int = 0,
         truncation: float | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        captions: Sequence[str] | None = None,
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Stream ``n`` samples as (uint8 ``[B, C, H, W]``, int64 ``[B]``) batches; memory is O(batch)."""
+        """Stream ``n`` samples as (uint8 ``[B, C, H, W]``, int64 ``[B]``) batches; memory is O(batch).
+
+        With ``captions`` (a text-conditioned generator) they are cycled over the samples
+        instead of labels, and each batch's int64 entries are caption indices.
+        """
+        if captions:
+            emb, _ = self.caption_embeddings(captions)
+            for z, i in latent_label_batches(n, self.z_dim, len(emb), list(range(len(emb))), seed, truncation, batch_size):
+                with torch.inference_mode():
+                    images = to_uint8(self.G(z, None, text=emb[i])).numpy()
+                yield images, i.numpy().astype(np.int64)
+            return
         check_request(n, labels, truncation, self.num_classes, limit=None, w_space=self.w_space)
         for z, y in latent_label_batches(n, self.z_dim, self.num_classes, labels, seed, truncation, batch_size, self.w_space):
             yield self.generate_from_latents(z, y, truncation)
+
+    @torch.inference_mode()
+    def caption_embeddings(self, captions: Sequence[str]) -> tuple[torch.Tensor, list[str]]:
+        """``([K, text_dim], unknown words)``: the captions through the generator's text encoder.
+
+        GanError for a generator without one, a caption that is not text, or one without a
+        word the encoder knows (every word would read as <unk>).
+        """
+        from gan.models.text import UNK, encode_captions
+
+        if not self.captioned:
+            raise GanError("captions were given but this generator is not text-conditioned; send labels instead.")
+        texts = []
+        for i, caption in enumerate(captions):
+            if not isinstance(caption, str) or not caption.strip():
+                raise GanError(f"caption {i} ({caption!r}) is empty or not text; send one non-empty string per caption.")
+            texts.append(caption)
+        try:
+            tokens, unknown = encode_captions(texts, list(self.G.vocab), int(self.G.max_len))
+        except ValueError as err:
+            raise GanError(f"{err}; send captions made of words such as: {', '.join(self.G.vocab[2:12])}.") from None
+        known = (tokens > UNK).any(1)
+        if not bool(known.all()):
+            i = int((~known).nonzero()[0])
+            raise GanError(f"caption {i} ({texts[i]!r}) has no word this generator's text encoder knows; use words such as: {', '.join(self.G.vocab[2:12])}.")
+        return self.G.encode(tokens), unknown
 
     def label_index(self, label: Any) -> int:
         """A request's label as a class index: the index itself, or the class's name."""
@@ -116,6 +160,14 @@ class GenerateRunner:
             if len(labels) and not self.num_classes:
                 check_labels(list(labels), 0)  # one sentence: an unconditional generator takes no labels
             labels = [self.label_index(v) for v in labels] or None
+        captions = row.get("captions")
+        if captions is not None:
+            if isinstance(captions, str | bytes) or not isinstance(captions, Sequence | np.ndarray) or not len(captions):
+                raise GanError(f"captions = {captions!r} is invalid; send a non-empty list of caption strings.")
+            if labels is not None:
+                raise GanError("a request row gives both labels and captions; condition on one of them.")
+            captions = list(captions)
+            self.caption_embeddings(captions)  # checked as sent, before anything is drawn
         truncation = None if row.get("truncation") is None else real_number("truncation", row["truncation"])
         if row.get("z") is None:
             if "n" not in row:
@@ -132,10 +184,13 @@ class GenerateRunner:
                                "drop it, or clip z yourself.")  # fmt: skip
             z = _latent_batch(row["z"], self.z_dim)
             n, seed = len(z), 0
-        if labels is not None and len(labels) > n:
-            raise GanError(f"labels has {len(labels)} entries for {n} samples; give at most one label per sample (they are cycled).")
+        for key, given in (("labels", labels), ("captions", captions)):
+            if given is not None and len(given) > n:
+                raise GanError(f"{key} has {len(given)} entries for {n} samples; give at most one per sample (they are cycled).")
+        if captions is not None and z is not None:
+            raise GanError("captions cannot be combined with z; send n, seed and captions.")
         check_request(n, labels, truncation, self.num_classes, limit=None, w_space=self.w_space)  # the cap is per request: predict
-        return Request(n, labels, seed, truncation, z)
+        return Request(n, labels, seed, truncation, z, captions)
 
     def predict(self, model_input: Any) -> dict[str, np.ndarray]:
         """Answer every request row, in row order; the whole input is checked before any sample is drawn."""
@@ -149,13 +204,21 @@ class GenerateRunner:
                 raise GanError(f"{asked} is more than one request may ask for ({MAX_REQUEST_SAMPLES}); split it or use `gan augment`.")
         except GanError as err:  # the serving layer answers MlflowException with HTTP 400
             raise MlflowException.invalid_parameter_value(str(err)) from None
-        images, labels = [], []
+        images, labels, captions = [], [], []
         for request in requests:
             for x, y in self._answer(request):
                 images.append(x)
-                labels.append(y)
+                if request.captions is None:
+                    labels.append(y)
+                    captions += [""] * len(y)
+                else:  # y: caption indices
+                    labels.append(np.full(len(y), UNLABELLED, np.int64))
+                    captions += [request.captions[i] for i in y.tolist()]
         labels = np.concatenate(labels)
-        return {"images": np.concatenate(images), "labels": labels, "class_names": self.names_of(labels)}
+        out = {"images": np.concatenate(images), "labels": labels, "class_names": self.names_of(labels)}
+        if self.captioned:
+            out["captions"] = np.asarray(captions, dtype=object)
+        return out
 
     def names_of(self, labels: np.ndarray) -> np.ndarray:
         """Each sample's class name (object ``[N]``; "" for an unconditional generator's -1)."""
@@ -163,7 +226,7 @@ class GenerateRunner:
 
     def _answer(self, request: Request) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         if request.z is None:
-            yield from self.iter_batches(request.n, request.labels, request.seed, request.truncation)
+            yield from self.iter_batches(request.n, request.labels, request.seed, request.truncation, captions=request.captions)
             return
         labels = request.labels or self.all_labels()
         y = cycled_labels(0, request.n, labels) if self.num_classes else None
@@ -179,6 +242,7 @@ class Request:
     seed: int
     truncation: float | None
     z: torch.Tensor | None
+    captions: list[str] | None = None
 
 
 def _latent_batch(value: Any, z_dim: int) -> torch.Tensor:
@@ -219,6 +283,7 @@ def signature(spec: dict[str, Any]) -> ModelSignature:
             TensorSpec(np.dtype(np.uint8), (-1, channels, image_size, image_size), "images"),
             TensorSpec(np.dtype(np.int64), (-1,), "labels"),
             TensorSpec(np.dtype(object), (-1,), "class_names"),
+            *([TensorSpec(np.dtype(object), (-1,), "captions")] if spec.get("arch") == "stackgan" else []),
         ]
     )
     return ModelSignature(outputs=outputs)

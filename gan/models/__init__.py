@@ -30,6 +30,12 @@ from gan.models.mlp import MLPDiscriminator, MLPGenerator
 from gan.models.progan import ProGANDiscriminator, ProGANGenerator
 from gan.models.resnet import ResNetDiscriminator, ResNetGenerator
 from gan.models.srgan import RRDBNet, SRResNet, VGGStyleDiscriminator
+from gan.models.stackgan import (
+    StackGANDiscriminator,
+    StackGANGenerator,
+    StackGANStage1,
+    StackGANStage2,
+)
 from gan.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 from gan.models.translate import (
     CycleGANGenerator,
@@ -48,6 +54,7 @@ GENERATORS: dict[str, type[nn.Module]] = {
     "resnet": ResNetGenerator,
     "stylegan2": StyleGAN2Generator,
     "progan": ProGANGenerator,
+    "stackgan": StackGANGenerator,  # its kwargs come with featurize's text encoder (gan.tasks.stackgan)
 }
 DISCRIMINATORS: dict[str, type[nn.Module]] = {
     "mlp": MLPDiscriminator,
@@ -55,6 +62,7 @@ DISCRIMINATORS: dict[str, type[nn.Module]] = {
     "resnet": ResNetDiscriminator,
     "stylegan2": StyleGAN2Discriminator,
     "progan": ProGANDiscriminator,
+    "stackgan": StackGANDiscriminator,
 }
 # Every network a task may build or an exported model may hold, by a stable key
 # ("<arch>.<role>"): exported config.json files name their networks with these keys, so
@@ -78,6 +86,11 @@ NETWORKS: dict[str, type[nn.Module]] = {
     "rrdb.G": RRDBNet,
     "srresnet.G": SRResNet,
     "vgg.D": VGGStyleDiscriminator,
+    # text-to-image StackGAN: the exported composite, its two trainable stages, and the D of each
+    "stackgan.G": StackGANGenerator,
+    "stackgan.stage1": StackGANStage1,
+    "stackgan.stage2": StackGANStage2,
+    "stackgan.D": StackGANDiscriminator,
 }
 # Architectures whose D is always spectral-normalised (SNGAN's design).
 ALWAYS_SPECTRAL_D = ("resnet",)
@@ -130,6 +143,8 @@ def model_kwargs(model_cfg: ModelConfig, channels: int, image_size: int, num_cla
     Raises :class:`gan.errors.ConfigError` when the config cannot fit the data.
     """
     arch = model_cfg.arch
+    if arch == "stackgan":
+        raise ConfigError("model.arch 'stackgan' is built by the generate task from featurize's text encoder (gan.tasks.stackgan), not from model_kwargs.")
     if arch not in GENERATORS:
         raise ConfigError(f"params.yaml: model.arch = {arch!r} is invalid: allowed values are {', '.join(GENERATORS)}.")
     if model_cfg.conditional and num_classes < 1:
@@ -205,6 +220,15 @@ Architectures (model.arch); every one is unconditional or class-conditional (mod
           stabilisation); pixel norm, nearest upsampling, minibatch stddev, equalised lr;
           WGAN-GP with the drift term (train.progan.drift), Adam 1e-3 betas (0, 0.99) in the paper
           conditional: class embedding joined to z in G, projection on a class map in D
+  stackgan  StackGAN (Zhang et al. 2017): two stages. Stage I draws a low-resolution sketch
+          (at stage1_size) from z and the caption; Stage II re-encodes it, joins the
+          caption again, refines it through residual blocks and upsamples to image_size. Each
+          stage has its own conditioning augmentation (c ~ N(mu(t), sigma(t)^2), KL to N(0, I)
+          weighted by train.stackgan.kl_weight); matching-aware D per stage (real image with a
+          wrong caption counts as fake). Captions are embedded by the small text encoder the
+          featurize stage trains (no pretrained char-CNN-RNN offline); G holds it, its
+          vocabulary and each class's mean caption embedding, so class labels condition too.
+          Stage I trains first (train.stackgan.stage1_steps), then Stage II with Stage I frozen
   Resolutions: powers of two from 8 to 128, 1 or 3 channels.
   Widths: model.g_width / model.d_width are the channels at 4x4 for the conv architectures (halving
   as the resolution doubles, at least 8) and the narrowest hidden layer's units for mlp.

@@ -9,12 +9,16 @@ training split and reports its validation accuracy/loss, and how far real images
 blurred by 0.7 px or noised move FID above the real-vs-real floor (featurize/metrics.json,
 ``sensitivity/*``), with a warning line when blur barely moves it. With
 ``featurize.inception_weights`` set, Inception-v3 features from those weights on disk
-are recorded too (checked here so a bad file fails now, not at evaluation).
+are recorded too (checked here so a bad file fails now, not at evaluation). When the
+prepared data has captions (prepare.captions), the caption encoder text-conditioned
+generators read is trained here too (:mod:`gan.text_encoder`; ``text_encoder.*`` beside
+the feature network, ``text/*`` in the metrics).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from gan.atomic import atomic_write_json
 from gan.config import load_params
@@ -30,6 +34,7 @@ from gan.features import (
 from gan.paths import check_outputs
 from gan.sensitivity import BLUR_SIGMA, NOISE_STD, blind_spot_warning, sensitivity
 from gan.stages import stage_parser
+from gan.text_encoder import fit_text_encoder, save_text_encoder
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,7 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         "metrics": {k: v for k, v in metrics.items() if k != "seconds"},
         "inception": inception,
     }
-    save_feature_net(net, args.out, spec)
+    text = _fit_text_encoder(net, spec, manifest, data, train_x, val_y, cfg) if manifest.get("captions") else None
+    if text is not None:
+        metrics.update({f"text/{k}": v for k, v in text[1]["metrics"].items()})
+    save_feature_net(net, args.out, spec, also=None if text is None else lambda folder: save_text_encoder(*text, folder))
     # can this space see blur and noise at all? (report only: config.json above stays as it was)
     report = sensitivity(load_feature_net(args.out), train_x, val_x, seed=cfg.seed, batch_size=cfg.batch_size)
     metrics.update(report)
@@ -75,6 +83,18 @@ def main(argv: list[str] | None = None) -> int:
     if warning:
         print(f"featurize: warning: {warning}.")
     return 0
+
+
+def _fit_text_encoder(net: Any, spec: dict[str, Any], manifest: dict[str, Any], data: Path, train_x: Any, val_y: Any, cfg: Any) -> tuple[Any, dict[str, Any]]:
+    """The caption encoder trained on the training captions against the new domain network's image features."""
+    from gan.data import load_captions
+    from gan.features import FeatureNet
+
+    domain = FeatureNet(net, {**spec, "kind": "classifier" if net.num_classes else "autoencoder"})
+    features = domain.features(train_x, batch_size=cfg.batch_size)  # [N, feature_dim]
+    captions = [str(c) for c in load_captions(data, "train")]
+    val = ([str(c) for c in load_captions(data, "val")], val_y)
+    return fit_text_encoder(features, captions, cfg.text, seed=cfg.seed, val=val)
 
 
 def _inception_spec(value: str | None) -> dict[str, str] | None:

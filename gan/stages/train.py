@@ -46,12 +46,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def check_trainable(params: Params, manifest: dict[str, Any]) -> None:
-    """Fail before Ray starts when the models cannot be built or the data cannot feed the workers."""
-    from gan.tasks import make_task
+def check_trainable(params: Params, manifest: dict[str, Any], data_dir: str, features: str | None) -> Any:
+    """The task, once its networks are known to build; fails before Ray starts when the models
+    cannot be built or the data cannot feed the workers."""
+    from gan.training.factory import task_for
 
     try:
-        task = make_task(params, manifest)
+        task = task_for(params, data_dir, features)
         task.build_networks()
     except ValueError as err:
         raise ConfigError(f"params.yaml: the model section cannot be built for this data ({err}).") from None
@@ -68,6 +69,7 @@ def check_trainable(params: Params, manifest: dict[str, Any]) -> None:
         )
     if cfg.diffaugment:
         import gan.diffaugment  # noqa: F401  (fails here, not inside a worker, when unavailable)
+    return task
 
 
 def init_ray() -> bool:
@@ -153,12 +155,9 @@ def train(args: argparse.Namespace, params: Params, data_dir: str, t0: float, st
 
     manifest = read_manifest(data_dir)
     params, hyperparams = apply_tuned(params, args.tuned)
-    check_trainable(params, manifest)
-    from gan.tasks import make_task
-
-    task = make_task(params, manifest)
-    name = run_name(params, manifest["hash"])
     features = args.features if (Path(args.features) / "config.json").exists() else None
+    task = check_trainable(params, manifest, data_dir, features)
+    name = run_name(params, manifest["hash"])
     ensure_experiment(EXPERIMENT)  # a clear error now if MLflow is unreachable, not after training
 
     connected = init_ray()

@@ -170,13 +170,24 @@ class Task:
         self.params = params
         self.manifest = manifest
 
+    def use_inputs(self, data_dir: Any, features_dir: Any) -> None:
+        """Read stage inputs beyond the manifest before networks are built; nothing by default.
+
+        Called wherever a task trains (:func:`gan.training.factory.task_for`): StackGAN
+        reads featurize's text encoder and embeds the training captions here.
+        """
+
     # ---- networks ------------------------------------------------------------------
     def network_specs(self) -> dict[str, dict[str, Any]]:
         """``{name: {"network": key in gan.models.NETWORKS, "kwargs": {...}}}``, JSON-able."""
         raise NotImplementedError
 
     def build_networks(self) -> dict[str, nn.Module]:
-        """The networks of :meth:`network_specs`, freshly initialised (seed the RNG before)."""
+        """The networks of :meth:`network_specs`, freshly initialised (seed the RNG before).
+
+        A network may be a part of another (StackGAN's stages are modules of its G): the
+        trainer then trains the part through its own optimiser and never the whole.
+        """
         from gan.models import build_network
 
         return {name: build_network(spec["network"], **spec["kwargs"]) for name, spec in self.network_specs().items()}

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from gan.errors import ConfigError
 from gan.losses import gradient_penalty, infogan_mi_loss, loss_spec, r1_penalty
 from gan.models import model_kwargs
 from gan.tasks.base import (
@@ -61,11 +62,20 @@ class GenerateTask(Task):
 
     def __init__(self, params: Any, manifest: dict[str, Any]) -> None:
         super().__init__(params, manifest)
+        self.loss_pair = loss_spec(params.model.loss)
+        # StackGAN conditions on captions through featurize's text encoder (gan.tasks.stackgan)
+        self.stackgan = None
+        if params.model.arch == "stackgan":
+            from gan.tasks.stackgan import StackGANRecipe
+
+            if params.model.conditional and not manifest["num_classes"]:
+                raise ConfigError("params.yaml: model.conditional is true but the prepared data has no labels; set model.conditional: false or use labelled data.")
+            self.stackgan = StackGANRecipe(params, manifest, bool(params.model.conditional), self.loss_pair)
+            self.audited = {}  # no single D to audit: D1 and D2 judge (image, caption) pairs
         # raises ConfigError naming the key when the model section cannot fit the data
-        self.G_kwargs, self.D_kwargs = model_kwargs(params.model, manifest["channels"], manifest["image_size"], manifest["num_classes"])
+        self.G_kwargs, self.D_kwargs = self._model_kwargs(params, manifest)
         if params.train.privacy.enabled and params.model.arch == "dcgan" and not self.D_kwargs["spectral_norm"]:
             self.D_kwargs["norm"] = "group"  # DP-SGD needs per-sample gradients: no BatchNorm in D
-        self.loss_pair = loss_spec(params.model.loss)
         info = params.model.infogan
         self.c_categorical, self.c_continuous = int(info.categorical), int(info.continuous)
         self.c_dim = self.c_categorical + self.c_continuous
@@ -83,6 +93,14 @@ class GenerateTask(Task):
             from gan.tasks.progan import ProGANSchedule
 
             self.progan = ProGANSchedule(params, int(manifest["image_size"]))
+
+    def _model_kwargs(self, params: Any, manifest: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """G's and D's kwargs (StackGAN's G kwargs come with the text encoder: see :meth:`network_specs`)."""
+        if self.stackgan is not None:
+            classes = int(manifest["num_classes"]) if params.model.conditional else 0
+            # the exported G's latent: noise + both conditioning-augmentation draws (gan.models.stackgan)
+            return {"z_dim": int(params.model.z_dim + 2 * params.model.stackgan.c_dim), "num_classes": classes}, {}
+        return model_kwargs(params.model, manifest["channels"], manifest["image_size"], manifest["num_classes"])
 
     @property
     def saturates(self) -> bool:  # type: ignore[override]
@@ -120,11 +138,25 @@ class GenerateTask(Task):
                           batch_size=settings.batch_size, nearest_k=settings.nearest_k, kid_subset_size=settings.kid_subset_size)  # fmt: skip
 
     # ---- networks and optimisers ------------------------------------------------------
+    def use_inputs(self, data_dir: Any, features_dir: Any) -> None:
+        """StackGAN reads featurize's text encoder and the training captions; nothing for the others."""
+        if self.stackgan is not None:
+            self.stackgan.use_inputs(data_dir, features_dir)
+
     def network_specs(self) -> dict[str, dict[str, Any]]:
+        if self.stackgan is not None:
+            return self.stackgan.network_specs()
         arch = self.params.model.arch
         return {"G": {"network": f"{arch}.G", "kwargs": self.G_kwargs}, "D": {"network": f"{arch}.D", "kwargs": self.D_kwargs}}
 
+    def build_networks(self) -> dict[str, torch.nn.Module]:
+        if self.stackgan is not None:
+            return self.stackgan.build_networks()
+        return super().build_networks()
+
     def optimizers(self) -> dict[str, OptimizerSpec]:
+        if self.stackgan is not None:
+            return self.stackgan.optimizers()
         if self.stylegan2 is not None:
             self.stylegan2.params = self.params  # PBT may have changed them
             return self.stylegan2.optimizers()
@@ -135,6 +167,9 @@ class GenerateTask(Task):
 
     # ---- the recipe ---------------------------------------------------------------------
     def phases(self, step: int) -> list[Phase]:
+        if self.stackgan is not None:
+            self.stackgan.params = self.params
+            return self.stackgan.phases(step)
         if self.stylegan2 is not None:
             self.stylegan2.params = self.params
             return self.stylegan2.phases()
@@ -144,8 +179,14 @@ class GenerateTask(Task):
             d_phases.append(Phase("Dreg", "D", self.d_reg, every=cfg.r1_interval))
         return d_phases * cfg.n_critic + [Phase("Gmain", "G", self.g_main, grad_norm="grad_norm/G")]
 
+    def lr_scale(self, step: int) -> dict[str, float]:
+        """StackGAN's rates halved on a schedule; none for the others."""
+        return self.stackgan.lr_scale(step) if self.stackgan is not None else {}
+
     def before_step(self, nets: dict[str, torch.nn.Module], step: int) -> None:
-        """ProGAN: grow G, D and G_ema to the level of detail of ``step``; nothing for the others."""
+        """ProGAN: grow G, D and G_ema to the level of detail of ``step``; StackGAN: the stage G draws with."""
+        if self.stackgan is not None:
+            self.stackgan.before_step(nets, step)
         if self.progan is not None:
             self.progan.params = self.params
             self.progan.apply(nets, step)
@@ -154,12 +195,14 @@ class GenerateTask(Task):
         from gan.data import ShardedBatches
 
         cfg = self.params.train
-        source = ShardedBatches(data_dir, "train", cfg.batch_size, rank, world_size, cfg.seed)
+        source = ShardedBatches(data_dir, "train", cfg.batch_size, rank, world_size, cfg.seed, rows=self.stackgan is not None)
         # restart at the epoch holding the position and skip what it already gave
         source.epoch, skip = divmod(consumed, source.batches_per_epoch)
         stream = iter(source)
         for _ in range(skip):
             next(stream)
+        if self.stackgan is not None:  # the rows' caption embeddings too
+            yield from self.stackgan.batches(stream)
         for x, y in stream:  # [B, C, H, W], [B] | None
             yield {"image": x, "label": y if self.conditional else None}
 
@@ -180,7 +223,7 @@ class GenerateTask(Task):
         m = self.manifest
         return {
             "arch": self.params.model.arch,
-            "G_kwargs": self.G_kwargs,
+            "G_kwargs": self.network_specs()["G"]["kwargs"] if self.stackgan is not None else self.G_kwargs,
             "z_dim": self.z_dim,
             "num_classes": int(self.G_kwargs["num_classes"]),
             "class_names": list(m.get("class_names", [])) if self.conditional else [],

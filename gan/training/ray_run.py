@@ -155,8 +155,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
 
     data_dir = local_path(config["data_dir"])  # a path, or a staged input copied to this node
-    task = task_for(params, data_dir)
-    eval_fn = make_eval_fn(params, task, data_dir, local_path(config.get("features_dir")), device) if chief else None
+    features_dir = local_path(config.get("features_dir"))
+    task = task_for(params, data_dir, features_dir)
+    eval_fn = make_eval_fn(params, task, data_dir, features_dir, device) if chief else None
     try:
         summary = fit(
             params,

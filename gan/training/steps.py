@@ -38,16 +38,20 @@ class NetworkSet:
     trainable: dict[str, bool] = field(default_factory=dict)
 
     def train_only(self, names: tuple[str, ...]) -> None:
-        """Make ``names`` trainable and freeze the rest (touching only networks whose state changes)."""
-        for name, module in self.raw.items():
-            want = name in names
-            if self.trainable.get(name) is not want:
-                module.requires_grad_(want)
-                self.trainable[name] = want
-                # per-sample gradient hooks (DP-SGD's wrapper) record only while the network trains
-                toggle = getattr(self.wrapped[name], "enable_hooks" if want else "disable_hooks", None)
-                if toggle is not None:
-                    toggle()
+        """Make ``names`` trainable and freeze the rest (touching only networks whose state changes).
+
+        Freezing comes first: where a trained network is a part of a frozen one (StackGAN's
+        stages inside its G), the part ends up trainable whatever the networks' order.
+        """
+        for want in (False, True):
+            for name, module in self.raw.items():
+                if (name in names) is want and self.trainable.get(name) is not want:
+                    module.requires_grad_(want)
+                    self.trainable[name] = want
+                    # per-sample gradient hooks (DP-SGD's wrapper) record only while the network trains
+                    toggle = getattr(self.wrapped[name], "enable_hooks" if want else "disable_hooks", None)
+                    if toggle is not None:
+                        toggle()
 
     def for_phase(self, names: tuple[str, ...]) -> dict[str, nn.Module]:
         """The networks a phase sees: wrappers of those it trains, raw modules of the others."""
