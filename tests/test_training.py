@@ -429,3 +429,13 @@ def test_ray_train_placement_group_cleaner_output_is_kept_off_the_console():
     finally:
         dispatcher.handlers = saved
     assert printed == ["step 20/40 | loss/D 1.2", "a task's line"]
+
+
+@pytest.mark.parametrize("name", ["D(G(z))", "D(x, wrong)", "loss/D", "a|b[c]{d}", "progan/alpha", "ratio (x/y) %"])
+def test_every_metric_name_a_task_may_use_is_one_mlflow_takes(name):
+    """Tasks name metrics freely; the tracking layer turns any name into one MLflow's validator accepts."""
+    from mlflow.utils.validation import _validate_metric_name
+
+    from gan.training.tracking import _key
+
+    _validate_metric_name(_key(name))

@@ -18,6 +18,7 @@ once the server is back logs the whole run from that checkpoint without training
 from __future__ import annotations
 
 import contextlib
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -164,5 +165,9 @@ def finished_run(client: Any, experiment_id: str, run_name: str, step: int) -> s
 
 
 def _key(name: str) -> str:
-    """MLflow metric names allow ``/`` but not parentheses: ``D(G(z))`` -> ``D_G_z``."""
-    return name.replace("(", "_").replace(")", "").rstrip("_")
+    """A task's metric name as MLflow takes it (alphanumerics and ``_-. :/``): ``D(G(z))`` -> ``D_G_z``.
+
+    Any other character (a comma, a bracket, ``|``) becomes ``_``: tasks name their metrics
+    freely, and a name MLflow refuses would fail the run's logging after training.
+    """
+    return re.sub(r"[^A-Za-z0-9_\-. :/]", "_", name.replace("(", "_").replace(")", "")).rstrip("_")
