@@ -72,6 +72,7 @@ def params_for(args: argparse.Namespace, seed: int) -> Any:
         "train": {"batch_size": args.batch, "steps": args.steps, "seed": seed, "mixed_precision": "none", "lr_G": 2e-4, "lr_D": 2e-4,
                   "beta1": 0.5, "beta2": 0.999, "ema_decay": 0.999, "n_critic": 1,
                   "stackgan": {"stage1_steps": args.stage1_steps, "kl_weight": 2.0, "lr_decay_steps": 0}},
+        "tune": {"enabled": False},
     })  # fmt: skip
 
 

@@ -67,7 +67,7 @@ def fit_text_encoder(
         metrics["val_unknown_words"] = float(len(unknown))
         if val_y is not None and len(val_captions) > 1:
             with torch.no_grad():
-                metrics["class_agreement"] = float(class_agreement(encoder(val_tokens), torch.as_tensor(np.asarray(val_y))))
+                metrics["class_agreement"] = float(class_agreement(encoder(val_tokens), torch.as_tensor(np.array(val_y))))
     spec = {"format": FORMAT, "vocab": vocab, "kwargs": kwargs, "max_len": int(settings.max_len), "metrics": metrics}
     return encoder, spec
 

@@ -129,7 +129,7 @@ def test_the_export_draws_from_captions_and_from_labels(exported):
         ({"n": 2, "captions": ["   "]}, "empty"),
         ({"n": 2, "captions": "a thick seven"}, "list of caption strings"),
         ({"n": 2, "captions": ["a thick seven"], "labels": [7]}, "both labels and captions"),
-        ({"n": 1, "captions": ["a thick seven", "a thin one"]}, "at most one per sample"),
+        ({"n": 1, "captions": ["a thick seven", "a thin one"]}, "at most one caption per sample"),
         ({"z": [[0.0] * 24], "captions": ["a thick seven"]}, "cannot be combined with z"),
     ],
 )

@@ -42,6 +42,11 @@ CSV_COLUMNS = ("file", "caption")
 LUMA = np.array([0.299, 0.587, 0.114])
 
 
+def has_captions(manifest: dict) -> bool:
+    """Whether prepared data (its manifest) holds a caption per image."""
+    return (manifest.get("captions") or {}).get("source", "none") != "none"
+
+
 def measure(x: np.ndarray) -> tuple[float, float]:
     """``(mass, slant)`` of a grayscale image, ``(mass, texture)`` of an RGB one; ``x``: [C, H, W] in [-1, 1].
 

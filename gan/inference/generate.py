@@ -186,7 +186,8 @@ class GenerateRunner:
             n, seed = len(z), 0
         for key, given in (("labels", labels), ("captions", captions)):
             if given is not None and len(given) > n:
-                raise GanError(f"{key} has {len(given)} entries for {n} samples; give at most one per sample (they are cycled).")
+                what = "label" if key == "labels" else "caption"
+                raise GanError(f"{key} has {len(given)} entries for {n} samples; give at most one {what} per sample (they are cycled).")
         if captions is not None and z is not None:
             raise GanError("captions cannot be combined with z; send n, seed and captions.")
         check_request(n, labels, truncation, self.num_classes, limit=None, w_space=self.w_space)  # the cap is per request: predict

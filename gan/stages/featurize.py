@@ -23,6 +23,7 @@ from typing import Any
 from gan.atomic import atomic_write_json
 from gan.config import load_params
 from gan.data import load_split, read_manifest
+from gan.data.captions import has_captions
 from gan.features import (
     file_sha256,
     load_feature_net,
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         "metrics": {k: v for k, v in metrics.items() if k != "seconds"},
         "inception": inception,
     }
-    text = _fit_text_encoder(net, spec, manifest, data, train_x, val_y, cfg) if manifest.get("captions") else None
+    text = _fit_text_encoder(net, spec, manifest, data, train_x, val_y, cfg) if has_captions(manifest) else None
     if text is not None:
         metrics.update({f"text/{k}": v for k, v in text[1]["metrics"].items()})
     save_feature_net(net, args.out, spec, also=None if text is None else lambda folder: save_text_encoder(*text, folder))

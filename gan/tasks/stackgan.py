@@ -74,7 +74,9 @@ class StackGANRecipe:
         if loss_pair.gradient_penalty:
             raise ConfigError("params.yaml: model.loss = 'wgan-gp' is not supported with model.arch = 'stackgan' "
                               "(its matching-aware D is trained with a cross-entropy); use nonsaturating as the paper does.")  # fmt: skip
-        if not manifest.get("captions"):
+        from gan.data.captions import has_captions
+
+        if not has_captions(manifest):
             raise ConfigError("model.arch = 'stackgan' needs captions, but the prepared data has none; set prepare.captions.source and run dvc repro prepare.")
         self.params, self.manifest, self.pair = params, manifest, loss_pair
         self.conditional = conditional
