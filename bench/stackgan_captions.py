@@ -64,13 +64,13 @@ NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "
 
 
 def params_for(args: argparse.Namespace, seed: int) -> Any:
-    """StackGAN's recipe (Adam 2e-4 betas (0.5, 0.999), KL weight 2, cross-entropy) at the bench's size."""
+    """StackGAN's recipe (Adam 2e-4 betas (0.5, 0.999), KL weight 2, cross-entropy, no EMA) at the bench's size."""
     return parse_params({
         "prepare": prepare_section(args),
         "model": {"arch": "stackgan", "conditional": True, "z_dim": 64, "g_width": args.width, "d_width": args.width, "loss": "nonsaturating",
                   "stackgan": {"c_dim": 32, "n_res": 2}},
         "train": {"batch_size": args.batch, "steps": args.steps, "seed": seed, "mixed_precision": "none", "lr_G": 2e-4, "lr_D": 2e-4,
-                  "beta1": 0.5, "beta2": 0.999, "ema_decay": 0.999, "n_critic": 1,
+                  "beta1": 0.5, "beta2": 0.999, "ema_decay": args.ema_decay, "n_critic": 1,
                   "stackgan": {"stage1_steps": args.stage1_steps, "kl_weight": 2.0, "lr_decay_steps": 0}},
         "tune": {"enabled": False},
     })  # fmt: skip
@@ -195,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--samples", type=int, default=600, help="samples per evaluation")
     parser.add_argument("--per-caption", type=int, default=64, help="samples per caption for the attribute gaps")
+    parser.add_argument("--ema-decay", type=float, default=0.0, help="G_ema's decay (0: the trained weights, as the paper, which keeps no EMA)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None)

@@ -119,10 +119,10 @@ def plain_loop(params: Any, data_dir: Path, steps: int, warmup: int) -> dict[str
 def hand_written_recipe(params: Any) -> bool:
     """Whether :func:`plain_loop` runs the same recipe as the trainer: the generate task with a
     plain loss pair and no regulariser or schedule it leaves out (gradient or R1 penalty,
-    DiffAugment, InfoGAN codes, StyleGAN2's or ProGAN's phases). Otherwise the plain baseline
+    DiffAugment, InfoGAN codes, StyleGAN2's, ProGAN's or StackGAN's phases). Otherwise the plain baseline
     is the project's loop (``fit``) in a plain process."""
     m, t = params.model, params.train
-    return (m.task == "generate" and m.arch not in ("stylegan2", "progan") and m.loss != "wgan-gp" and t.r1_gamma == 0
+    return (m.task == "generate" and m.arch not in ("stylegan2", "progan", "stackgan") and m.loss != "wgan-gp" and t.r1_gamma == 0
             and not t.diffaugment and not (m.infogan.categorical or m.infogan.continuous))  # fmt: skip
 
 
@@ -150,7 +150,7 @@ def ddp_child(params: Any, data_dir: Path) -> dict[str, Any]:
         dist.init_process_group("gloo")
     rank = dist.get_rank() if world > 1 else 0
     windows: list[float] = []
-    summary = fit(params, data_dir, task=task_for(params, data_dir), rank=rank, world_size=world, log=None,
+    summary = fit(params, data_dir, task=task_for(params, data_dir, features_of(data_dir)), rank=rank, world_size=world, log=None,
                   wrap=ddp_wrap(torch.device("cpu")) if world > 1 else None,
                   report=lambda metrics, _ckpt: windows.append(metrics["throughput/img_s"]))  # fmt: skip
     if world > 1:
@@ -208,10 +208,37 @@ def matmul_peak(threads: int = 1, n: int = 1024, repeats: int = 10) -> float:
 def ray_run(params: Any, data_dir: Path, name: str) -> dict[str, float]:
     from gan.training.ray_run import run_training
 
-    out = run_training(params, data_dir, name=name, fresh=True)
+    out = run_training(params, data_dir, name=name, fresh=True, features_dir=features_of(data_dir))
     windows = [row["throughput/img_s"] for row in out.checkpoint.history[1:]]  # the first window is warm-up
     return {"windows": windows, "cpu_img_s": out.summary["throughput/img_per_cpu_s"] * 1.0,
             "first_step_s": float(out.startup_s or float("nan")), "wall_s": out.wall_s}
+
+
+def features_of(data_dir: Path) -> Path | None:
+    """The featurize output beside the prepared data, where the recipe reads one (StackGAN's caption encoder)."""
+    folder = Path(data_dir).parent / "features"
+    return folder if folder.exists() else None
+
+
+def featurize_for(data_dir: Path) -> None:
+    """For data with captions: the feature network and caption encoder the featurize stage would
+    write (one epoch of the classifier: only the encoder's weights matter to training speed)."""
+    from gan.config import parse_params
+    from gan.data import load_captions, load_split, read_manifest
+    from gan.data.captions import has_captions
+    from gan.features import FeatureNet, save_feature_net, train_feature_net
+    from gan.text_encoder import fit_text_encoder, save_text_encoder
+
+    manifest = read_manifest(data_dir)
+    if not has_captions(manifest):
+        return
+    cfg = parse_params({"featurize": {"epochs": 1}}).featurize
+    (x, y), (vx, vy) = load_split(data_dir, "train"), load_split(data_dir, "val")
+    net, _ = train_feature_net(x, y, vx, vy, int(manifest["num_classes"]), cfg)
+    spec = {"class_names": manifest["class_names"]}
+    features = FeatureNet(net, {**spec, "kind": "classifier"}).features(x)
+    encoder, text = fit_text_encoder(features, [str(c) for c in load_captions(data_dir, "train")], cfg.text, seed=0)
+    save_feature_net(net, Path(data_dir).parent / "features", spec, also=lambda folder: save_text_encoder(encoder, text, folder))
 
 
 def _r(values: list[float]) -> list[float]:
@@ -254,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         hand_written = hand_written_recipe(base)  # else the plain baseline is fit in a plain process
         data = Path(tmp) / "prepared"
         prepare_dataset(base.prepare, data)
+        featurize_for(data)
         peak = matmul_peak()
         step_flops = flops_per_step(base, data) if hand_written else float("nan")
         t = time.perf_counter()
