@@ -63,7 +63,7 @@ def arch_params(args: argparse.Namespace, seed: int, **translate: float) -> dict
         train |= {"n_critic": 1, "lr_G": 2e-4, "lr_D": 2e-4, "beta1": 0.5, "beta2": 0.999}
     elif args.arch == "stargan":  # the reference's WGAN-GP recipe
         train |= {"n_critic": 5, "lr_G": 1e-4, "lr_D": 1e-4, "beta1": 0.5, "beta2": 0.999}
-    return {"prepare": {"source": "digits_domains", "domains": DOMAINS[args.arch], "image_size": args.image_size},
+    return {"prepare": {"source": "digits_domains", "domains": (args.domains or DOMAINS[args.arch]), "image_size": args.image_size},
             "model": {"task": "translate", "g_width": args.width, "d_width": args.width, "translate": model}, "train": train}  # fmt: skip
 
 
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="bench-translate-"))
     data = work / "prepared"
-    domains = DOMAINS[args.arch]
+    domains = (args.domains or DOMAINS[args.arch])
     prepare_dataset(PrepareConfig(source="digits_domains", domains=domains, image_size=args.image_size), data)
     manifest = read_manifest(data)
     (tx, ty), (vx, vy) = load_split(data, "train"), load_split(data, "val")
@@ -178,6 +178,7 @@ def table(result: dict) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", choices=sorted(DOMAINS), default="cyclegan")
+    parser.add_argument("--domains", nargs="+", default=None, help="the digits_domains transforms (default: the arch's, DOMAINS)")
     parser.add_argument("--image-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=16)
