@@ -76,7 +76,7 @@ def test_photos_examples_build_their_networks_on_the_patches(example, tmp_path):
         task.use_inputs(tmp_path / "data", tmp_path)
     nets = task.build_networks()
     y = torch.tensor([0, 5])
-    fake = nets["G"](torch.randn(2, params.model.z_dim), y)
+    fake = nets["G"](torch.randn(2, nets["G"].z_dim), y)  # StackGAN's latent also holds its CA draws
     if params.model.arch == "stackgan":  # D judges (image, caption embedding) pairs, at each stage's size
         emb = nets["G"].condition(y, None, 2)
         assert nets["D2"](fake, emb).shape == (2,) and nets["D1"](nets["G1"](torch.randn(2, 64), emb)[0], emb).shape == (2,)
