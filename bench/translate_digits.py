@@ -73,7 +73,8 @@ def variants(args: argparse.Namespace) -> list[tuple[str, dict[str, float]]]:
         runs = [("cyclegan", {"lambda_cyc": 10.0, "lambda_id": args.lambda_id}), ("lambda_cyc=0", {"lambda_cyc": 0.0, "lambda_id": args.lambda_id})]
         return runs[: 1 if args.no_ablation else 2]
     if args.arch == "stargan":
-        return [(f"stargan ({args.adversarial})", {"adversarial": args.adversarial})]
+        label = f"stargan ({args.adversarial}{f', identity {args.lambda_idt:g}' if args.lambda_idt else ''})"
+        return [(label, {"adversarial": args.adversarial, "lambda_idt": args.lambda_idt})]
     return [(args.arch, {})]
 
 
@@ -191,6 +192,7 @@ def main() -> int:
     parser.add_argument("--lambda-id", type=float, default=0.0, help="identity L1 as a fraction of lambda_cyc (0: off, as in docs/examples)")
     parser.add_argument("--adversarial", choices=["wgan-gp", "lsgan"], default="wgan-gp",
                         help="stargan: the reference's WGAN-GP (n_critic 5, lr 1e-4) or CycleGAN's LSGAN (n_critic 1, lr 2e-4)")
+    parser.add_argument("--lambda-idt", type=float, default=0.0, help="stargan: identity L1 weight (0: off, as the reference)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     result = run(args)

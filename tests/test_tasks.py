@@ -98,10 +98,12 @@ ARCH_PARAMS: dict[str, dict[str, Any]] = {
                   "loss": "nonsaturating", "stackgan": {"c_dim": 8, "n_res": 1}},
         "train": {"steps": 4, "stackgan": {"stage1_steps": 2, "lr_decay_steps": 1}},
     },
-    # StarGAN with CycleGAN's least-squares objective instead of the critic and its penalty
+    # StarGAN with CycleGAN's least-squares objective instead of the critic and its penalty,
+    # and CycleGAN's identity term
     "translate/stargan-lsgan": {
         "data": "prepared_digit_domains3",
-        "model": {"task": "translate", "g_width": 8, "d_width": 8, "translate": {"arch": "stargan", "n_blocks": 1, "adversarial": "lsgan"}},
+        "model": {"task": "translate", "g_width": 8, "d_width": 8, "translate": {"arch": "stargan", "n_blocks": 1, "adversarial": "lsgan",
+                                                                                    "lambda_idt": 5.0}},
     },
     "translate/stargan": {
         "data": "prepared_digit_domains3",

@@ -15,6 +15,7 @@
     stargan   G(x, c) one generator for every domain, D with source and domain heads.
               Dmain x n_critic  WGAN critic + lambda_gp * GP + lambda_cls * L_cls(real)
               Gmain  -critic(fake) + lambda_cls * L_cls(fake) + lambda_rec * L1(G(G(x, c'), c), x) (Choi et al. 2018)
+                     [+ lambda_idt * L1(G(x, c), x): off in the reference, CycleGAN's identity term]
               model.translate.adversarial: lsgan puts CycleGAN's least-squares terms on D's patch map
               in place of the critic and its penalty
 
@@ -298,12 +299,18 @@ class TranslateTask(Task):
             fake = G(x, one_hot(c_trg, k))
             src, cls = D(fake)
             rec = G(fake, one_hot(c_org, k))
+            same = G(x, one_hot(c_org, k)) if self.cfg.lambda_idt > 0 else None
         lsgan = self.cfg.adversarial == "lsgan"
         adv = g_loss_least_squares_cyclegan(src.float()) if lsgan else g_loss_wasserstein(src.float().mean((1, 2, 3)))
         cls_loss = domain_classification_loss(cls.float(), c_trg)
         rec_loss = l1_reconstruction_loss(rec.float(), x)
         loss = adv + self.cfg.lambda_rec * rec_loss + self.cfg.lambda_cls * cls_loss
-        return loss, {"loss/G": adv.detach(), "loss/cls_fake": cls_loss.detach(), "loss/rec": rec_loss.detach()}
+        out = {"loss/G": adv.detach(), "loss/cls_fake": cls_loss.detach(), "loss/rec": rec_loss.detach()}
+        if same is not None:  # an image sent to its own domain comes back unchanged (CycleGAN's identity term)
+            idt = identity_loss(same.float(), x)
+            loss = loss + self.cfg.lambda_idt * idt
+            out["loss/identity"] = idt.detach()
+        return loss, out
 
     # ---- state: image pools and the lr schedule ------------------------------------------
     def state_dict(self) -> dict[str, Any]:
