@@ -50,7 +50,7 @@ from PIL import Image
 
 from gan.config import parse_params
 from gan.data import load_captions, load_split, prepare_dataset
-from gan.data.captions import ATTRIBUTE_WORDS, measure
+from gan.data.captions import ATTRIBUTE_WORDS, class_word, measure
 from gan.evaluation import evaluate_generator
 from gan.features import FeatureNet, load_feature_net, save_feature_net, train_feature_net
 from gan.metrics.swd import pyramid_swd
@@ -60,7 +60,6 @@ from gan.training import GANTrainer
 from gan.training.factory import task_for
 
 RESULTS = Path(__file__).parent / "results"
-NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 
 def params_for(args: argparse.Namespace, seed: int) -> Any:
@@ -79,10 +78,6 @@ def params_for(args: argparse.Namespace, seed: int) -> Any:
 def prepare_section(args: argparse.Namespace) -> dict[str, Any]:
     channels = 3 if args.source == "photo_patches" else 1
     return {"source": args.source, "image_size": args.image_size, "channels": channels, "captions": {"source": "attributes"}}
-
-
-def class_word(name: str) -> str:
-    return NUMBER_WORDS[int(name)] if name.isdigit() else name.lower()
 
 
 def stage_samples(G: torch.nn.Module, emb: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

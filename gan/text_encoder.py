@@ -80,10 +80,6 @@ def save_text_encoder(encoder: TextEncoder, spec: dict[str, Any], folder: str | 
     (folder / CONFIG).write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
 
 
-def has_text_encoder(features_dir: str | os.PathLike | None) -> bool:
-    return features_dir is not None and (Path(features_dir) / CONFIG).exists()
-
-
 def load_text_encoder(features_dir: str | os.PathLike | None) -> tuple[TextEncoder, dict[str, Any]]:
     """The encoder featurize trained (eval mode, CPU) and its spec; GanError naming the file when absent or broken."""
     if features_dir is None:

@@ -236,7 +236,3 @@ class StackGANRecipe:
     def g2_main(self, ctx: PhaseContext, batch: Batch) -> tuple[torch.Tensor, Metrics]:
         fake, mu, logvar = self._stage2(ctx, batch)
         return self._g_loss(ctx["D2"], fake, batch["text"], mu, logvar)
-
-    def state_dict(self) -> dict[str, Any]:
-        """The stage (for inspection: it is recomputed from the step on resume)."""
-        return {}
