@@ -1,5 +1,5 @@
 # Two commands on a fresh clone:
-#   make repro   # set up .venv, initialise DVC, run the whole pipeline (dvc repro)
+#   make repro   # set up .venv, initialise DVC, run the whole pipeline (gan repro: dvc repro on one local Ray)
 #   make test    # set up .venv, run the test suite
 PYTHON ?= python3
 VENV := .venv
@@ -24,7 +24,7 @@ install: $(STAMP)
 	$(BIN)/dvc config core.analytics false
 
 repro: $(STAMP) .dvc/config
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/gan repro
 
 retrain: $(STAMP) .dvc/config
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/gan retrain

@@ -1,21 +1,28 @@
-"""Benchmark: the prepare stage on a generated folder of small images.
+"""Benchmark: the prepare stage on generated folders of images, decoded locally and on Ray Data.
 
-    python bench/prepare_throughput.py              # 20,000 images, prints a table
-    python bench/prepare_throughput.py --n 2000     # quicker
+    python bench/prepare_throughput.py                          # 20,000 and 200,000 images, both routes
+    python bench/prepare_throughput.py --sizes 2000 --routes local   # quicker
+    python bench/prepare_throughput.py --cluster                # also the Ray route on a local two-node cluster
 
-Reports images/s of ``prepare_dataset`` against a baseline measured in the same
-run (decode + resize only, no split, hashing or writing), and peak RSS of prepare
-at N/4 and N images: the stage streams, so peak memory must not grow with N.
-Each measurement runs in a fresh subprocess so peak RSS is its own.
-Writes bench/results/prepare_throughput.json.
+For each image count, in one run: images/s of ``prepare_dataset`` with ``prepare.engine:
+local`` (decoded in the stage's process) and ``prepare.engine: ray`` (Ray Data tasks),
+against a baseline measured in the same run (decode + resize only in one process, no
+split, hashing or writing), and the peak RSS of the stage's process (the driver): both
+routes stream, so it must stay flat in the image count. The Ray route's time is given
+with and without starting Ray (a stage run by ``gan repro`` joins a running one). The
+outputs of the two routes are compared byte for byte. ``--cluster`` adds the Ray route
+on ``scripts/local_cluster.sh``'s two nodes (RAY_ADDRESS). Each measurement runs in a
+fresh subprocess so peak RSS is its own. Writes bench/results/prepare_throughput.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,10 +32,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "prepare_throughput.json"
+SOURCE_SIZE, IMAGE_SIZE = 28, 16
 
 
-def make_folder(root: Path, n: int, classes: int = 10, size: int = 28) -> Path:
+def make_folder(root: Path, n: int, classes: int = 10, size: int = SOURCE_SIZE) -> Path:
     """``n`` random grayscale PNGs of ``size`` px in ``classes`` sub-folders."""
     rng = np.random.default_rng(0)
     for c in range(classes):
@@ -46,65 +55,97 @@ def _child(mode: str, folder: str, limit: int, out: str) -> None:
     from gan.data.preprocess import to_array
 
     files = sorted(Path(folder).rglob("*.png"))[:limit]
+    init_s = 0.0
+    if mode == "ray":
+        from gan.ray_session import init_ray
+
+        t = time.perf_counter()
+        init_ray()
+        init_s = time.perf_counter() - t
     start = time.perf_counter()
     if mode == "baseline":
         for f in files:
             with Image.open(f) as img:
-                to_array(img, 16, 1)
+                to_array(img, IMAGE_SIZE, 1)
     else:
-        src = Path(out) / "subset"
-        if limit < len(list(Path(folder).rglob("*.png"))):
-            for f in files:  # a subset folder of symlinks, same class layout
-                dst = src / f.parent.name / f.name
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                dst.symlink_to(f)
-        else:
-            src = Path(folder)
-        prepare_dataset(PrepareConfig(source="image_folder", path=str(src), image_size=16, shard_size=4096), Path(out) / "prepared")
+        cfg = PrepareConfig(source="image_folder", path=folder, image_size=IMAGE_SIZE, shard_size=4096, engine=mode)
+        prepare_dataset(cfg, Path(out) / "prepared")
     seconds = time.perf_counter() - start
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"mode": mode, "n": len(files), "seconds": seconds, "img_s": len(files) / seconds, "peak_rss_mb": peak_mb}))
+    print(json.dumps({"mode": mode, "n": len(files), "seconds": seconds, "init_s": init_s, "img_s": len(files) / seconds,
+                      "img_s_with_ray_start": len(files) / (seconds + init_s), "peak_rss_mb": peak_mb}))  # fmt: skip
 
 
-def measure(mode: str, folder: Path, limit: int) -> dict:
+def measure(mode: str, folder: Path, limit: int, keep: Path | None = None, env: dict[str, str] | None = None) -> dict:
+    """One fresh process; ``keep``: where its prepared output is moved (to compare the routes)."""
     with tempfile.TemporaryDirectory() as out:
-        proc = subprocess.run([sys.executable, __file__, "--child", mode, str(folder), str(limit), out], capture_output=True, text=True, check=True)
+        proc = subprocess.run([sys.executable, __file__, "--child", mode, str(folder), str(limit), out], capture_output=True, text=True, env=env)
+        if proc.returncode:
+            raise RuntimeError(f"{mode} on {limit} images failed:\n{proc.stderr[-3000:]}")
+        if keep is not None:
+            shutil.move(str(Path(out) / "prepared"), keep)
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def same_bytes(a: Path, b: Path) -> bool:
+    return subprocess.run(["diff", "-rq", str(a), str(b)], capture_output=True).returncode == 0
+
+
+def on_cluster(folder: Path, n: int) -> dict:
+    """The Ray route on a local two-node cluster (scripts/local_cluster.sh), RAY_ADDRESS set."""
+    script = ROOT / "scripts" / "local_cluster.sh"
+    env = {**os.environ, "GAN_RAY_PORT": "6470"}
+    started = subprocess.run(["bash", str(script), "start"], capture_output=True, text=True, env=env, check=True).stdout
+    try:
+        for line in started.splitlines():  # export RAY_ADDRESS=127.0.0.1:6470 RAY_AUTH_MODE=token
+            if line.startswith("export "):
+                env.update(pair.split("=", 1) for pair in line.split()[1:])
+        return measure("ray", folder, n, env=env)
+    finally:
+        subprocess.run(["bash", str(script), "stop"], capture_output=True, env=env)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=20_000)
+    parser.add_argument("--sizes", default="20000,200000", help="image counts, comma-separated")
+    parser.add_argument("--routes", default="local,ray")
+    parser.add_argument("--cluster", action="store_true", help="also the Ray route on a local two-node cluster (largest size)")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         mode, folder, limit, out = args.child
         _child(mode, folder, int(limit), out)
         return
-    with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        folder = make_folder(Path(tmp) / "raw", args.n)
-        gen_s = time.perf_counter() - t0
-        base = measure("baseline", folder, args.n)
-        small = measure("prepare", folder, args.n // 4)
-        full = measure("prepare", folder, args.n)
+    sizes = [int(n) for n in args.sizes.split(",")]
+    routes = args.routes.split(",")
+    rows = []
+    t_bench = time.perf_counter()
+    for n in sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            folder = make_folder(Path(tmp) / "raw", n)
+            row: dict = {"images": n, "generate_s": round(time.perf_counter() - t0, 1)}
+            row["baseline_img_s"] = round(measure("baseline", folder, n)["img_s"], 1)
+            for route in routes:
+                r = measure(route, folder, n, keep=Path(tmp) / route)
+                row[route] = {k: round(v, 2) for k, v in r.items() if k not in ("mode", "n")}
+                print(f"{n} images, {route}: {r['img_s']:.0f} img/s ({r['img_s_with_ray_start']:.0f} with Ray's start), peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
+            if len(routes) == 2:
+                row["same_bytes"] = same_bytes(Path(tmp) / routes[0], Path(tmp) / routes[1])
+            if args.cluster and n == max(sizes):
+                r = on_cluster(folder, n)
+                row["ray_two_nodes"] = {k: round(v, 2) for k, v in r.items() if k not in ("mode", "n")}
+                print(f"{n} images, ray on two nodes: {r['img_s']:.0f} img/s", flush=True)
+            rows.append(row)
     result = {
-        "machine": f"{platform.machine()} {platform.processor() or ''} {__import__('os').cpu_count()} cores".strip(),
-        "python": platform.python_version(),
-        "images": args.n,
-        "generate_s": round(gen_s, 1),
-        "baseline_img_s": round(base["img_s"], 1),
-        "prepare_img_s": round(full["img_s"], 1),
-        "ratio_vs_baseline": round(full["img_s"] / base["img_s"], 3),
-        "peak_rss_mb_quarter": round(small["peak_rss_mb"], 1),
-        "peak_rss_mb_full": round(full["peak_rss_mb"], 1),
-        "peak_rss_growth": round(full["peak_rss_mb"] / small["peak_rss_mb"], 3),
-    }
+        "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores".strip(),
+        "python": platform.python_version(), "date": time.strftime("%Y-%m-%d"), "load_average_at_end": os.getloadavg()[0],
+        "image": f"{SOURCE_SIZE}x{SOURCE_SIZE} grayscale PNG, prepared at {IMAGE_SIZE}x{IMAGE_SIZE}", "rows": rows,
+        "bench_wall_s": round(time.perf_counter() - t_bench, 1),
+    }  # fmt: skip
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    width = max(len(k) for k in result)
-    for k, v in result.items():
-        print(f"{k:<{width}}  {v}")
+    print(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "augment": ("gan.augment", "cli_main", "generate labelled synthetic data from a registered model"),
     "translate": ("gan.translate", "cli_main", "translate images to a domain with a registered translate model"),
     "upscale": ("gan.upscale", "cli_main", "upscale a folder of images with a super-resolution model"),
+    "repro": ("gan.repro", "cli_main", "dvc repro with one local Ray shared by every stage"),
     "retrain": ("gan.retrain", "cli_main", "scheduled retraining with gated promotion"),
     "score": ("gan.detect", "cli_main", "score images for anomalies with a registered detect model"),
 }

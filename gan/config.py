@@ -123,6 +123,11 @@ class PrepareConfig(_Section):
     seed: int = Field(0, ge=0, le=SEED_MAX)
     shard_size: int = Field(4096, gt=0)
     on_bad_file: Literal["fail", "skip"] = "fail"
+    # how images are decoded (never what is written: the same bytes either way): local, in
+    # the stage's process; ray, in parallel Ray Data tasks on the cluster; auto, ray for an
+    # image folder of at least ray_min_images files (gan.data.decode)
+    engine: Literal["auto", "local", "ray"] = "auto"
+    ray_min_images: int = Field(20000, gt=0)
     # anomaly detection (model.task: detect): which classes are normal; the rest are anomalies
     normal_classes: list[str] | None = None
     anomaly_classes: list[str] | None = None
@@ -163,6 +168,9 @@ class PrepareConfig(_Section):
             raise ValueError(f"prepare.patches.short_side: {self.patches.short_side} is smaller than prepare.image_size = {self.image_size}, so no patch fits; raise it")
         if self.source not in ("digits", "photos", "photo_patches", "digits_domains") and not self.path:
             raise ValueError(f"prepare.path: source '{self.source}' needs a path to the raw data")
+        if self.engine == "ray" and (self.source != "image_folder" or self.pairs is not None):
+            raise ValueError(f"prepare.engine: ray decodes the files of an image folder, but source '{self.source}'"
+                             f"{' with pairs' if self.pairs is not None else ''} has none; use engine auto or local")
         if self.source == "torchvision" and not self.torchvision_class:
             raise ValueError("prepare.torchvision_class: source 'torchvision' needs a class name such as MNIST")
         if self.normal_classes is not None and self.anomaly_classes is not None:

@@ -2,6 +2,14 @@
 
     init_ray()      # RAY_ADDRESS=<head>:6379 dvc repro  -> joins that cluster (docs/cluster.md)
 
+    with pipeline_cluster():                  # gan repro, gan retrain, make repro:
+        subprocess.run(["dvc", "repro"])      # every Ray stage joins one local Ray
+
+A stage run on its own starts a private local Ray and pays Ray's start-up (the GCS, the
+raylet, Ray Train's detached helper actors) each time; :func:`pipeline_cluster` starts
+one for a whole pipeline run and stops exactly that one afterwards (docs/benchmarks.md,
+"Start-up").
+
 Ray's own output (worker logs, progress tables, deprecation notes) stays in Ray's log
 files (``/tmp/ray/session_latest/logs`` on each node); the user sees the stage's own
 concise progress lines.
@@ -9,9 +17,11 @@ concise progress lines.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Iterator
 
 from gan import signals
 from gan.console import quiet_console
@@ -50,6 +60,62 @@ def init_ray(num_cpus: int | None = None, *, stream_worker_output: bool = False)
         logging.getLogger(name).setLevel(logging.WARNING)
     signals.reinstall()  # ray.init replaced the SIGTERM handler with sys.exit(15)
     return True
+
+
+def joined_address() -> str | None:
+    """The cluster address this process joins through ``RAY_ADDRESS`` (None: a private local Ray)."""
+    return os.environ.get("RAY_ADDRESS") or None
+
+
+def ray_where() -> str:
+    """For a stage's first line: ``", on Ray at <address>"`` when it joined a cluster, else nothing."""
+    address = joined_address()
+    return f", on Ray at {address}" if address else ""
+
+
+@contextlib.contextmanager
+def pipeline_cluster() -> Iterator[str]:
+    """One local Ray for every stage run inside the block: yields its address, exported as ``RAY_ADDRESS``.
+
+    With ``RAY_ADDRESS`` already set (a cluster chosen by the user) nothing is started and
+    that address is yielded. Otherwise this process starts a local Ray, the children it
+    starts join it through ``RAY_ADDRESS``, and leaving the block shuts down exactly the
+    processes it started: any other Ray on the machine keeps running (``ray stop`` would
+    stop them all).
+    """
+    given = joined_address()
+    if given:
+        yield given
+        return
+    import ray
+
+    init_ray()
+    address = ray.get_runtime_context().gcs_address
+    os.environ["RAY_ADDRESS"] = address
+    try:
+        yield address
+    finally:
+        os.environ.pop("RAY_ADDRESS", None)
+        ray.shutdown()
+
+
+def run_child(cmd: list[str], **kwargs: object) -> int:
+    """Run ``cmd`` to its end in its own process group and return its exit status.
+
+    SIGINT and SIGTERM (Ctrl-C reaches only this process, whose group the terminal
+    signals) are passed once to the child's whole group, as a terminal would, and the
+    wait goes on: the child finishes its own clean-up (DVC's lock, a stage's temporary
+    output) while the Ray it uses is still up.
+    """
+    import signal
+
+    proc = subprocess.Popen(cmd, process_group=0, **kwargs)  # type: ignore[call-overload]
+    while True:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt as err:  # SIGINT, or SIGTERM as signals.Terminated
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, getattr(err, "signum", signal.SIGINT))
 
 # Ray-internal actors whose console output is noise to the user. PlacementGroupCleaner (Ray
 # Train V2) looks its controller up through the State API without an address; with a second

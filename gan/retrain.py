@@ -9,7 +9,9 @@ Steps:
 2. bring in new raw data: ``dvc update`` for every import under ``data/raw`` and
    ``dvc pull`` when a DVC remote is configured (a changed ``data/raw`` directory is
    picked up by ``dvc repro`` itself, since it is a dependency of ``prepare``);
-3. ``dvc repro`` (full log in ``logs/retrain-<time>.log``);
+3. ``dvc repro`` on one local Ray shared by its stages (``RAY_ADDRESS``'s cluster when
+   set, none when nothing is to run; :func:`gan.repro.repro_cluster`), full log in
+   ``logs/retrain-<time>.log``;
 4. read ``registry/decision.json`` and print one line: promoted or kept.
 
 Exit status 0 whether or not a new champion was promoted; non-zero only when a
@@ -30,6 +32,7 @@ from typing import TextIO
 from filelock import FileLock, Timeout
 
 from gan.errors import GanError
+from gan.repro import repro_cluster
 from gan.tracking import repo_root
 
 LOCK = ".retrain.lock"
@@ -163,7 +166,8 @@ def retrain(root: Path, wait: float, pull: bool = True) -> str:
                     update_import(root, target, log)
                 if has_remote(root, log):
                     _run(["dvc", "pull", "--allow-missing"], root, log)
-            out = _run(["dvc", "repro"], root, log)
+            with repro_cluster([], root, _env()):  # one local Ray for every stage (or RAY_ADDRESS's)
+                out = _run(["dvc", "repro"], root, log)
         return summary(root, out)
     finally:
         lock.release()

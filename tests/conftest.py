@@ -204,15 +204,17 @@ def captioned_digits(tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="session")
 def tiny_pipeline(tmp_path_factory):
-    """This project as a git + DVC repo with tiny params after one full ``dvc repro`` (about a minute).
+    """This project as a git + DVC repo with tiny params after one full ``gan repro`` (about a minute).
 
-    Returns ``(repo, output of that repro)``. Shared by tests/test_pipeline_dvc.py and
-    tests/test_retrain.py; a test that changes the repo leaves it reproduced (up to date).
+    Returns ``(repo, output of that repro)``: ``dvc repro``'s on one local Ray shared by the
+    stages. Shared by tests/test_pipeline_dvc.py, tests/test_retrain.py and
+    tests/test_ray_session.py; a test that changes the repo leaves it reproduced (up to date).
     """
-    from .pipeline_repo import dvc, git, make_pipeline_repo
+    from .pipeline_repo import BIN, git, make_pipeline_repo, run
 
     repo = make_pipeline_repo(tmp_path_factory.mktemp("pipeline") / "repo")
-    out = dvc(repo, "repro")
+    proc = run(repo, str(BIN / "gan"), "repro")
+    out = proc.stdout + proc.stderr
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "first repro")
     return repo, out

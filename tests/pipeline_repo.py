@@ -6,7 +6,8 @@
 Used by tests/test_pipeline_dvc.py and tests/test_retrain.py (through the session
 fixture ``tiny_pipeline`` of tests/conftest.py) and by bench/dvc_noop.py. The copy runs
 its own ``gan/`` (PYTHONPATH), so the code DVC hashes is the code that runs; MLflow is a
-SQLite file inside the repo and Ray a local instance per Ray stage (RAY_ADDRESS unset).
+SQLite file inside the repo and Ray a local instance per Ray stage (RAY_ADDRESS unset), or
+one for the whole run under ``gan repro``.
 """
 
 from __future__ import annotations
@@ -87,16 +88,22 @@ def git(repo: Path, *args: str) -> str:
     return run(repo, "git", *args).stdout
 
 
-def make_pipeline_repo(repo: Path, **sections: dict[str, Any]) -> Path:
-    """A fresh git + DVC repo at ``repo`` with this project's pipeline and tiny params, committed."""
+def copy_project(repo: Path, names: tuple[str, ...] = COPIED) -> Path:
+    """``names`` of this checkout (files or folders, without bytecode) copied into a new folder ``repo``."""
     repo.mkdir(parents=True)
-    for name in COPIED:
+    for name in names:
         src, dst = ROOT / name, repo / name
         if src.is_dir():
             shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         else:
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(src, dst)
+    return repo
+
+
+def make_pipeline_repo(repo: Path, **sections: dict[str, Any]) -> Path:
+    """A fresh git + DVC repo at ``repo`` with this project's pipeline and tiny params, committed."""
+    copy_project(repo)
     (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params(**sections), sort_keys=False))
     git(repo, "init", "-q")
     git(repo, "config", "user.email", "ci@example.com")

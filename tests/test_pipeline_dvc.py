@@ -4,7 +4,7 @@
 
 One tiny build (fixture ``tiny_pipeline`` of tests/conftest.py: a temporary git + DVC
 repo holding this project's dvc.yaml, pipelines/, gan/ and data/raw/, a SQLite MLflow
-store, local Ray) is shared by the tests below, which run in file order.
+store, one local Ray made by `gan repro`) is shared by the tests below, which run in file order.
 """
 
 from __future__ import annotations

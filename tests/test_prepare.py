@@ -168,3 +168,67 @@ def test_stage_script_and_clear_error(tmp_path, capsys):
     assert prepare_stage.main(["--params", str(params), "--out", str(tmp_path / "p")]) == 0
     assert json.loads((tmp_path / "p" / "manifest.json").read_text())["image_size"] == 8
     assert "1438 train + 359 val" in capsys.readouterr().out
+
+
+def _tree(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_ray_data_route_writes_the_local_routes_bytes_and_sentences(tmp_path, ray_cluster):
+    """prepare.engine ray (Ray Data tasks) against local: same shards, manifest and hash; same bad-file handling."""
+    raw = _folder(tmp_path / "raw", classes=("a", "b", "c"), per_class=70, size=(12, 9))
+    good = (raw / "a" / "0.png").read_bytes()
+    bad = {raw / "a" / "bad.png": b"\x89PNG garbage" * 10, raw / "b" / "half.png": good[: len(good) // 2],
+           raw / "c" / "empty.png": b"", raw / "c" / "notes.txt": b"hello"}  # fmt: skip
+    for path, data in bad.items():
+        path.write_bytes(data)
+    outs = {}
+    for engine in ("local", "ray"):
+        cfg = PrepareConfig(source="image_folder", path=str(raw), image_size=8, channels=3, shard_size=50, on_bad_file="skip", engine=engine)
+        outs[engine] = prepare_dataset(cfg, tmp_path / engine)
+        with pytest.raises(DataError) as err:
+            prepare_dataset(cfg.model_copy(update={"on_bad_file": "fail"}), tmp_path / f"{engine}-fail")
+        outs[f"{engine}-error"] = str(err.value)
+        assert not (tmp_path / f"{engine}-fail").exists()
+    assert sorted(s["file"] for s in outs["ray"]["skipped"]) == sorted(str(p) for p in bad)
+    assert outs["ray-error"] == outs["local-error"] and str(raw / "a" / "bad.png") in outs["ray-error"]
+    assert _tree(tmp_path / "ray") == _tree(tmp_path / "local"), "the two routes wrote different bytes"
+
+
+def test_engine_choice_and_sources_without_files(tmp_path):
+    from gan.data.decode import engine_for
+    from gan.data.sources import list_source
+
+    raw = _folder(tmp_path / "raw", per_class=3)
+    cfg = PrepareConfig(source="image_folder", path=str(raw), ray_min_images=6)
+    items, _ = list_source(cfg)
+    assert engine_for(cfg, items) == "ray" and engine_for(cfg.model_copy(update={"ray_min_images": 7}), items) == "local"
+    assert engine_for(cfg.model_copy(update={"engine": "local"}), items) == "local"
+    digits = PrepareConfig(ray_min_images=1)
+    assert engine_for(digits, list_source(digits)[0]) == "local"  # bundled arrays: nothing for Ray to open
+    with pytest.raises(ValueError, match="prepare.engine: ray decodes the files of an image folder, but source 'digits'"):
+        PrepareConfig(engine="ray")
+
+
+def test_a_folder_given_as_a_uri_prepares_like_its_local_path(tmp_path):
+    """prepare.path as a URI (pyarrow file systems: s3://, gs://, file://): same layout rule, order, shards and hash."""
+    raw = _folder(tmp_path / "raw", classes=("a", "b"), per_class=5, size=(10, 10))
+    (raw / "a" / "deeper").mkdir()
+    Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(raw / "a" / "deeper" / "z.png")
+    Image.fromarray(np.full((10, 10, 3), 9, np.uint8)).save(raw / "a" / "deeper.png")  # sorts after the folder, as locally
+    (raw / "a" / ".DS_Store").write_bytes(b"x")
+    (raw / "b" / "broken.png").write_bytes(b"nope")
+    (raw / "README.txt").write_text("beside the classes")
+    cfg = PrepareConfig(source="image_folder", path=str(raw), image_size=8, channels=3, on_bad_file="skip")
+    local = prepare_dataset(cfg, tmp_path / "local")
+    uri = f"file://{raw}"
+    remote = prepare_dataset(cfg.model_copy(update={"path": uri}), tmp_path / "uri")
+    assert remote["hash"] == local["hash"] and remote["counts"] == local["counts"]
+    assert {k: v for k, v in _tree(tmp_path / "uri").items() if k.endswith(".npy")} == {k: v for k, v in _tree(tmp_path / "local").items() if k.endswith(".npy")}
+    assert remote["skipped"][0]["file"] == f"{uri}/b/broken.png"
+    assert {e["file"] for e in remote["ignored"]} == {f"{uri}/a/.DS_Store", f"{uri}/README.txt"}
+    with pytest.raises(DataError, match=r"prepare.path: file:///.*nope is not a folder"):
+        prepare_dataset(cfg.model_copy(update={"path": f"file://{tmp_path / 'nope'}"}), tmp_path / "o")
+    with pytest.raises(DataError, match=r"prepare.path: nosuch://x/y cannot be listed \(.*\); check the address and the credentials"):
+        prepare_dataset(cfg.model_copy(update={"path": "nosuch://x/y"}), tmp_path / "o")
+    assert not (tmp_path / "o").exists()

@@ -2,9 +2,9 @@
 
     pytest tests/test_readme.py
 
-The pipeline commands (`make repro` -> `dvc repro`, `dvc exp run`, `gan augment`,
+The pipeline commands (`make repro` -> `gan repro` -> `dvc repro`, `dvc exp run`, `gan augment`,
 `mlflow models serve`, `gan retrain`, the local cluster script) are exercised by
-test_pipeline_dvc, test_augment, test_registry, test_retrain and test_cluster_script.
+test_pipeline_dvc, test_ray_session, test_augment, test_registry, test_retrain and test_cluster_script.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def gan(*args: str) -> subprocess.CompletedProcess:
 def test_gan_help_lists_every_stage_named_in_the_readme():
     proc = gan("--help")
     assert proc.returncode == 0, proc.stderr
-    for stage in ("prepare", "featurize", "tune", "train", "evaluate", "register", "augment", "retrain", "check", "models"):
+    for stage in ("prepare", "featurize", "tune", "train", "evaluate", "register", "augment", "repro", "retrain", "check", "models"):
         assert re.search(rf"^\s+{stage}\b", proc.stdout, re.M), f"`gan --help` does not list {stage}"
 
 

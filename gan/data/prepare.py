@@ -30,7 +30,7 @@ import numpy as np
 from gan.atomic import atomic_dir, atomic_write_json
 from gan.config import PrepareConfig
 from gan.data.captions import ATTRIBUTE_NAMES, attribute_captions, attribute_thresholds, measure
-from gan.data.preprocess import to_array
+from gan.data.decode import decode_items, engine_for
 from gan.data.shards import MANIFEST, ShardWriter, write_caption_shards
 from gan.data.sources import Item, list_source
 from gan.data.split import split_mask
@@ -38,6 +38,7 @@ from gan.errors import DataError
 
 FORMAT = "gan-prepared/1"
 DOMAIN_SOURCES = ("digits_domains", "domains")
+HOW = {"engine", "ray_min_images"}  # prepare keys that change how, never what, is written
 
 
 def prepare_dataset(cfg: PrepareConfig, out_dir: str | os.PathLike, progress: bool = False) -> dict[str, Any]:
@@ -69,9 +70,8 @@ def prepare_dataset(cfg: PrepareConfig, out_dir: str | os.PathLike, progress: bo
         writers = {s: ShardWriter(tmp / s, cfg.shard_size, labelled, extras) for s in names}
         counts = {s: [0] * len(class_names) for s in writers}
         captions = _Captions(cfg.captions.source, cfg.channels, names)
-        for item, split in zip(items, splits, strict=True):
+        for item, split, x in zip(items, splits, decode_items(items, cfg, skipped, engine_for(cfg, items)), strict=True):
             split = str(split)
-            x = _decode(item, cfg, skipped)
             if x is None:
                 continue
             extra = {"content": item.content, "oracle": item.oracle() if item.oracle else None}
@@ -92,7 +92,8 @@ def prepare_dataset(cfg: PrepareConfig, out_dir: str | os.PathLike, progress: bo
         manifest = {
             "format": FORMAT,
             "source": cfg.source,
-            "settings": cfg.model_dump(),
+            # how the images were decoded is left out: either route writes the same bytes
+            "settings": cfg.model_dump(exclude=HOW),
             "image_size": cfg.image_size,
             "channels": cfg.channels,
             "shape": [cfg.channels, cfg.image_size, cfg.image_size],
@@ -125,18 +126,6 @@ def prepare_dataset(cfg: PrepareConfig, out_dir: str | os.PathLike, progress: bo
 def _labelled(items: list[Item]) -> bool:
     has = {it.label is not None for it in items}
     return has == {True}
-
-
-def _decode(item: Item, cfg: PrepareConfig, skipped: list[dict[str, str]]) -> np.ndarray | None:
-    """Load and preprocess one item; on a bad file fail or record it, per ``on_bad_file``."""
-    try:
-        return to_array(item.load(), cfg.image_size, cfg.channels)
-    except Exception as err:  # PIL raises many types (UnidentifiedImageError, OSError, SyntaxError...)
-        reason = f"{type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else 'unreadable'}"
-        if cfg.on_bad_file == "fail":
-            raise DataError(f"{item.name} cannot be read as an image ({reason}); fix or remove it, or set prepare.on_bad_file: skip.") from None
-        skipped.append({"file": item.name, "reason": reason})
-        return None
 
 
 def _anomaly_classes(cfg: PrepareConfig, class_names: list[str], labelled: bool) -> dict[str, list]:

@@ -18,9 +18,11 @@ manifest's ``ignored`` with the reason, never dropped silently.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -44,6 +46,8 @@ class Item:
     oracle: Callable[[], np.ndarray] | None = None
     # prepare.captions.source file / npz: the image's caption, known before decoding
     caption: str | None = None
+    # image folders: the file ``load`` opens (prepare.engine ray opens it in a Ray task)
+    file: str | None = None
 
 
 def list_source(cfg: PrepareConfig, ignored: list[dict[str, str]] | None = None) -> tuple[list[Item], list[str]]:
@@ -80,8 +84,20 @@ def _photos(cfg: PrepareConfig) -> tuple[list[Item], list[str]]:
     return [Item(f"photos[{name}]", None, photo_loader(name)) for name in PHOTOS], []
 
 
+def is_uri(path: str) -> bool:
+    """Whether ``prepare.path`` names a remote or pyarrow file system (``s3://``, ``gs://``, ``file://``)."""
+    return "://" in path
+
+
 def _image_folder(cfg: PrepareConfig, ignored: list[dict[str, str]]) -> tuple[list[Item], list[str]]:
     """``root/<class>/**/*.png`` (labelled) or ``root/*.png`` (unlabelled); see the layout rule above."""
+    if is_uri(cfg.path):
+        from gan.data.remote import remote_image_files
+
+        if cfg.captions.source == "file":
+            raise DataError(f"prepare.captions.source: file reads a captions.csv beside a local image folder, but prepare.path is {cfg.path}; "
+                            "copy the folder locally (dvc import-url) or give the captions in an npz.")  # fmt: skip
+        return remote_image_files(cfg.path, ignored)
     root = Path(cfg.path)
     if not root.is_dir():
         raise DataError(f"prepare.path: {root} is not a directory; point it at a folder of images (one sub-folder per class, or flat).")
@@ -115,12 +131,12 @@ def _image_files(root: Path, ignored: list[dict[str, str]], captions: Path | Non
             files = _files_below(folder, ignored, skip)
             if not files:
                 raise DataError(f"class folder {folder} has no images; add PNG/JPEG/WebP files or remove the folder.")
-            items += [Item(str(f), label, _opener(f)) for f in files]
+            items += [Item(str(f), label, _opener(f), file=str(f)) for f in files]
         return items, [d.name for d in class_dirs]
     files = _files_below(root, ignored, skip)
     if not files:
         raise DataError(f"prepare.path: {root} contains no PNG/JPEG/WebP images; add images or fix the path.")
-    return [Item(str(f), None, _opener(f)) for f in files], []
+    return [Item(str(f), None, _opener(f), file=str(f)) for f in files], []
 
 
 def _files_below(folder: Path, ignored: list[dict[str, str]], skip: Path | None = None) -> list[Path]:
@@ -244,10 +260,18 @@ def _const(array: np.ndarray) -> Callable[[], np.ndarray]:
     return lambda: array
 
 
-def _opener(path: Path) -> Callable[[], Image.Image]:
-    def load() -> Image.Image:
-        with Image.open(path) as img:
-            img.load()  # decode now so a truncated file fails here, by name
-            return img.copy()
+def open_image(path: Path | str) -> Image.Image:
+    """The decoded image at ``path``, a local path or a URI (decoded now, so that a truncated file fails here, by name)."""
+    if isinstance(path, str) and is_uri(path):
+        from gan.data.remote import read_bytes
 
-    return load
+        source: Any = io.BytesIO(read_bytes(path))
+    else:
+        source = path
+    with Image.open(source) as img:
+        img.load()
+        return img.copy()
+
+
+def _opener(path: Path) -> Callable[[], Image.Image]:
+    return lambda: open_image(path)

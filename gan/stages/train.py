@@ -162,12 +162,13 @@ def train(args: argparse.Namespace, params: Params, data_dir: str, t0: float, st
 
     connected = init_ray()
     check_resources(params)
+    from gan.ray_session import ray_where
     from gan.training.ray_run import run_training
 
     cfg = params.train
     print(
         f"train: run {name}, {cfg.num_workers} worker(s), {cfg.steps} steps of batch {cfg.batch_size}, "
-        f"lr_G {cfg.lr_G:.2e}, lr_D {cfg.lr_D:.2e} (from {hyperparams['source']})",
+        f"lr_G {cfg.lr_G:.2e}, lr_D {cfg.lr_D:.2e} (from {hyperparams['source']}){ray_where()}",
         flush=True,
     )
     commit = git_commit()

@@ -161,7 +161,7 @@ def tune(args: argparse.Namespace, params: Params, out: Path, start_ms: int) -> 
         return 0
 
     from gan.data import read_manifest
-    from gan.ray_session import init_ray
+    from gan.ray_session import init_ray, ray_where
     from gan.tasks import task_class
     from gan.tracking import ensure_experiment
     from gan.training.inputs import tree_hash
@@ -173,7 +173,7 @@ def tune(args: argparse.Namespace, params: Params, out: Path, start_ms: int) -> 
         raise GanError(f"{args.features} holds no feature network; run the featurize stage first (dvc repro featurize).")
     ensure_experiment("gan-tune")  # once, before any trial starts (SQLite breaks under parallel creation)
     init_ray()
-    print(f"tune: {num_trials(cfg, task_class(params.model.task).tunable)} trials x {cfg.max_steps} steps, {cfg.search_alg} search, {cfg.scheduler} scheduler ...", flush=True)
+    print(f"tune: {num_trials(cfg, task_class(params.model.task).tunable)} trials x {cfg.max_steps} steps, {cfg.search_alg} search, {cfg.scheduler} scheduler{ray_where()} ...", flush=True)
     # named like the search in Ray's storage, so that register finds it from tune/best.json's "search"
     run_id = start_parent_run(search_fingerprint(params, manifest["hash"], tree_hash(args.features)), start_ms)
     try:
