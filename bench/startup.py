@@ -21,9 +21,11 @@ stage (``python pipelines/train.py --fresh``) as ``dvc repro`` runs it, alternat
 Per run: the stage's wall time as a user sees it (interpreter start to exit, the start
 taken from ``/proc``); from the stage's ``main()`` to ``TorchTrainer.fit()`` (Ray started
 or joined, data and MLflow checked); from ``fit()`` to the first training step done (the
-issue's "time to first step after a warm Ray"); and the sum, ``main()`` to first step. ``--repro`` adds one default ``make repro``
-(every stage, default params) each way: ``dvc repro`` on the baseline's code, ``gan repro``
-on this tree's. Writes bench/results/startup.json.
+"time to first step after a warm Ray"); and the sum, ``main()`` to first step. As the
+machine's yardstick, the wall time of ``python -c "import torch"``, which every new Ray
+worker process pays. ``--repro`` adds one default ``make repro`` (every stage, default
+params) each way: ``dvc repro`` on the baseline's code, ``gan repro`` on this tree's.
+Writes bench/results/startup.json.
 """
 
 from __future__ import annotations
@@ -112,6 +114,16 @@ def train_stage(repo: Path, address: str | None) -> dict[str, float]:
             "to_first_step_s": round(before_fit + metrics["startup_s"], 2)}  # fmt: skip
 
 
+def import_torch_s(times: int = 3) -> float:
+    """Median wall time of ``python -c "import torch"``: what every new Ray worker pays, as this machine's yardstick."""
+    walls = []
+    for _ in range(times):
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import torch"], check=True)
+        walls.append(time.perf_counter() - t)
+    return round(statistics.median(walls), 2)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--baseline", default="HEAD", help="revision whose code is 'before' (default HEAD)")
@@ -124,6 +136,8 @@ def main() -> None:
 
     train = {"steps": args.steps, "eval_every": 0, "checkpoint_every": args.steps, "sample_every": args.steps}
     t_bench = time.perf_counter()
+    yardstick = import_torch_s()
+    print(f"python -c 'import torch': {yardstick} s", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="bench-startup-"))
     rows: dict[str, list[dict[str, float]]] = {"before": [], "own": [], "shared": []}
     try:
@@ -151,7 +165,7 @@ def main() -> None:
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}",
         "load_average_at_start": os.getloadavg()[0], "date": time.strftime("%Y-%m-%d"), "baseline": args.baseline,
-        "steps": args.steps, "rounds": args.rounds, "median": median, "runs": rows, "repro_wall_s": repro,
+        "steps": args.steps, "rounds": args.rounds, "import_torch_s": yardstick, "median": median, "runs": rows, "repro_wall_s": repro,
         "bench_wall_s": round(time.perf_counter() - t_bench, 1),
     }  # fmt: skip
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -125,7 +125,8 @@ class PrepareConfig(_Section):
     on_bad_file: Literal["fail", "skip"] = "fail"
     # how images are decoded (never what is written: the same bytes either way): local, in
     # the stage's process; ray, in parallel Ray Data tasks on the cluster; auto, ray for an
-    # image folder of at least ray_min_images files (gan.data.decode)
+    # image folder of at least ray_min_images files on a cluster (RAY_ADDRESS) with more
+    # CPUs than this machine (gan.data.decode.engine_for)
     engine: Literal["auto", "local", "ray"] = "auto"
     ray_min_images: int = Field(20000, gt=0)
     # anomaly detection (model.task: detect): which classes are normal; the rest are anomalies

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -202,10 +203,15 @@ def test_engine_choice_and_sources_without_files(tmp_path):
     raw = _folder(tmp_path / "raw", per_class=3)
     cfg = PrepareConfig(source="image_folder", path=str(raw), ray_min_images=6)
     items, _ = list_source(cfg)
-    assert engine_for(cfg, items) == "ray" and engine_for(cfg.model_copy(update={"ray_min_images": 7}), items) == "local"
-    assert engine_for(cfg.model_copy(update={"engine": "local"}), items) == "local"
+    cores = os.cpu_count()
+    bigger, same, alone = (lambda: cores * 4.0), (lambda: float(cores)), (lambda: None)
+    assert engine_for(cfg, items, bigger) == "ray"  # enough files, a cluster with more CPUs than here
+    assert engine_for(cfg.model_copy(update={"ray_min_images": 7}), items, bigger) == "local"  # too few files
+    assert engine_for(cfg, items, same) == "local" and engine_for(cfg, items, alone) == "local"  # one machine
+    assert engine_for(cfg.model_copy(update={"engine": "local"}), items, bigger) == "local"
+    assert engine_for(cfg.model_copy(update={"engine": "ray"}), items, alone) == "ray"
     digits = PrepareConfig(ray_min_images=1)
-    assert engine_for(digits, list_source(digits)[0]) == "local"  # bundled arrays: nothing for Ray to open
+    assert engine_for(digits, list_source(digits)[0], bigger) == "local"  # bundled arrays: nothing for Ray to open
     with pytest.raises(ValueError, match="prepare.engine: ray decodes the files of an image folder, but source 'digits'"):
         PrepareConfig(engine="ray")
 

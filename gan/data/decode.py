@@ -7,8 +7,8 @@
 the file paths to Ray Data, whose tasks (on every node of ``RAY_ADDRESS``'s cluster, or a
 local Ray) open, decode and resize them in parallel and stream the arrays back in the
 listed order; ``auto`` picks ``ray`` for an image folder of at least
-``prepare.ray_min_images`` files (docs/benchmarks.md, "prepare on Ray Data", has the
-crossover). Both routes run the same loader and :func:`gan.data.preprocess.to_array` on
+``prepare.ray_min_images`` files on a cluster with more CPUs than this machine
+(:func:`engine_for`; docs/benchmarks.md, "prepare on Ray Data", has the figures). Both routes run the same loader and :func:`gan.data.preprocess.to_array` on
 the same file, so the shards, the manifest and its hash are the same bytes whichever ran;
 a file that cannot be read gets the same sentence (or ``skipped`` entry) from both.
 The driver keeps at most a few batches in memory: Ray Data's streaming executor stops
@@ -18,7 +18,8 @@ decoding ahead when the consumer (the shard writer) falls behind.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -31,12 +32,36 @@ from gan.errors import DataError
 BATCH = 64  # files per Ray Data task batch: large enough to amortise a task, small enough to spread
 
 
-def engine_for(cfg: PrepareConfig, items: list[Item]) -> str:
-    """``local`` or ``ray``: ``prepare.engine``, with ``auto`` resolved by source and file count."""
+def engine_for(cfg: PrepareConfig, items: list[Item], cluster_cpus: Callable[[], float | None] | None = None) -> str:
+    """``local`` or ``ray``: ``prepare.engine``, with ``auto`` resolved.
+
+    ``auto`` decodes on Ray Data only where that is faster: an image folder of at least
+    ``prepare.ray_min_images`` files, on a cluster joined through ``RAY_ADDRESS`` that
+    has more CPUs than this machine. On one machine the local route wins: Ray Data
+    decoded 0.26x as fast as this process on 2 cores (docs/benchmarks.md, "prepare on Ray
+    Data"), and the local Ray that ``gan repro`` shares (also ``RAY_ADDRESS``) adds no CPU.
+    ``cluster_cpus``: the joined cluster's CPU count (default: asked of Ray; None when no
+    cluster is joined).
+    """
     if cfg.engine != "auto":
         return cfg.engine
     files = cfg.source == "image_folder" and all(it.file for it in items)
-    return "ray" if files and len(items) >= cfg.ray_min_images else "local"
+    if not files or len(items) < cfg.ray_min_images:
+        return "local"
+    cpus = (cluster_cpus or _joined_cluster_cpus)()
+    return "ray" if cpus is not None and cpus > (os.cpu_count() or 1) else "local"
+
+
+def _joined_cluster_cpus() -> float | None:
+    """CPUs of the cluster at ``RAY_ADDRESS`` (joined here), or None when it is not set."""
+    from gan.ray_session import init_ray, joined_address
+
+    if not joined_address():
+        return None
+    init_ray()
+    import ray
+
+    return float(ray.cluster_resources().get("CPU", 0.0))
 
 
 def decode_items(items: list[Item], cfg: PrepareConfig, skipped: list[dict[str, str]], engine: str = "local") -> Iterator[np.ndarray | None]:

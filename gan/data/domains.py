@@ -24,7 +24,7 @@ import numpy as np
 
 from gan.config import PrepareConfig
 from gan.data.preprocess import to_array
-from gan.data.sources import Item, _files_below, _opener
+from gan.data.sources import Item, _file_item, _files_below
 from gan.errors import DataError
 
 
@@ -84,7 +84,7 @@ def domain_folders(cfg: PrepareConfig) -> tuple[list[Item], list[str]]:
         files = _files_below(folder, [])  # images at any depth of a domain folder, as for class folders
         if not files:
             raise DataError(f"domain folder {folder} has no images; add PNG/JPEG/WebP files or remove the folder.")
-        items += [Item(str(f), label, _opener(f)) for f in files]
+        items += [_file_item(f, label) for f in files]
     return items, [f.name for f in folders]
 
 
