@@ -58,6 +58,8 @@ def cli_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gan repro", description=__doc__.splitlines()[0],
                                      epilog="Every other argument goes to dvc repro unchanged.")  # fmt: skip
     _, rest = parser.parse_known_args(argv)
+    if not rest and not Path("dvc.yaml").exists():
+        raise GanError(f"{Path.cwd()} has no dvc.yaml; run gan repro in the project's directory (where make repro runs).")
     cmd = [*dvc_command(), "repro", *rest]
     with repro_cluster(rest) as address:
         if address:

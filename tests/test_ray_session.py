@@ -119,3 +119,11 @@ def test_gan_repro_runs_the_stages_on_one_ray_and_a_noop_starts_none(tiny_pipeli
 
     again = run(repo, str(BIN / "gan"), "repro")
     assert "Ray" not in again.stdout and "up to date" in again.stdout + again.stderr, again
+
+
+def test_gan_repro_outside_a_project_says_so_and_starts_nothing(tmp_path):
+    proc = subprocess.run([str(BIN / "gan"), "repro"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"})  # fmt: skip
+    assert proc.returncode == 2 and proc.stdout == "", proc
+    assert proc.stderr.strip() == f"error: {tmp_path} has no dvc.yaml; run gan repro in the project's directory (where make repro runs)."
+    assert list(tmp_path.iterdir()) == []

@@ -140,14 +140,15 @@ def _image_files(root: Path, ignored: list[dict[str, str]], captions: Path | Non
     return [_file_item(f, None) for f in files], []
 
 
-def _files_below(folder: Path, ignored: list[dict[str, str]], skip: Path | None = None) -> list[Path]:
-    """Every non-hidden regular file at any depth below ``folder``, sorted by path.
+def _files_below(folder: Path, ignored: list[dict[str, str]], skip: Path | None = None) -> list[str]:
+    """Every non-hidden regular file at any depth below ``folder``, sorted by path (as strings:
+    a ``Path`` per file of a 200,000-file folder would cost tens of MB at once).
 
     Non-images are kept so the decoder reports them by name; hidden entries (``.DS_Store``,
     ``.ipynb_checkpoints``) and what is not a regular file are recorded in ``ignored``;
     ``skip`` (the captions file, resolved) is left out.
     """
-    files: list[Path] = []
+    files: list[str] = []
     for p in sorted(folder.iterdir()):
         if skip is not None and p.resolve() == skip:
             continue
@@ -156,7 +157,7 @@ def _files_below(folder: Path, ignored: list[dict[str, str]], skip: Path | None 
         elif p.is_dir():
             files += _files_below(p, ignored, skip)
         elif p.is_file():
-            files.append(p)
+            files.append(str(p))
         else:
             ignored.append({"file": str(p), "reason": "not a regular file"})
     return files
@@ -274,7 +275,6 @@ def open_image(path: Path | str) -> Image.Image:
         return img.copy()
 
 
-def _file_item(path: Path, label: int | None) -> Item:
+def _file_item(name: str, label: int | None) -> Item:
     """The item of one image file: one string for its name and file, no Path kept (memory per file)."""
-    name = str(path)
     return Item(name, label, functools.partial(open_image, name), file=name)
