@@ -108,11 +108,9 @@ def decode_batch(batch: dict[str, np.ndarray], image_size: int, channels: int) -
 
 
 def _decode_on_ray(items: list[Item], cfg: PrepareConfig, skipped: list[dict[str, str]]) -> Iterator[np.ndarray | None]:
+    """Items with a ``file`` only: PrepareConfig refuses engine ray for other sources, and auto never picks it for them."""
     from gan.ray_session import init_ray
 
-    missing = [it.name for it in items if not it.file]
-    if missing:
-        raise DataError(f"prepare.engine: ray decodes files, but {missing[0]} of source '{cfg.source}' is not a file; use prepare.engine: local.")
     init_ray()
     import ray.data
 

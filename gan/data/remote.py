@@ -47,7 +47,7 @@ def remote_image_files(uri: str, ignored: list[dict[str, str]]) -> tuple[list[An
     """The items of the folder at ``uri`` by the layout rule, and the class names ([] when flat)."""
     import pyarrow.fs
 
-    from gan.data.sources import Item, open_image
+    from gan.data.sources import _file_item
 
     root = uri.rstrip("/")
     try:
@@ -71,21 +71,22 @@ def remote_image_files(uri: str, ignored: list[dict[str, str]]) -> tuple[list[An
     files = sorted(parts for parts, kind in entries.items() if kind == pyarrow.fs.FileType.File and parts not in hidden)
     classes = sorted(parts[0] for parts, kind in entries.items() if len(parts) == 1 and kind == pyarrow.fs.FileType.Directory and parts not in hidden)
 
-    def item(parts: tuple[str, ...], label: int | None) -> Item:
-        name = f"{root}/{'/'.join(parts)}"
-        return Item(name, label, functools.partial(open_image, name), file=name)
+    def name(parts: tuple[str, ...]) -> str:
+        return f"{root}/{'/'.join(parts)}"
 
     if not classes:
         if not files:
             raise DataError(f"prepare.path: {uri} contains no PNG/JPEG/WebP images; add images or fix the path.")
-        return [item(p, None) for p in files], []
-    items = []
+        return [_file_item(name(p), None) for p in files], []
+    by_class: dict[str, list[tuple[str, ...]]] = {c: [] for c in classes}  # one pass over the files, in order
     for parts in files:
         if len(parts) == 1:
-            ignored.append({"file": f"{root}/{parts[0]}", "reason": "file beside the class folders, so in no class"})
-    for label, name in enumerate(classes):
-        mine = [item(p, label) for p in files if len(p) > 1 and p[0] == name]
-        if not mine:
-            raise DataError(f"class folder {root}/{name} has no images; add PNG/JPEG/WebP files or remove the folder.")
-        items += mine
+            ignored.append({"file": name(parts), "reason": "file beside the class folders, so in no class"})
+        else:
+            by_class[parts[0]].append(parts)
+    items = []
+    for label, c in enumerate(classes):
+        if not by_class[c]:
+            raise DataError(f"class folder {root}/{c} has no images; add PNG/JPEG/WebP files or remove the folder.")
+        items += [_file_item(name(p), label) for p in by_class[c]]
     return items, classes
