@@ -23,7 +23,7 @@ from gan.data import load_extra, load_split, read_manifest
 from gan.errors import ConfigError, GanError
 from gan.tasks import make_task
 from gan.tasks.base import EvalSettings
-from gan.tasks.translate import ImagePool, linear_decay
+from gan.tasks.translate import ImagePool, linear_decay, target_domains
 
 from .conftest import ROOT
 from .test_registry import tracking, venv_env
@@ -150,6 +150,21 @@ def test_image_pool_fills_then_swaps_half_the_time_and_round_trips():
     a = pool.query(torch.full((20, 1, 1, 1), 7.0))
     torch.set_rng_state(state)
     assert torch.equal(again.query(torch.full((20, 1, 1, 1), 7.0)), a)
+
+
+@pytest.mark.parametrize("k", [2, 3, 8])
+def test_stargan_targets_other_never_pick_the_source_and_cover_the_rest(k):
+    torch.manual_seed(0)
+    c_org = torch.arange(k).repeat(1000)
+    c_trg = target_domains(c_org, k, "other")
+    assert c_trg.dtype == c_org.dtype and not (c_trg == c_org).any()
+    for d in range(k):  # every other domain drawn about equally often from each source
+        counts = torch.bincount(c_trg[c_org == d], minlength=k).float()
+        others = counts[torch.arange(k) != d]
+        assert others.min() > 0.7 * others.mean()
+    shuffled = target_domains(c_org, k, "shuffle")  # the reference's: a permutation of the batch's labels
+    assert torch.equal(torch.sort(shuffled).values, torch.sort(c_org).values)
+    assert (shuffled == c_org).float().mean() > 0.5 / k
 
 
 # ---------------------------------------------------------------- learning and evaluation

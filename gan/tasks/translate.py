@@ -16,6 +16,8 @@
               Dmain x n_critic  WGAN critic + lambda_gp * GP + lambda_cls * L_cls(real)
               Gmain  -critic(fake) + lambda_cls * L_cls(fake) + lambda_rec * L1(G(G(x, c'), c), x) (Choi et al. 2018)
                      [+ lambda_idt * L1(G(x, c), x): off in the reference, CycleGAN's identity term]
+              model.translate.targets: other draws c' among the other domains (default); shuffle
+              is the reference's permuted batch labels, which send 1/k of the images to their own domain
               model.translate.adversarial: lsgan puts CycleGAN's least-squares terms on D's patch map
               in place of the critic and its penalty
 
@@ -114,6 +116,23 @@ def linear_decay(step: int, const_steps: int, decay_steps: int) -> float:
 
 def one_hot(labels: torch.Tensor, k: int) -> torch.Tensor:
     return torch.nn.functional.one_hot(labels.long(), k).float()  # [B, K]
+
+
+def target_domains(c_org: torch.Tensor, k: int, mode: str) -> torch.Tensor:
+    """StarGAN's target domain for each image of the batch (int64 ``[B]``).
+
+    ``other``: uniform over the k - 1 domains that are not the image's own. ``shuffle``:
+    the reference's ``c_org[randperm(B)]``, which sends about 1/k of the batch to its own
+    domain. For those images nothing ties G(x, own) to x: the reconstruction
+    G(G(x, c), c) = x is met by any involution, such as swapping two digits, and the one
+    G carries that swap into every translation. With 2-3 domains that is a third to a
+    half of each batch (docs/benchmarks.md, "StarGAN's target domains").
+    Draws use torch's CPU generator, which the trainer checkpoints.
+    """
+    if mode == "shuffle":
+        return c_org[torch.randperm(len(c_org)).to(c_org.device)]
+    shift = torch.randint(1, k, (len(c_org),)).to(c_org.device) if k > 1 else torch.zeros_like(c_org)
+    return (c_org + shift) % k
 
 
 class TranslateTask(Task):
@@ -272,7 +291,7 @@ class TranslateTask(Task):
     def d_stargan(self, ctx: PhaseContext, batch: Batch) -> tuple[torch.Tensor, Metrics]:
         G, D, k = ctx["G"], ctx["D"], len(self.domains)
         x, c_org = batch["image"], batch["domain"]
-        c_trg = c_org[torch.randperm(len(c_org)).to(c_org.device)]  # the reference's shuffled target labels
+        c_trg = target_domains(c_org, k, self.cfg.targets)
         with ctx.autocast():
             src_real, cls_real = D(x)
             fake = G(x, one_hot(c_trg, k)).float()
@@ -294,7 +313,7 @@ class TranslateTask(Task):
     def g_stargan(self, ctx: PhaseContext, batch: Batch) -> tuple[torch.Tensor, Metrics]:
         G, D, k = ctx["G"], ctx["D"], len(self.domains)
         x, c_org = batch["image"], batch["domain"]
-        c_trg = c_org[torch.randperm(len(c_org)).to(c_org.device)]
+        c_trg = target_domains(c_org, k, self.cfg.targets)
         with ctx.autocast():
             fake = G(x, one_hot(c_trg, k))
             src, cls = D(fake)
