@@ -238,3 +238,21 @@ def test_a_folder_given_as_a_uri_prepares_like_its_local_path(tmp_path):
     with pytest.raises(DataError, match=r"prepare.path: nosuch://x/y cannot be listed \(.*\); check the address and the credentials"):
         prepare_dataset(cfg.model_copy(update={"path": "nosuch://x/y"}), tmp_path / "o")
     assert not (tmp_path / "o").exists()
+
+
+def test_file_list_keeps_names_labels_and_order_in_one_buffer(tmp_path):
+    from gan.data.sources import FileList, list_source
+
+    names = [str(tmp_path / n) for n in ("a.png", "é ü.png", "b/c.png")]
+    items = FileList.build([(names[:2], 0), ([], 1), (names[2:], 2)])
+    assert len(items) == 3 and [it.name for it in items] == names and [it.file for it in items] == names
+    assert [it.label for it in items] == [0, 0, 2] and items[-1].name == names[2]
+    assert items.arrow_names().to_pylist() == names  # what the Ray Data route reads, over the same buffer
+    with pytest.raises(IndexError):
+        items[3]
+    assert [it.label for it in FileList.build([(names, None)])] == [None] * 3
+    for c in ("x", "y"):
+        (tmp_path / "raw" / c).mkdir(parents=True)
+        Image.new("L", (4, 4)).save(tmp_path / "raw" / c / "1.png")
+    listed, classes = list_source(PrepareConfig(source="image_folder", path=str(tmp_path / "raw")))
+    assert classes == ["x", "y"] and [(it.label, os.path.basename(it.name)) for it in listed] == [(0, "1.png"), (1, "1.png")]

@@ -19,20 +19,20 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from gan.config import PrepareConfig
 from gan.data.preprocess import to_array
-from gan.data.sources import Item, open_image
+from gan.data.sources import FileList, Item, open_image
 from gan.errors import DataError
 
 BATCH = 64  # files per Ray Data task batch: large enough to amortise a task, small enough to spread
 
 
-def engine_for(cfg: PrepareConfig, items: list[Item], cluster_cpus: Callable[[], float | None] | None = None) -> str:
+def engine_for(cfg: PrepareConfig, items: Sequence[Item], cluster_cpus: Callable[[], float | None] | None = None) -> str:
     """``local`` or ``ray``: ``prepare.engine``, with ``auto`` resolved.
 
     ``auto`` decodes on Ray Data only where that is faster: an image folder of at least
@@ -45,7 +45,7 @@ def engine_for(cfg: PrepareConfig, items: list[Item], cluster_cpus: Callable[[],
     """
     if cfg.engine != "auto":
         return cfg.engine
-    files = cfg.source == "image_folder" and all(it.file for it in items)
+    files = cfg.source == "image_folder" and (isinstance(items, FileList) or all(it.file for it in items))
     if not files or len(items) < cfg.ray_min_images:
         return "local"
     cpus = (cluster_cpus or _joined_cluster_cpus)()
@@ -64,7 +64,7 @@ def _joined_cluster_cpus() -> float | None:
     return float(ray.cluster_resources().get("CPU", 0.0))
 
 
-def decode_items(items: list[Item], cfg: PrepareConfig, skipped: list[dict[str, str]], engine: str = "local") -> Iterator[np.ndarray | None]:
+def decode_items(items: Sequence[Item], cfg: PrepareConfig, skipped: list[dict[str, str]], engine: str = "local") -> Iterator[np.ndarray | None]:
     """One training array per item, in order; None for a file skipped under ``on_bad_file: skip``."""
     if engine == "ray":
         yield from _decode_on_ray(items, cfg, skipped)
@@ -107,7 +107,7 @@ def decode_batch(batch: dict[str, np.ndarray], image_size: int, channels: int) -
     return {"x": x, "error": np.asarray(errors, dtype=object)}
 
 
-def _decode_on_ray(items: list[Item], cfg: PrepareConfig, skipped: list[dict[str, str]]) -> Iterator[np.ndarray | None]:
+def _decode_on_ray(items: Sequence[Item], cfg: PrepareConfig, skipped: list[dict[str, str]]) -> Iterator[np.ndarray | None]:
     """Items with a ``file`` only: PrepareConfig refuses engine ray for other sources, and auto never picks it for them."""
     from gan.ray_session import init_ray
 
@@ -120,7 +120,15 @@ def _decode_on_ray(items: list[Item], cfg: PrepareConfig, skipped: list[dict[str
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # rows come back in the listed order: the bytes match the local route's
     ctx.enable_progress_bars = False
-    ds = ray.data.from_items([{"file": it.file} for it in items], override_num_blocks=max(1, len(items) // BATCH))
+    blocks = max(1, len(items) // BATCH)
+    if isinstance(items, FileList):  # the names' one buffer as Arrow columns, a zero-copy slice per block: no Python object per file
+        import pyarrow as pa
+
+        names = pa.table({"file": items.arrow_names()})
+        size = -(-len(items) // blocks)
+        ds = ray.data.from_arrow([names.slice(i, size) for i in range(0, len(items), size)])
+    else:
+        ds = ray.data.from_items([{"file": it.file} for it in items], override_num_blocks=blocks)
     ds = ds.map_batches(decode_batch, batch_size=BATCH, batch_format="numpy", fn_kwargs={"image_size": cfg.image_size, "channels": cfg.channels})
     rows = iter(items)
     for batch in ds.iter_batches(batch_size=BATCH, batch_format="numpy", prefetch_batches=2):

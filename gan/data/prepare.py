@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -123,7 +124,7 @@ def prepare_dataset(cfg: PrepareConfig, out_dir: str | os.PathLike, progress: bo
     return manifest
 
 
-def _labelled(items: list[Item]) -> bool:
+def _labelled(items: Sequence[Item]) -> bool:
     has = {it.label is not None for it in items}
     return has == {True}
 

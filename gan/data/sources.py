@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import functools
 import io
-from collections.abc import Callable
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ class Item:
     file: str | None = None
 
 
-def list_source(cfg: PrepareConfig, ignored: list[dict[str, str]] | None = None) -> tuple[list[Item], list[str]]:
+def list_source(cfg: PrepareConfig, ignored: list[dict[str, str]] | None = None) -> tuple[Sequence[Item], list[str]]:
     """Return the items of ``cfg.source`` and its class names ([] when unlabelled).
 
     Files of the source that are not used (image folders only) are appended to
@@ -90,7 +91,7 @@ def is_uri(path: str) -> bool:
     return "://" in path
 
 
-def _image_folder(cfg: PrepareConfig, ignored: list[dict[str, str]]) -> tuple[list[Item], list[str]]:
+def _image_folder(cfg: PrepareConfig, ignored: list[dict[str, str]]) -> tuple[Sequence[Item], list[str]]:
     """``root/<class>/**/*.png`` (labelled) or ``root/*.png`` (unlabelled); see the layout rule above."""
     if is_uri(cfg.path):
         from gan.data.remote import remote_image_files
@@ -117,7 +118,60 @@ def _captions_file(cfg: PrepareConfig) -> Path | None:
     return Path(cfg.captions.path) if cfg.captions.path else Path(cfg.path) / "captions.csv"
 
 
-def _image_files(root: Path, ignored: list[dict[str, str]], captions: Path | None) -> tuple[list[Item], list[str]]:
+class FileList(Sequence[Item]):
+    """The items of an image folder, kept as one UTF-8 buffer of file names and an array of labels.
+
+        items = FileList.build([(files_of_class_0, 0), (files_of_class_1, 1)])
+        items[3], len(items), [it.label for it in items]      # Items made on demand
+
+    An :class:`Item` per file (with its ``load`` partial) costs about 370 bytes: 75 MB for a
+    folder of 200,000 files, held for the whole stage. Here a file costs its name's bytes
+    plus 12 (an end offset and a label), so prepare's memory barely grows with the folder.
+    :meth:`arrow_names` hands the names to Ray Data without a Python object per file.
+    """
+
+    def __init__(self, blob: bytes, ends: np.ndarray, labels: np.ndarray | None) -> None:
+        self._blob, self._ends, self._labels = blob, ends, labels
+
+    @classmethod
+    def build(cls, chunks: Iterable[tuple[list[str], int | None]]) -> FileList:
+        """One chunk (a class folder's sorted files, and its label or None) at a time, in order."""
+        blob, ends, labels, end, labelled = bytearray(), array("q"), array("i"), 0, True
+        for files, label in chunks:
+            for f in files:
+                name = f.encode("utf-8", "surrogateescape")  # any name the file system gave us round-trips
+                blob += name
+                end += len(name)
+                ends.append(end)
+            labels.extend([-1 if label is None else label] * len(files))
+            labelled = labelled and label is not None
+        return cls(bytes(blob), np.frombuffer(ends, dtype=np.int64), np.frombuffer(labels, dtype=np.int32) if labelled else None)
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def name(self, i: int) -> str:
+        start = int(self._ends[i - 1]) if i > 0 else 0
+        return self._blob[start : int(self._ends[i])].decode("utf-8", "surrogateescape")
+
+    def __getitem__(self, i: int) -> Item:  # type: ignore[override]
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        i %= len(self)
+        return _file_item(self.name(i), None if self._labels is None else int(self._labels[i]))
+
+    def __iter__(self) -> Iterator[Item]:
+        return (self[i] for i in range(len(self)))
+
+    def arrow_names(self) -> Any:
+        """The file names as a pyarrow ``large_string`` array over this list's buffer (no copy)."""
+        import pyarrow as pa
+
+        offsets = np.concatenate([np.zeros(1, np.int64), self._ends])
+        return pa.LargeStringArray.from_buffers(len(self), pa.py_buffer(offsets), pa.py_buffer(self._blob))
+
+
+def _image_files(root: Path, ignored: list[dict[str, str]], captions: Path | None) -> tuple[Sequence[Item], list[str]]:
     """The items of the folder ``root`` by the layout rule; the captions file is no image, nor ignored."""
     # the captions CSV usually sits in the image folder: it is data of the folder, not an image
     skip = captions.resolve() if captions is not None else None
@@ -127,17 +181,19 @@ def _image_files(root: Path, ignored: list[dict[str, str]], captions: Path | Non
         for p in entries:
             if p not in class_dirs:
                 ignored.append({"file": str(p), "reason": _why_ignored(p, "beside the class folders, so in no class")})
-        items: list[Item] = []
-        for label, folder in enumerate(class_dirs):
-            files = _files_below(folder, ignored, skip)
-            if not files:
-                raise DataError(f"class folder {folder} has no images; add PNG/JPEG/WebP files or remove the folder.")
-            items += [_file_item(f, label) for f in files]
-        return items, [d.name for d in class_dirs]
+
+        def class_files() -> Iterator[tuple[list[str], int]]:  # one class folder's names in memory at a time
+            for label, folder in enumerate(class_dirs):
+                files = _files_below(folder, ignored, skip)
+                if not files:
+                    raise DataError(f"class folder {folder} has no images; add PNG/JPEG/WebP files or remove the folder.")
+                yield files, label
+
+        return FileList.build(class_files()), [d.name for d in class_dirs]
     files = _files_below(root, ignored, skip)
     if not files:
         raise DataError(f"prepare.path: {root} contains no PNG/JPEG/WebP images; add images or fix the path.")
-    return [_file_item(f, None) for f in files], []
+    return FileList.build([(files, None)]), []
 
 
 def _files_below(folder: Path, ignored: list[dict[str, str]], skip: Path | None = None) -> list[str]:
