@@ -225,7 +225,7 @@ class TranslateConfig(_Section):
     lambda_rec: float = Field(10.0, ge=0.0)
     lambda_idt: float = Field(0.0, ge=0.0, description="StarGAN only: identity L1, G(x, own domain) ~ x (0 = off, as the reference)")
     lambda_gp: float = Field(10.0, ge=0.0)
-    targets: Literal["other", "shuffle"] = Field("other", description="StarGAN's target domains: any but the image's own, or the reference's shuffled batch labels")
+    targets: Literal["shuffle", "other"] = Field("shuffle", description="StarGAN's target domains: the reference's shuffled batch labels, or any but the image's own")
     adversarial: Literal["wgan-gp", "lsgan"] = Field("wgan-gp", description="StarGAN's adversarial loss: the reference's WGAN-GP, or CycleGAN's LSGAN (no penalty)")
     metric: Literal["target_accuracy", "content_accuracy", "cycle_l1", "fid", "psnr", "ssim"] = "target_accuracy"
 

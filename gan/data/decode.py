@@ -29,7 +29,20 @@ from gan.data.preprocess import to_array
 from gan.data.sources import FileList, Item, open_image
 from gan.errors import DataError
 
-BATCH = 64  # files per Ray Data task batch: large enough to amortise a task, small enough to spread
+BATCH = 64  # files per map_batches call: large enough to amortise a call, small enough to spread
+BLOCK_BYTES = 4 << 20  # decoded bytes per Ray Data block (one task)
+
+
+def block_rows(cfg: PrepareConfig) -> int:
+    """Files per Ray Data block: about ``BLOCK_BYTES`` of decoded images, 64 to 4,096 files.
+
+    The driver keeps state for every block it has run (metadata, statistics): with a
+    block per 64 files its memory grew by about 730 bytes per image (278 MB at 20,000
+    files, 409 MB at 200,000); blocks of a few MB keep that count small while leaving
+    tens of tasks per 100,000 small images to spread over a cluster.
+    """
+    per_image = 4 * cfg.channels * cfg.image_size**2
+    return int(min(64 * BATCH, max(BATCH, BLOCK_BYTES // per_image)))
 
 
 def engine_for(cfg: PrepareConfig, items: Sequence[Item], cluster_cpus: Callable[[], float | None] | None = None) -> str:
@@ -37,9 +50,10 @@ def engine_for(cfg: PrepareConfig, items: Sequence[Item], cluster_cpus: Callable
 
     ``auto`` decodes on Ray Data only where that is faster: an image folder of at least
     ``prepare.ray_min_images`` files, on a cluster joined through ``RAY_ADDRESS`` that
-    has more CPUs than this machine. On one machine the local route wins: Ray Data
-    decoded 0.26x as fast as this process on 2 cores (docs/benchmarks.md, "prepare on Ray
-    Data"), and the local Ray that ``gan repro`` shares (also ``RAY_ADDRESS``) adds no CPU.
+    has more CPUs than this machine. On one 2-core machine Ray Data decoded 0.57x as fast
+    as this process at 20,000 files and 1.26x at 200,000 (docs/benchmarks.md, "prepare on
+    Ray Data"): the local Ray that ``gan repro`` shares (also ``RAY_ADDRESS``) adds no CPU,
+    so ``auto`` leaves that choice to ``engine: ray``.
     ``cluster_cpus``: the joined cluster's CPU count (default: asked of Ray; None when no
     cluster is joined).
     """
@@ -120,7 +134,7 @@ def _decode_on_ray(items: Sequence[Item], cfg: PrepareConfig, skipped: list[dict
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # rows come back in the listed order: the bytes match the local route's
     ctx.enable_progress_bars = False
-    blocks = max(1, len(items) // BATCH)
+    blocks = max(1, len(items) // block_rows(cfg))
     if isinstance(items, FileList):  # the names' one buffer as Arrow columns, a zero-copy slice per block: no Python object per file
         import pyarrow as pa
 

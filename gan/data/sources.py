@@ -161,7 +161,13 @@ class FileList(Sequence[Item]):
         return _file_item(self.name(i), None if self._labels is None else int(self._labels[i]))
 
     def __iter__(self) -> Iterator[Item]:
-        return (self[i] for i in range(len(self)))
+        start, chunk = 0, 4096  # offsets converted a chunk at a time: no list of N ints
+        for first in range(0, len(self), chunk):
+            ends = self._ends[first : first + chunk].tolist()
+            labels = self._labels[first : first + chunk].tolist() if self._labels is not None else [None] * len(ends)
+            for end, label in zip(ends, labels, strict=True):
+                yield _file_item(self._blob[start:end].decode("utf-8", "surrogateescape"), label)
+                start = end
 
     def arrow_names(self) -> Any:
         """The file names as a pyarrow ``large_string`` array over this list's buffer (no copy)."""

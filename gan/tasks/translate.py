@@ -16,8 +16,8 @@
               Dmain x n_critic  WGAN critic + lambda_gp * GP + lambda_cls * L_cls(real)
               Gmain  -critic(fake) + lambda_cls * L_cls(fake) + lambda_rec * L1(G(G(x, c'), c), x) (Choi et al. 2018)
                      [+ lambda_idt * L1(G(x, c), x): off in the reference, CycleGAN's identity term]
-              model.translate.targets: other draws c' among the other domains (default); shuffle
-              is the reference's permuted batch labels, which send 1/k of the images to their own domain
+              model.translate.targets: shuffle, the reference's permuted batch labels (1/k of the
+              images go to their own domain), or other: c' drawn among the other domains
               model.translate.adversarial: lsgan puts CycleGAN's least-squares terms on D's patch map
               in place of the critic and its penalty
 
@@ -125,8 +125,9 @@ def target_domains(c_org: torch.Tensor, k: int, mode: str) -> torch.Tensor:
     the reference's ``c_org[randperm(B)]``, which sends about 1/k of the batch to its own
     domain. For those images nothing ties G(x, own) to x: the reconstruction
     G(G(x, c), c) = x is met by any involution, such as swapping two digits, and the one
-    G carries that swap into every translation. With 2-3 domains that is a third to a
-    half of each batch (docs/benchmarks.md, "StarGAN's target domains").
+    G could carry that swap into every translation. With 2-3 domains that is a third to a
+    half of each batch; measured on the digits domains, ``other`` kept no more content
+    than ``shuffle`` over eight seeds (docs/benchmarks.md, "StarGAN's target domains").
     Draws use torch's CPU generator, which the trainer checkpoints.
     """
     if mode == "shuffle":
