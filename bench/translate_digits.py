@@ -7,7 +7,7 @@
     nice -n 10 python bench/translate_digits.py --arch pix2pix --out bench/results/translate_pix2pix.json
     nice -n 10 python bench/translate_digits.py --arch stargan --out bench/results/translate_stargan.json
     nice -n 10 python bench/translate_digits.py --arch stargan --adversarial lsgan --out bench/results/translate_stargan_lsgan.json
-    nice -n 10 python bench/translate_digits.py --arch stargan --targets shuffle ...   # the reference's shuffled target labels
+    nice -n 10 python bench/translate_digits.py --arch stargan --targets other ...   # targets never the image's own domain
 
 Prepares ``digits_domains`` at ``--image-size`` with the architecture's example domains
 (docs/examples/translate-*.yaml), trains the featurize stage's domain classifier (the
@@ -193,8 +193,8 @@ def main() -> int:
     parser.add_argument("--lambda-id", type=float, default=0.0, help="identity L1 as a fraction of lambda_cyc (0: off, as in docs/examples)")
     parser.add_argument("--adversarial", choices=["wgan-gp", "lsgan"], default="wgan-gp",
                         help="stargan: the reference's WGAN-GP (n_critic 5, lr 1e-4) or CycleGAN's LSGAN (n_critic 1, lr 2e-4)")
-    parser.add_argument("--targets", choices=["other", "shuffle"], default="other",
-                        help="stargan: target domains, never the source's (the task's default) or the reference's shuffled labels")
+    parser.add_argument("--targets", choices=["shuffle", "other"], default="shuffle",
+                        help="stargan: target domains, the reference's shuffled labels (the task's default) or never the source's")
     parser.add_argument("--lambda-idt", type=float, default=0.0, help="stargan: identity L1 weight (0: off, as the reference)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
