@@ -97,7 +97,7 @@ def test_tune_stage_end_to_end_with_a_diverging_trial(tmp_path, ray_cluster, pre
 
 def test_pbt_applies_mutated_lrs_to_the_optimisers(tmp_path, ray_cluster, prepared_digits, featurized_digits):
     data_hash = json.loads((prepared_digits / "manifest.json").read_text())["hash"]
-    p = load_params(_tune(tmp_path, scheduler="pbt", num_samples=2, max_steps=60, eval_every=10, perturbation_interval=1,
+    p = load_params(_tune(tmp_path, scheduler="pbt", num_samples=2, max_steps=30, eval_every=10, perturbation_interval=1,
                           lr_G=[1e-5, 1e-3], lr_D=[1e-5, 1e-3]))
     result = run_search(p, str(prepared_digits), str(featurized_digits), data_hash)
     assert best_row(result["rows"]) is not None
