@@ -26,6 +26,18 @@ from collections.abc import Callable, Iterator
 from gan import signals
 from gan.console import quiet_console
 
+# Ray Train's controller takes a worker's report, and sees that a run has ended, only when it
+# polls the workers: every 2 s by default, and a worker's next ray.train.report waits for
+# it. Polling every 0.5 s takes that wait out of every checkpoint and evaluation
+# (bench/train_poll.py; docs/benchmarks.md, "Ray Train's poll interval"). Ray Train passes
+# the variable from the driver to its controller; a value the user set wins.
+TRAIN_POLL_INTERVAL_S = "0.5"
+
+
+def poll_ray_train_often() -> None:
+    """Have the next Ray Train run made in this process poll at :data:`TRAIN_POLL_INTERVAL_S`, unless the user chose an interval."""
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", TRAIN_POLL_INTERVAL_S)
+
 
 def init_ray(num_cpus: int | None = None, *, stream_worker_output: bool = False) -> bool:
     """Connect to ``RAY_ADDRESS`` (or start a local Ray) once; return whether this call connected.
@@ -41,6 +53,7 @@ def init_ray(num_cpus: int | None = None, *, stream_worker_output: bool = False)
     if ray.is_initialized():
         return False
     address = os.environ.get("RAY_ADDRESS") or None
+    poll_ray_train_often()  # before a local Ray starts: its workers (Tune's trials) inherit it
     if not address:
         # a local Ray inherits this environment; one machine is never preempted, and the
         # watcher would only add a polling actor and an error line at every start

@@ -253,10 +253,12 @@ def run_trial_distributed(config: dict[str, Any], params_dict: dict[str, Any], d
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    from gan.ray_session import poll_ray_train_often
     from gan.training.ray_run import train_loop_per_worker
 
     params = trial_params(parse_params(params_dict), config)
     cfg = params.tune
+    poll_ray_train_often()  # this trial's process may be on a node whose Ray did not inherit it
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"params": params.model_dump(), "data_dir": data_dir, "features_dir": features_dir, "report_metric_only": True},

@@ -127,3 +127,15 @@ def test_gan_repro_outside_a_project_says_so_and_starts_nothing(tmp_path):
     assert proc.returncode == 2 and proc.stdout == "", proc
     assert proc.stderr.strip() == f"error: {tmp_path} has no dvc.yaml; run gan repro in the project's directory (where make repro runs)."
     assert list(tmp_path.iterdir()) == []
+
+
+def test_ray_train_polls_at_the_products_interval_unless_the_user_chose_one(monkeypatch):
+    """Ray Train runs poll every TRAIN_POLL_INTERVAL_S (docs/benchmarks.md, "Ray Train's poll interval"); a value set wins."""
+    from gan.ray_session import TRAIN_POLL_INTERVAL_S, poll_ray_train_often
+
+    monkeypatch.delenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", raising=False)
+    poll_ray_train_often()
+    assert os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == TRAIN_POLL_INTERVAL_S == "0.5"
+    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "3")
+    poll_ray_train_often()
+    assert os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "3"

@@ -185,7 +185,8 @@ def ray_report_due(step: int, cfg: TrainConfig, evaluating: bool, metric_only: b
     """Whether step ``step`` goes to ``ray.train.report``, and its checkpoint folder name.
 
     Only checkpoint and evaluation steps do: ``ray.train.report`` blocks until the
-    controller has taken the previous report, which it polls every 2 s, so reporting
+    controller has taken the previous report, which it polls for every 0.5 s
+    (:data:`gan.ray_session.TRAIN_POLL_INTERVAL_S`; Ray's default is 2 s), so reporting
     every log step would throttle a fast loop to that rate (log rows travel inside the
     checkpoints instead). ``metric_only`` (a Tune trial) reports evaluation steps only.
     The answer depends on the step alone, so every rank agrees (the report is a barrier).
@@ -267,7 +268,10 @@ def run_training(
     """
     from ray.train.torch import TorchTrainer
 
+    from gan.ray_session import poll_ray_train_often
+
     cfg = params.train
+    poll_ray_train_often()
     if fresh:
         delete_run(name, cfg)
     # on a cluster, workers on other nodes read the data and the feature network staged in storage

@@ -43,11 +43,15 @@ def persisted_checkpoints(run_dir: Path) -> list[int]:
     return sorted(int(p.name.split("-")[1]) for p in run_dir.glob("checkpoint-*"))
 
 
-def test_worker_sigkilled_mid_run_resumes_from_the_last_checkpoint(ray_cluster, prepared_digits, tmp_path):
+def test_worker_sigkilled_mid_run_resumes_from_the_last_checkpoint(ray_cluster, prepared_digits, tmp_path, monkeypatch):
     """SIGKILL the Ray Train worker process the moment it writes a checkpoint: Ray restarts the
     group, the new worker resumes from a checkpoint and finishes the planned steps."""
     from gan.training.ray_run import run_training
 
+    # the kill aims at the wait between a checkpoint written and Ray Train taking it, which
+    # lasts up to one poll of its controller: Ray's default 2 s (not the product's 0.5 s)
+    # keeps that window wide on a busy machine
+    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2")
     every, steps = 10, 60
     params = parse_params(tiny_raw(tmp_path, steps=steps, checkpoint_every=every, log_every=every, sample_every=30, max_failures=1))
     name, result = "train-sigkill", {}
@@ -68,8 +72,8 @@ def test_worker_sigkilled_mid_run_resumes_from_the_last_checkpoint(ray_cluster, 
     def worker_waits_at_a_checkpoint() -> int | None:
         """m when the worker has written checkpoint m while Ray Train has committed m - every.
 
-        Ray Train commits a checkpoint when its controller takes the report (it polls about
-        every 2 s) and the next report waits for that, so the worker is at step m now.
+        Ray Train commits a checkpoint when its controller takes the report (at its next
+        poll) and the next report waits for that, so the worker is at step m now.
         """
         written, committed = persisted_checkpoints(run_dir), registered_checkpoints(storage)
         m = max(written, default=0)
@@ -131,6 +135,9 @@ def test_node_removed_mid_run_fails_clearly_and_the_checkpoint_resumes(prepared_
 
     # each placement attempt waits this long (Ray's default is 60 s); the raylets inherit it
     monkeypatch.setenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "3")
+    # Ray's default 2 s poll: each checkpoint's report waits for it, which keeps the run going
+    # long enough after its first checkpoint for the node to be removed mid-run
+    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2")
     raw = tiny_raw(tmp_path, num_workers=2, placement_strategy="STRICT_SPREAD", steps=60, checkpoint_every=10, log_every=10,
                    sample_every=30, max_failures=1)  # fmt: skip
     args = stage_args(tmp_path, prepared_digits, raw)
