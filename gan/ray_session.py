@@ -53,7 +53,6 @@ def init_ray(num_cpus: int | None = None, *, stream_worker_output: bool = False)
     if ray.is_initialized():
         return False
     address = os.environ.get("RAY_ADDRESS") or None
-    poll_ray_train_often()  # before a local Ray starts: its workers (Tune's trials) inherit it
     if not address:
         # a local Ray inherits this environment; one machine is never preempted, and the
         # watcher would only add a polling actor and an error line at every start

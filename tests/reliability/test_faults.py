@@ -43,15 +43,11 @@ def persisted_checkpoints(run_dir: Path) -> list[int]:
     return sorted(int(p.name.split("-")[1]) for p in run_dir.glob("checkpoint-*"))
 
 
-def test_worker_sigkilled_mid_run_resumes_from_the_last_checkpoint(ray_cluster, prepared_digits, tmp_path, monkeypatch):
+def test_worker_sigkilled_mid_run_resumes_from_the_last_checkpoint(ray_cluster, prepared_digits, tmp_path, ray_default_poll):
     """SIGKILL the Ray Train worker process the moment it writes a checkpoint: Ray restarts the
     group, the new worker resumes from a checkpoint and finishes the planned steps."""
     from gan.training.ray_run import run_training
 
-    # the kill aims at the wait between a checkpoint written and Ray Train taking it, which
-    # lasts up to one poll of its controller: Ray's default 2 s (not the product's 0.5 s)
-    # keeps that window wide on a busy machine
-    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2")
     every, steps = 10, 60
     params = parse_params(tiny_raw(tmp_path, steps=steps, checkpoint_every=every, log_every=every, sample_every=30, max_failures=1))
     name, result = "train-sigkill", {}
@@ -125,7 +121,7 @@ def test_tune_driver_sigkilled_mid_search_resumes_on_rerun(ray_cluster, prepared
     assert json.loads((tmp_path / "tune" / "best.json").read_text())["enabled"] is True
 
 
-def test_node_removed_mid_run_fails_clearly_and_the_checkpoint_resumes(prepared_digits, tmp_path, monkeypatch):
+def test_node_removed_mid_run_fails_clearly_and_the_checkpoint_resumes(prepared_digits, tmp_path, monkeypatch, ray_default_poll):
     """A two-node cluster loses the node of one of two STRICT_SPREAD workers: the stage fails with
     one sentence once the group cannot be placed, the last checkpoint loads, and with a node back
     the same stage resumes from it and finishes."""
@@ -135,9 +131,6 @@ def test_node_removed_mid_run_fails_clearly_and_the_checkpoint_resumes(prepared_
 
     # each placement attempt waits this long (Ray's default is 60 s); the raylets inherit it
     monkeypatch.setenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "3")
-    # Ray's default 2 s poll: each checkpoint's report waits for it, which keeps the run going
-    # long enough after its first checkpoint for the node to be removed mid-run
-    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2")
     raw = tiny_raw(tmp_path, num_workers=2, placement_strategy="STRICT_SPREAD", steps=60, checkpoint_every=10, log_every=10,
                    sample_every=30, max_failures=1)  # fmt: skip
     args = stage_args(tmp_path, prepared_digits, raw)

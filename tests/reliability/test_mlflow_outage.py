@@ -48,15 +48,12 @@ def no_secret(*texts: str) -> None:
         assert SECRET not in text and "alice:" not in text
 
 
-def test_server_down_during_training_loses_nothing(ray_cluster, prepared_digits, featurized_digits, tmp_path, monkeypatch, capsys):
+def test_server_down_during_training_loses_nothing(ray_cluster, prepared_digits, featurized_digits, tmp_path, capsys, ray_default_poll):
     import mlflow
 
     from gan.stages import evaluate, register
     from gan.stages import train as train_stage
 
-    # Ray's default 2 s poll: each checkpoint's report waits for it, which keeps the run going
-    # long enough after its first checkpoint for the server to be stopped mid-training
-    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2")
     port, store = free_port(), tmp_path / "server"
     uri = f"http://alice:{SECRET}@127.0.0.1:{port}"
     secrets = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_TRACKING_TOKEN": SECRET}
