@@ -124,8 +124,8 @@ def target_domains(c_org: torch.Tensor, k: int, mode: str) -> torch.Tensor:
     ``other``: uniform over the k - 1 domains that are not the image's own. ``shuffle``:
     the reference's ``c_org[randperm(B)]``, which sends about 1/k of the batch to its own
     domain. For those images nothing ties G(x, own) to x: the reconstruction
-    G(G(x, c), c) = x is met by any involution, such as swapping two digits, and the one
-    G could carry that swap into every translation. With 2-3 domains that is a third to a
+    G(G(x, c), c) = x is met by any involution, such as flipping the strokes, and the one
+    G could carry that flip into every translation. With 2-3 domains that is a third to a
     half of each batch; measured on the digits domains, ``other`` kept no more content
     than ``shuffle`` over eight seeds (docs/benchmarks.md, "StarGAN's target domains").
     Draws use torch's CPU generator, which the trainer checkpoints.
