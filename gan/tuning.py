@@ -258,7 +258,7 @@ def run_trial_distributed(config: dict[str, Any], params_dict: dict[str, Any], d
 
     params = trial_params(parse_params(params_dict), config)
     cfg = params.tune
-    poll_ray_train_often()  # this trial's process may be on a node whose Ray did not inherit it
+    poll_ray_train_often()  # like run_training: set where each TorchTrainer is made
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"params": params.model_dump(), "data_dir": data_dir, "features_dir": features_dir, "report_metric_only": True},
