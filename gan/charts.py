@@ -35,6 +35,15 @@ def png_bytes(fig: Any) -> bytes:
     return buf.getvalue()
 
 
+def notice(text: str) -> bytes:
+    """PNG: one line of text, for a declared plot that has nothing to show for this model (DVC expects the file either way)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 2.0), dpi=100)
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
+    ax.set_axis_off()
+    return png_bytes(fig)
+
+
 def _number(value: Any) -> float:
     """A CSV cell or float as a float; empty or unreadable cells are NaN (a gap in the line)."""
     try:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gan.charts import png_bytes, pyplot
+from gan.charts import notice, png_bytes, pyplot
 from gan.evaluation import class_labels_like, embed_generator, embed_images
 from gan.metrics import density_coverage, precision_recall
 
@@ -89,15 +89,13 @@ def coverage_alerts(rows: list[dict[str, Any]], floor: list[dict[str, Any]], cla
     return alerts
 
 
-def per_class_chart(rows: list[dict[str, Any]], floor: list[dict[str, Any]], class_names: list[str]) -> bytes:
-    """PNG: recall and coverage per class as bars, the floor of each as a tick."""
-    plt = pyplot()
+def per_class_chart(rows: list[dict[str, Any]], floor: list[dict[str, Any]], class_names: list[str],
+                    empty: str = "unconditional generator: no per-class figures") -> bytes:  # fmt: skip
+    """PNG: recall and coverage per class as bars, the floor of each as a tick; ``empty`` says why there are none."""
     n = len(rows)
-    if not n:  # an unconditional generator: the figure says so (DVC expects the file either way)
-        fig, ax = plt.subplots(figsize=(6.4, 2.0), dpi=100)
-        ax.text(0.5, 0.5, "unconditional generator: no per-class figures", ha="center", va="center", transform=ax.transAxes)
-        ax.set_axis_off()
-        return png_bytes(fig)
+    if not n:  # the figure says so (DVC expects the file either way)
+        return notice(empty)
+    plt = pyplot()
     names = [class_names[k] if k < len(class_names) else str(k) for k in range(n)]
     fig, ax = plt.subplots(figsize=(max(6.4, 0.6 * n + 2), 4.0), dpi=100)
     width = 0.38

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,7 @@ from PIL import Image, ImageFilter
 from gan.atomic import atomic_dir, atomic_write_json
 from gan.config import PairsConfig, PrepareConfig
 from gan.data.preprocess import to_pil
-from gan.data.shards import FULL
+from gan.data.shards import FULL, common_manifest
 from gan.data.sources import list_source
 from gan.data.split import split_mask
 from gan.errors import DataError
@@ -68,10 +67,10 @@ def to_unit(x: np.ndarray) -> np.ndarray:
 
 def prepare_pairs(cfg: PrepareConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
     """Write the pairs layout above into ``out_dir`` atomically; return the manifest."""
-    start = time.perf_counter()
     pairs: PairsConfig = cfg.pairs  # type: ignore[assignment]
     s, p = pairs.scale, pairs.patch_size
-    items, _ = list_source(cfg)
+    ignored: list[dict[str, str]] = []
+    items, _ = list_source(cfg, ignored)
     if len(items) < 2:
         raise DataError(f"prepare.source {cfg.source} gives {len(items)} image; super-resolution pairs need at least 2 (one for validation).")
     is_val = split_mask([None] * len(items), cfg.val_fraction, cfg.seed)
@@ -117,27 +116,16 @@ def prepare_pairs(cfg: PrepareConfig, out_dir: str | os.PathLike) -> dict[str, A
         if counts["train"] == 0 or not val_images:
             raise DataError(f"prepare.source {cfg.source} left no {'training' if counts['train'] == 0 else 'validation'} image after the split; add images or change prepare.val_fraction.")
         manifest = {
-            "format": FORMAT,
+            **common_manifest(format=FORMAT, source=cfg.source, settings=cfg.model_dump(), channels=cfg.channels, image_size=p, class_names=[],
+                              counts={split: {"total": counts[split], "per_class": []} for split in counts},
+                              shards={split: w.shards for split, w in writers.items()}, digest=digest.hexdigest(), skipped=skipped,
+                              ignored=ignored),  # fmt: skip
             "kind": "pairs",
-            "source": cfg.source,
-            "settings": cfg.model_dump(),
             "scale": s,
             "patch_size": p,
             "lr_size": p // s,
-            "image_size": p,
-            "channels": cfg.channels,
-            "shape": [cfg.channels, p, p],
-            "value_range": [-1.0, 1.0],
-            "labelled": False,
-            "num_classes": 0,
-            "class_names": [],
             "degradation": {"resize": "bicubic, antialiased (PIL)", "blur": pairs.blur, "noise": pairs.noise},
-            "counts": {split: {"total": counts[split], "per_class": []} for split in counts},
-            "shards": {split: w.shards for split, w in writers.items()},
             "val_images": val_images,
-            "hash": digest.hexdigest(),
-            "skipped": skipped,
-            "seconds": round(time.perf_counter() - start, 3),
         }
         atomic_write_json(tmp / "manifest.json", manifest)
     return manifest

@@ -32,7 +32,7 @@ from gan.atomic import atomic_dir, atomic_write_json
 from gan.config import PrepareConfig
 from gan.data.captions import ATTRIBUTE_NAMES, attribute_captions, attribute_thresholds, measure
 from gan.data.decode import decode_items, engine_for
-from gan.data.shards import MANIFEST, ShardWriter, write_caption_shards
+from gan.data.shards import MANIFEST, ShardWriter, common_manifest, write_caption_shards
 from gan.data.sources import Item, list_source
 from gan.data.split import split_mask
 from gan.errors import DataError
@@ -91,28 +91,18 @@ def prepare_dataset(cfg: PrepareConfig, out_dir: str | os.PathLike, progress: bo
         _check_nonempty(writers, class_names, counts, labelled, anomaly)
         caption_entry = captions.write(writers, class_names, digest)
         manifest = {
-            "format": FORMAT,
-            "source": cfg.source,
-            # how the images were decoded is left out: either route writes the same bytes
-            "settings": cfg.model_dump(exclude=HOW),
-            "image_size": cfg.image_size,
-            "channels": cfg.channels,
-            "shape": [cfg.channels, cfg.image_size, cfg.image_size],
-            "value_range": [-1.0, 1.0],
-            "labelled": labelled,
-            "num_classes": len(class_names) if labelled else 0,
-            "class_names": class_names if labelled else [],
-            "counts": {s: {"total": w.count, "per_class": counts[s] if labelled else []} for s, w in writers.items()},
-            "shards": {s: w.shards for s, w in writers.items()},
+            **common_manifest(
+                format=FORMAT, source=cfg.source,
+                # how the images were decoded is left out: either route writes the same bytes
+                settings=cfg.model_dump(exclude=HOW), channels=cfg.channels, image_size=cfg.image_size,
+                class_names=class_names if labelled else [],
+                counts={s: {"total": w.count, "per_class": counts[s] if labelled else []} for s, w in writers.items()},
+                shards={s: w.shards for s, w in writers.items()}, digest=digest.hexdigest(), skipped=skipped, ignored=ignored,
+            ),  # fmt: skip
             "mean": stats.mean(),
             "std": stats.std(),
-            "hash": digest.hexdigest(),
-            "skipped": skipped,
-            "ignored": ignored,
             "captions": caption_entry,
             **({"anomaly": _anomaly_entry(anomaly, counts)} if anomaly is not None else {}),
-            # no wall-clock time here: the manifest is a dependency of every later stage, so
-            # it must be the same bytes for the same data and params (the stage times itself)
         }
         if cfg.source in DOMAIN_SOURCES:  # the translate task's data: labels are domains
             manifest["domains"] = class_names

@@ -24,7 +24,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -87,6 +87,37 @@ def write_caption_shards(folder: Path, shards: list[dict], captions: list[str], 
         # fixed-width unicode, not objects: loads with allow_pickle=False and mmap_mode="r"
         np.save(folder / f"{CAPTION}-{shard['index']:05d}.npy", np.array(rows, dtype=f"<U{width}"))
         start += shard["count"]
+
+
+def common_manifest(*, format: str, source: str, settings: dict[str, Any], channels: int, image_size: int, class_names: list[str],
+                    counts: dict[str, dict[str, Any]], shards: dict[str, list[dict]], digest: str, skipped: list[dict[str, str]],
+                    ignored: list[dict[str, str]]) -> dict[str, Any]:  # fmt: skip
+    """The keys every prepared data set's manifest.json has, whichever source or layout wrote it.
+
+    Every source and layout (whole images, super-resolution pairs) starts its manifest
+    here and adds its own keys, so what a stage reads of every manifest (counts, skipped,
+    ignored, the hash, the image shape and classes) is always there. No time goes in: the
+    manifest is a dependency of every later stage and must be the same bytes for the
+    same data and params.
+    """
+    labelled = bool(class_names)
+    return {
+        "format": format,
+        "source": source,
+        "settings": settings,
+        "image_size": int(image_size),
+        "channels": int(channels),
+        "shape": [int(channels), int(image_size), int(image_size)],
+        "value_range": [-1.0, 1.0],
+        "labelled": labelled,
+        "num_classes": len(class_names),
+        "class_names": list(class_names),
+        "counts": counts,
+        "shards": shards,
+        "hash": digest,
+        "skipped": skipped,
+        "ignored": ignored,
+    }
 
 
 def read_manifest(prepared_dir: str | os.PathLike) -> dict:

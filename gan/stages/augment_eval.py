@@ -16,6 +16,13 @@ training set, as the paper's protocol does, so (b) and (c) also take more steps 
 The champion alias (``models:/<register.model_name>@champion``) is resolved once; the
 version used is recorded in the metrics, logged to the ``gan-augment-eval`` experiment and
 set as tags on that model version.
+
+When there is nothing to measure, the stage says why in one line, writes that sentence as
+``skipped`` in augment/metrics.json and exits 0, so a scheduled ``gan repro`` ends cleanly:
+registry/decision.json shows that no champion exists (the first version was kept from
+promotion, by the privacy gate for instance), or that the registered model makes no
+labelled synthetic images (a translate, detect or upscale model, or an unconditional
+generator: the task's ``augments`` declaration, recorded by register).
 """
 
 from __future__ import annotations
@@ -40,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = stage_parser(__doc__)
     parser.add_argument("--model", default=None, help="model URI (default: models:/<register.model_name>@champion)")
     parser.add_argument("--out", default="augment/metrics.json", help="metrics file (default: augment/metrics.json)")
+    parser.add_argument("--decision", default="registry/decision.json",
+                        help="the register stage's decision, read when --model is not given (default: registry/decision.json)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1, see below)")
     args = parser.parse_args(argv)
     import torch
@@ -52,6 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     model_uri = args.model or f"models:/{params.register.model_name}@champion"
     check_outputs({"--out": args.out}, {"--data": data, "--params": args.params, "the MLflow store": store_file()})
     start = time.perf_counter()
+    reason = None if args.model else nothing_to_measure(Path(args.decision), params.register.model_name)
+    if reason:
+        atomic_write_json(args.out, {"skipped": reason})
+        print(f"augment_eval: skipped: {reason} -> {args.out}")
+        return 0
 
     from gan.augment import classification_accuracy, generate, real_slice, to_model_range
     from gan.data import load_split, read_manifest
@@ -96,6 +110,28 @@ def main(argv: list[str] | None = None) -> int:
         f"-> {args.out} in {metrics['seconds']:.1f}s"
     )
     return 0
+
+
+def nothing_to_measure(decision_path: Path, model_name: str) -> str | None:
+    """Why the champion of ``model_name`` cannot be measured, from the register stage's decision file, or None.
+
+    An absent decision file (the stage run on its own, before any register) leaves the
+    question to the registry itself.
+    """
+    import json
+
+    if not decision_path.exists():
+        return None
+    try:
+        decision = json.loads(decision_path.read_text())
+    except json.JSONDecodeError:
+        raise GanError(f"{decision_path} is not valid JSON; re-run the register stage (dvc repro -f register).") from None
+    if not decision.get("augments", True):
+        return (f"{decision.get('model_uri', model_name)} ({decision.get('task', 'its task')}) makes no labelled synthetic images, "
+                "so there is no classifier to train with them")  # fmt: skip
+    if decision.get("champion_version") is None and not decision.get("promoted", True):
+        return f"{model_name} has no champion yet: v{decision.get('challenger_version')} was not promoted ({decision.get('reason')})"
+    return None
 
 
 def check_generator(stream: Any, data_shape: tuple[int, ...], num_classes: int, data: Path) -> None:

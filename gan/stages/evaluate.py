@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from gan.atomic import atomic_write_bytes, atomic_write_json
+from gan.charts import notice
 from gan.config import load_params
 from gan.data import load_split, read_manifest
 from gan.errors import GanError
@@ -93,12 +94,14 @@ def main(argv: list[str] | None = None) -> int:
             headline["classes_below_floor"] = len(alerts)
             atomic_write_bytes(out / "per_class.png", per_class_chart(rows, floor_rows, class_names))
         else:
-            atomic_write_bytes(out / "per_class.png", per_class_chart([], [], []))
+            atomic_write_bytes(out / "per_class.png", per_class_chart([], [], [], empty=f"no per-class figures for this {task.name} model"))
         audited = spec.get("inference", task.inference) == "generate" and "G" in nets
         if audited:  # memorisation audit of every generate model (gan.privacy)
             headline["privacy"] = privacy_audit(nets["G"], discriminator_for(Path(args.discriminator), spec), feature_net, data, cfg,
                                                 out / "closest.png")  # fmt: skip
             artifacts.append(out / "closest.png")
+        else:  # dvc.yaml declares the picture for every task
+            atomic_write_bytes(out / "closest.png", notice(f"no memorisation audit for this {task.name} model"))
         images, nrow = task.grid(nets, seed=cfg.seed)
         save_grid(images, out / "samples.png", nrow)
         atomic_write_json(out / "per_class.json", per_class)

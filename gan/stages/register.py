@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         manifest=manifest,
         params=version_params(spec, tuned, params),
         metrics={f"eval/{k}": v for k, v in numeric_metrics(eval_metrics).items()},
-        tags={"git_commit": commit, "data_hash": data_hash, "task": str(spec["task"]), "generator_arch": str(spec.get("arch"))},
+        tags={"git_commit": commit, "data_hash": data_hash, "task": str(spec["task"]), "generator_arch": type(task).variant(spec)},
         version_tags={**{k: v for k, v in links.items() if k.endswith("_run_id")}, f"eval/{cfg.metric}": repr(float(eval_metrics[cfg.metric])),
                       # the privacy gate's figures travel with the version (the rest are the evaluate run's metrics)
                       **{f"eval/privacy.{k}": repr(float(v)) for k, v in (eval_metrics.get("privacy") or {}).items()
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         log_options={
             "run_tags": {"stage": "register", **links, **source_tags("pipelines/register.py", commit)},
             "run_json": {"settings.json": settings(spec, tuned)},
-            "description": describe(spec, links),
+            "description": describe(type(task), spec, links),
         },
         lower_is_better=task.metric.lower(cfg.metric),
         refused=refused,
@@ -127,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         **decision.as_dict(),
         "model_name": cfg.model_name,
         "model_uri": f"models:/{cfg.model_name}/{version.version}",
+        # what augment_eval needs to know of the model without loading it (the task's declaration)
+        "task": task.name,
+        "augments": type(task).augments(spec),
         "alias": alias_of(decision, version),
         "run_id": version.run_id,
         "eval_samples": cfg.eval_samples,
@@ -264,9 +267,9 @@ def provenance(spec: dict[str, Any], tuned: dict[str, Any]) -> dict[str, str]:
     return found
 
 
-def describe(spec: dict[str, Any], links: dict[str, str]) -> str:
-    """The version's description (markdown): what it is and one-click links to the runs that made it."""
-    lines = [f"{spec['arch']} generator, {spec['channels']}x{spec['image_size']}x{spec['image_size']}, {spec.get('num_classes', 0)} classes."]
+def describe(task: Any, spec: dict[str, Any], links: dict[str, str]) -> str:
+    """The version's description (markdown): what it is (the task class's words) and one-click links to the runs that made it."""
+    lines = [task.describe(spec)]
     for stage in ("train", "tune"):
         if f"{stage}_run_id" in links:
             lines.append(f"- {stage}: [run {links[f'{stage}_run_id'][:8]}](#/experiments/{links[f'{stage}_experiment_id']}/runs/{links[f'{stage}_run_id']})")

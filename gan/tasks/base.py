@@ -152,6 +152,11 @@ class EvalSettings:
     kid_subset_size: int = 500
 
 
+def _shape(spec: dict[str, Any]) -> str:
+    """``CxSxS`` of an export's images (``channels``, ``image_size``)."""
+    return f"{spec.get('channels', '?')}x{spec.get('image_size', '?')}x{spec.get('image_size', '?')}"
+
+
 class Task:
     """Base of every task; subclasses fill in the class attributes and the methods.
 
@@ -273,6 +278,30 @@ class Task:
         """Restore :meth:`state_dict`."""
 
     # ---- export ------------------------------------------------------------------------
+    @classmethod
+    def variant(cls, spec: dict[str, Any]) -> str:
+        """The architecture or method of an exported model (config.json ``spec``): the registry's ``arch`` tag."""
+        return str(spec.get("arch") or cls.name)
+
+    @classmethod
+    def describe(cls, spec: dict[str, Any]) -> str:
+        """One line for the registered version's description: what the exported model (``spec``) is.
+
+        A class method on the export's own keys, so register describes any task's model
+        from its config.json without rebuilding the task; every task's export has
+        ``channels`` and ``image_size`` (tests/test_tasks.py checks).
+        """
+        return f"{cls.variant(spec)} {cls.name} model, {_shape(spec)}."
+
+    @classmethod
+    def augments(cls, spec: dict[str, Any]) -> bool:
+        """Whether the exported model (``spec``) makes labelled synthetic images, what the augment_eval stage measures.
+
+        False by default: a translator, detector or upscaler has no labelled samples of
+        its own to add to a classifier's training set; augment_eval then says so and stops.
+        """
+        return False
+
     def export_spec(self) -> dict[str, Any]:
         """config.json entries beside ``task`` and ``networks`` that inference needs."""
         return {}

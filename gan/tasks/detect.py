@@ -217,6 +217,17 @@ class DetectTask(Task):
         return loss, {"loss/E": loss.detach()}
 
     # ---- export, calibration, evaluation -------------------------------------------------
+    @classmethod
+    def variant(cls, spec: dict[str, Any]) -> str:
+        return str(spec.get("method") or cls.name)
+
+    @classmethod
+    def describe(cls, spec: dict[str, Any]) -> str:
+        from gan.tasks.base import _shape
+
+        normal = ", ".join(map(str, spec.get("normal_classes", []))) or "?"
+        return f"{cls.variant(spec)} anomaly detector, {_shape(spec)}, normal classes {normal}."
+
     def export_spec(self) -> dict[str, Any]:
         a = self.manifest["anomaly"]
         return {

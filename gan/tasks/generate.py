@@ -219,6 +219,17 @@ class GenerateTask(Task):
         if self.stylegan2 is not None:
             self.stylegan2.load_state_dict(state)
 
+    @classmethod
+    def augments(cls, spec: dict[str, Any]) -> bool:
+        """A class-conditional generator makes labelled samples; an unconditional one makes none to train a classifier on."""
+        return int(spec.get("num_classes") or 0) > 0
+
+    @classmethod
+    def describe(cls, spec: dict[str, Any]) -> str:
+        from gan.tasks.base import _shape
+
+        return f"{cls.variant(spec)} generator, {_shape(spec)}, {int(spec.get('num_classes') or 0)} classes."
+
     def export_spec(self) -> dict[str, Any]:
         m = self.manifest
         return {

@@ -344,6 +344,12 @@ class TranslateTask(Task):
             self.schedule = (int(state["schedule"][0]), int(state["schedule"][1]))
 
     # ---- inference, evaluation, grid --------------------------------------------------------
+    @classmethod
+    def describe(cls, spec: dict[str, Any]) -> str:
+        from gan.tasks.base import _shape
+
+        return f"{cls.variant(spec)} translator between {', '.join(map(str, spec.get('domains', [])))}, {_shape(spec)}."
+
     def export_spec(self) -> dict[str, Any]:
         return {"arch": self.arch, "domains": self.domains, "channels": self.channels, "image_size": self.image_size,
                 "directions": [list(p) for p in self.pairs()]}  # fmt: skip

@@ -262,8 +262,17 @@ class UpscaleTask(Task):
         return torch.cat([r[..., :size, :size] for r in rows]), 5
 
     # ---- export ---------------------------------------------------------------------------
+    @classmethod
+    def variant(cls, spec: dict[str, Any]) -> str:
+        return str(spec.get("generator") or spec.get("networks", {}).get("G", {}).get("network") or cls.name)
+
+    @classmethod
+    def describe(cls, spec: dict[str, Any]) -> str:
+        return (f"x{spec.get('scale', '?')} super-resolution ({cls.variant(spec)} generator), {spec.get('channels', '?')} channels, "
+                f"trained on {spec.get('patch_size', '?')} px patches.")
+
     def export_spec(self) -> dict[str, Any]:
-        return {"scale": self.scale, "channels": self.channels, "image_size": self.patch_size, "patch_size": self.patch_size,
+        return {"scale": self.scale, "generator": str(self.cfg.generator), "channels": self.channels, "image_size": self.patch_size, "patch_size": self.patch_size,
                 "degradation": self.manifest.get("degradation", {})}  # fmt: skip
 
 

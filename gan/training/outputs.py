@@ -1,7 +1,8 @@
 """The train stage's outputs, written from the final checkpoint (atomically, each one).
 
     models/generator/     the task's exported networks (generate: G_ema as G) via gan.export.save_networks
-    models/discriminator/ the networks the privacy audit reads (Task.audited; generate: D), never registered
+    models/discriminator/ the networks the privacy audit reads (Task.audited; generate: D), never registered;
+                          for a task that audits none, only none.json saying so (DVC's outs are the same for every task)
     train/metrics.json    final losses, steps, img/s, wall time, start-up, the values used
     train/history.csv     one row per logged step (DVC plots)
     train/plots/          losses.png, d_outputs.png: the same curves as images (offline `dvc plots show`)
@@ -76,6 +77,17 @@ def audit_spec(task: Task, ckpt: TrainCheckpoint, spec: dict[str, Any]) -> dict[
     return {**spec, "networks": {name: specs[src] for name, src in task.audited.items()}, "audit_only": True}
 
 
+def write_no_audit(task: Task, spec: dict[str, Any], audit_dir: str | os.PathLike) -> None:
+    """models/discriminator/ of a task whose networks no audit reads: none.json, and no weights.
+
+    dvc.yaml declares the directory for every task (a stage's outs cannot depend on a
+    param), so it always exists; evaluate finds no config.json in it and audits without D.
+    """
+    with atomic_dir(audit_dir) as tmp:
+        atomic_write_json(tmp / "none.json", {"task": task.name, "networks": {}, "step": spec.get("step"), "ray_run": spec.get("ray_run"),
+                                              "reason": f"the {task.name} task's {type(task).__name__} exports no network for the privacy audit"})
+
+
 def final_metrics(ckpt: TrainCheckpoint, summary: dict[str, Any], hyperparams: dict[str, Any], timing: dict[str, Any]) -> dict[str, Any]:
     """train/metrics.json: the last logged values, throughput, timing and the values used.
 
@@ -125,6 +137,8 @@ def write_outputs(
     export_generator(task, ckpt, {**spec, "metrics": model_metrics}, model_dir, data_dir)
     if audit_dir is not None and task.audited:
         export_generator(task, ckpt, audit_spec(task, ckpt, spec), audit_dir, networks=dict(task.audited))
+    elif audit_dir is not None:
+        write_no_audit(task, spec, audit_dir)
     with atomic_dir(out_dir / "samples") as tmp:
         for name, data in ckpt.samples.items():
             (tmp / name).write_bytes(data)
