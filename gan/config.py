@@ -27,6 +27,11 @@ from gan.tasks import TASK_METRICS, TASKS
 ARCHS = ("mlp", "dcgan", "resnet", "stylegan2", "progan", "stackgan")
 LOSSES = ("minimax", "nonsaturating", "hinge", "wgan-gp", "lsgan")
 SOURCES = ("digits", "photos", "photo_patches", "image_folder", "npz", "torchvision", "digits_domains", "domains")
+# What a prepared data set must hold for a translate metric to be computed: the digit of every
+# image (content) or its true rendering under every domain (oracle). Only the embedded
+# digits_domains source writes them (gan/data/domains.py); a folder of domains has neither.
+METRIC_NEEDS = {"content_accuracy": "content labels", "psnr": "the true translation", "ssim": "the true translation"}
+SOURCES_WITH_ORACLE = ("digits_domains",)
 # The embedded domains default's image transforms (gan/data/domains.py), in the order StarGAN's default uses them.
 DIGIT_DOMAINS = ("plain", "inverted", "dilated", "dilated_inverted")
 # The photographs bundled inside installed wheels (gan/data/photos.py loads them): every
@@ -615,6 +620,15 @@ def cross_key_problem(p: Params) -> str | None:
     if p.prepare.path and (rel := relation(p.prepare.out, p.prepare.path)):
         return (f"prepare.out: {p.prepare.out} {rel} prepare.path = {p.prepare.path}, and preparing would "
                 f"{'change' if rel == 'lies inside' else 'delete'} the raw data; choose an output outside {p.prepare.path}")
+    if p.model.task == "detect" and p.model.detect.method == "fanogan":
+        # the task trains the GAN for the first steps - encoder_steps of a run: a tune trial too
+        runs = [("train.steps", p.train.steps)] + ([("tune.max_steps", tune.max_steps)] if tune.enabled else [])
+        for key, steps in runs:
+            if p.model.detect.encoder_steps >= steps:
+                return (f"model.detect.encoder_steps: {p.model.detect.encoder_steps} must be less than {key} = {steps}, so that the GAN "
+                        f"trains before the encoder in every run; lower it or raise {key}")
+    if p.model.task == "translate" and (problem := _translate_metric_problem(p)):
+        return problem
     if p.model.arch == "progan" and (problem := _growth_problem(p)):
         return problem
     if p.model.arch == "stackgan" and (problem := _stackgan_problem(p)):
@@ -623,6 +637,18 @@ def cross_key_problem(p: Params) -> str | None:
         storage = getattr(p, key.split(".")[0]).storage_path
         if "://" not in storage and (rel := relation(p.prepare.out, storage)):
             return f"prepare.out: {p.prepare.out} {rel} {key} = {storage}, and preparing would delete Ray's checkpoints; keep them apart"
+    return None
+
+
+def _translate_metric_problem(p: Params) -> str | None:
+    """A translate metric named in params that the prepared data cannot produce (content accuracy on a folder of domains)."""
+    if p.prepare.source in SOURCES_WITH_ORACLE:
+        return None
+    for key, name in (("model.translate.metric", p.model.translate.metric), ("tune.metric", p.tune.metric), ("register.metric", p.register.metric)):
+        if name in METRIC_NEEDS:
+            usable = ", ".join(m for m in TASK_METRICS["translate"] if m not in METRIC_NEEDS)
+            return (f"{key}: '{name}' needs {METRIC_NEEDS[name]}, which only prepare.source {' or '.join(SOURCES_WITH_ORACLE)} writes "
+                    f"(prepare.source is {p.prepare.source}); use one of {usable}")
     return None
 
 

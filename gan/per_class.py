@@ -23,8 +23,13 @@ from gan.charts import notice, png_bytes, pyplot
 from gan.evaluation import class_labels_like, embed_generator, embed_images
 from gan.metrics import density_coverage, precision_recall
 
-# A class's coverage below this fraction of its own real-vs-real floor raises an alert.
+# A class's coverage or recall below this fraction of its own real-vs-real floor raises an alert.
 ALERT_FRACTION = 0.5
+# A class whose samples the feature classifier calls by their class less often than this
+# fraction of how often it calls real images of the class by it raises an alert: the
+# generator draws another class, or no digit at all, for much of what it is asked (at 0.48
+# against a floor of 0.83, about half of the class's samples are not of the class).
+ACCURACY_FRACTION = 0.75
 
 
 def per_class_quality(real: Any, fake: Any, num_classes: int, nearest_k: int = 5) -> list[dict[str, float | None]]:
@@ -73,20 +78,36 @@ def _rows(embedding: Any, k: int) -> torch.Tensor:
     return embedding.features[embedding.labels == k]
 
 
-def coverage_alerts(rows: list[dict[str, Any]], floor: list[dict[str, Any]], class_names: list[str], fraction: float = ALERT_FRACTION) -> list[str]:
-    """One sentence per class whose coverage is below ``fraction`` of its real-vs-real floor."""
+def coverage_alerts(rows: list[dict[str, Any]], floor: list[dict[str, Any]], class_names: list[str], fraction: float = ALERT_FRACTION,
+                    accuracy: list[dict[str, Any]] | None = None, accuracy_fraction: float = ACCURACY_FRACTION) -> list[str]:  # fmt: skip
+    """One sentence per class that falls far below its real-vs-real floor, else nothing for it.
+
+    A class is flagged when its coverage or its recall is below ``fraction`` of its floor
+    (the generator misses much of what the class looks like), or, given ``accuracy`` (each
+    class's ``conditional_accuracy`` and ``floor/conditional_accuracy``, eval/per_class.json's
+    rows), when its conditional accuracy is below ``accuracy_fraction`` of its floor (its
+    samples are often not of the class).
+    """
+    by_class = {int(c["class"]): c for c in accuracy or []}
     alerts = []
     for k, (row, base) in enumerate(zip(rows, floor, strict=True)):
-        got, want = row.get("coverage"), base.get("coverage")
-        if got is None or want is None or not math.isfinite(want) or want <= 0:
-            continue
-        if got < fraction * want:
-            name = class_names[k] if k < len(class_names) else str(k)
-            alerts.append(
-                f"class {name!r}: coverage {got:.2f} is below {fraction:.0%} of its real-vs-real floor {want:.2f} "
-                f"(recall {row['recall']:.2f}): the generator misses much of what this class looks like"
-            )
+        name = class_names[k] if k < len(class_names) else str(k)
+        low = [f"{metric} {row[metric]:.2f} is below {fraction:.0%} of its real-vs-real floor {base[metric]:.2f}"
+               for metric in ("coverage", "recall") if _below(row.get(metric), base.get(metric), fraction)]  # fmt: skip
+        entry = by_class.get(k, {})
+        got, want = entry.get("conditional_accuracy"), entry.get("floor/conditional_accuracy")
+        if _below(got, want, accuracy_fraction):
+            low.append(f"conditional accuracy {got:.2f} is below {accuracy_fraction:.0%} of its real-vs-real floor {want:.2f}")
+        if low:
+            alerts.append(f"class {name!r}: {'; '.join(low)} (recall {row['recall']:.2f}): the generator misses much of what this class looks like")
     return alerts
+
+
+def _below(got: float | None, want: float | None, fraction: float) -> bool:
+    """Whether ``got`` is below ``fraction`` of a usable floor ``want`` (absent or non-positive floors flag nothing)."""
+    if got is None or want is None or not math.isfinite(want) or want <= 0 or not math.isfinite(got):
+        return False
+    return got < fraction * want
 
 
 def per_class_chart(rows: list[dict[str, Any]], floor: list[dict[str, Any]], class_names: list[str],

@@ -305,8 +305,11 @@ def test_bad_data_and_model_inputs(prepared_digits, ganomaly_export, tmp_path):
     # a detect config on data prepared without the anomaly split
     with pytest.raises(ConfigError, match=r"has no normal/anomalous split; set prepare.normal_classes"):
         make_task(detect_params(), read_manifest(prepared_digits))
-    with pytest.raises(ConfigError, match=r"model.detect.encoder_steps = 30 must be less than train.steps = 30"):
-        make_task(detect_params(method="fanogan", encoder_steps=30), read_manifest(ganomaly_export[2]))
+    with pytest.raises(ConfigError, match=r"model.detect.encoder_steps: 30 must be less than train.steps = 30"):
+        detect_params(method="fanogan", encoder_steps=30)
+    with pytest.raises(ConfigError, match=r"model.detect.encoder_steps: 20 must be less than tune.max_steps = 10, .* raise tune.max_steps\.$"):
+        detect_params({"tune": {"max_steps": 10, "eval_every": 10}}, method="fanogan", encoder_steps=20)
+    detect_params({"tune": {"enabled": False, "max_steps": 10, "eval_every": 10}}, method="fanogan", encoder_steps=20)  # no trials: no bound
     runner = DetectRunner(str(ganomaly_export[1]))
     with pytest.raises(GanError, match=r"^images have shape \[2, 1, 4, 4\]; send \[N, 1, 8, 8\]"):
         runner.score(np.zeros((2, 1, 4, 4), np.uint8))

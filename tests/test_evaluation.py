@@ -373,3 +373,21 @@ def test_the_quality_head_tells_sharp_blurred_and_noisy_apart(featurized_digits,
     del config["net_kwargs"]["quality_head"]  # as featurize wrote it before the head existed
     (out / "config.json").write_text(json.dumps(config))
     assert load_feature_net(out).domain.quality is None
+
+
+@pytest.mark.parametrize(("accuracy", "floor", "alerted"), [(0.48, 0.825, True), (0.80, 0.825, False), (0.0, 0.0, False)])
+def test_a_class_whose_samples_are_often_of_another_class_raises_an_alert(accuracy, floor, alerted):
+    """Coverage and recall may look fair while half of a class's samples are not of the class (a probe's case: 0.48 against 0.825)."""
+    from gan.per_class import coverage_alerts
+
+    rows = [{"recall": 0.9, "coverage": 0.9}, {"recall": 0.65, "coverage": 0.7}]
+    floor_rows = [{"recall": 0.9, "coverage": 0.9}, {"recall": 0.8, "coverage": 0.8}]
+    classes = [{"class": 0, "conditional_accuracy": 0.95, "floor/conditional_accuracy": 0.95},
+               {"class": 1, "conditional_accuracy": accuracy, "floor/conditional_accuracy": floor}]
+    alerts = coverage_alerts(rows, floor_rows, ["0", "1"], accuracy=classes)
+    assert len(alerts) == int(alerted)
+    if alerted:
+        assert alerts[0].startswith("class '1': conditional accuracy 0.48 is below 75% of its real-vs-real floor 0.82")
+    # recall far below its floor is flagged too, without any accuracy
+    (low_recall,) = coverage_alerts([{"recall": 0.3, "coverage": 0.9}], [{"recall": 0.8, "coverage": 0.9}], ["a"])
+    assert "recall 0.30 is below 50% of its real-vs-real floor 0.80" in low_recall

@@ -195,3 +195,23 @@ def test_forced_train_reexports_the_finished_run_and_train_fresh_trains_again(ti
     dvc(repo, "checkout")  # and the cached ones (the generator) from DVC's cache
     assert {p.name: p.read_bytes() for p in (repo / "models/generator").iterdir()} == generator
     assert "Data and pipelines are up to date." in dvc(repo, "status")
+
+
+def test_a_first_version_the_gate_refuses_ends_the_pipeline_cleanly(tiny_pipeline):
+    """A refusal is a normal outcome of a scheduled run: register records it, augment_eval says there is
+    no champion in one line, and the repro exits 0 (here under a new model name with an unreachable bound)."""
+    repo, _ = tiny_pipeline
+    git(repo, "add", "-A")  # this state, to come back to
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["register"].update(model_name="digits-refused", max_memorisation=0.51)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = dvc(repo, "repro")  # raises on a non-zero exit
+    assert ran(out) == {"register", "augment_eval"}, out
+    decision = json.loads((repo / "registry/decision.json").read_text())
+    assert not decision["promoted"] and decision["champion_version"] is None and decision["alias"] == "challenger"
+    skipped = json.loads((repo / "augment/metrics.json").read_text())["skipped"]
+    assert skipped.startswith("digits-refused has no champion yet: v1 was not promoted (") and "memorisation" in skipped
+    assert f"augment_eval: skipped: {skipped}" in out and "Traceback" not in out
+    git(repo, "checkout", "--", ".")
+    dvc(repo, "checkout")
+    assert "Data and pipelines are up to date." in dvc(repo, "status")

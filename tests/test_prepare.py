@@ -256,3 +256,21 @@ def test_file_list_keeps_names_labels_and_order_in_one_buffer(tmp_path):
         Image.new("L", (4, 4)).save(tmp_path / "raw" / c / "1.png")
     listed, classes = list_source(PrepareConfig(source="image_folder", path=str(tmp_path / "raw")))
     assert classes == ["x", "y"] and [(it.label, os.path.basename(it.name)) for it in listed] == [(0, "1.png"), (1, "1.png")]
+
+
+@pytest.mark.parametrize("layout", ["prepared_digits", "prepared_digit_domains", "prepared_anomaly_digits", "pairs"])
+def test_every_layout_writes_the_common_manifest_keys_and_the_same_bytes_twice(layout, request, tmp_path):
+    """What the stages read of every manifest (counts, skipped, ignored, hash, shape, classes) is there for each
+    source and layout, and no wall time makes a re-run's manifest differ (it is every later stage's dependency)."""
+    from gan.config import PairsConfig
+
+    common = {"format", "source", "settings", "channels", "image_size", "shape", "value_range", "labelled", "num_classes",
+              "class_names", "counts", "shards", "hash", "skipped", "ignored"}
+    if layout == "pairs":
+        cfg = PrepareConfig(source="photos", channels=3, pairs=PairsConfig(scale=2, patch_size=16, patches_per_image=2, val_size=32))
+        manifest = prepare_dataset(cfg, tmp_path / "a")
+        prepare_dataset(cfg, tmp_path / "b")
+        assert (tmp_path / "a" / "manifest.json").read_bytes() == (tmp_path / "b" / "manifest.json").read_bytes()
+    else:
+        manifest = read_manifest(request.getfixturevalue(layout))
+    assert common <= set(manifest), common - set(manifest)

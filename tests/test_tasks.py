@@ -322,6 +322,11 @@ def _check_export_and_pyfunc(task: Task, params: Any, data: Path, tmp_path: Path
     export_generator(task, saved[-1], spec, tmp_path / "model", data)
     nets, loaded_spec = load_networks(tmp_path / "model")
     assert set(nets) == set(task.exported) and loaded_spec["task"] == task.name
+    # register describes and tags the version from the task class and the export alone (no KeyError for any task)
+    assert {"channels", "image_size"} <= set(loaded_spec)
+    text, variant = type(task).describe(loaded_spec), type(task).variant(loaded_spec)
+    assert text.endswith(".") and "?" not in text and variant and variant in text, text
+    assert isinstance(type(task).augments(loaded_spec), bool)
     for name, src in task.exported.items():
         assert torch.equal(weights(nets[name]), weights(_trained(saved[-1], src, task, params, data)))
 

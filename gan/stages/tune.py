@@ -136,6 +136,22 @@ def end_failed(run_id: str, error: str) -> None:
         client.set_terminated(run_id, "FAILED")
 
 
+def no_trial_scored(rows: list[dict[str, Any]]) -> str:
+    """The sentence when no trial reported a score: the advice follows the first trial's error.
+
+    Narrowing the learning rates helps only trials that diverged; a trial that params.yaml
+    itself makes impossible (a ConfigError inside the trial) or that broke on something else
+    needs that fixed, and its own message says what.
+    """
+    errors = [str(r["error"]) for r in rows if r.get("error")]
+    first = errors[0] if errors else ""
+    if "ConfigError" in first:
+        return f"every tuning trial was refused by its settings: {first.split('ConfigError: ', 1)[-1].rstrip('.')}."
+    if not first or "diverg" in first.lower():
+        return f"every tuning trial diverged or reported no score ({first or 'no score reported'}); narrow tune.lr_G / tune.lr_D and run again."
+    return f"every tuning trial failed (first error: {first}); fix its cause and run again."
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser(__doc__)
     parser.add_argument("--features", default="models/features")
@@ -162,13 +178,16 @@ def tune(args: argparse.Namespace, params: Params, out: Path, start_ms: int) -> 
 
     from gan.data import read_manifest
     from gan.ray_session import init_ray, ray_where
-    from gan.tasks import task_class
+    from gan.tasks import make_task, task_class
     from gan.tracking import ensure_experiment
     from gan.training.inputs import tree_hash
-    from gan.tuning import best_row, num_trials, run_search, search_fingerprint
+    from gan.tuning import best_row, num_trials, run_search, search_fingerprint, trial_params
 
     data_dir = args.data or params.prepare.out
     manifest = read_manifest(data_dir)
+    # the task as a trial builds it (tune's step budget, this data): a rule it enforces fails
+    # here, once, in one sentence, instead of inside every trial after Ray has started
+    make_task(trial_params(params, {}), manifest)
     if not (Path(args.features) / "config.json").exists():
         raise GanError(f"{args.features} holds no feature network; run the featurize stage first (dvc repro featurize).")
     ensure_experiment("gan-tune")  # once, before any trial starts (SQLite breaks under parallel creation)
@@ -186,8 +205,7 @@ def tune(args: argparse.Namespace, params: Params, out: Path, start_ms: int) -> 
             )
         best = best_row(result["rows"], result.get("lower_is_better", True))
         if best is None:
-            errors = [r["error"] for r in result["rows"] if r["error"]]
-            raise GanError(f"every tuning trial failed or diverged (first error: {errors[0] if errors else 'no score reported'}); narrow tune.lr_G / tune.lr_D and run again.")
+            raise GanError(no_trial_scored(result["rows"]))
     except (Exception, KeyboardInterrupt) as err:
         end_failed(run_id, str(err) or type(err).__name__)
         raise

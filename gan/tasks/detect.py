@@ -85,9 +85,7 @@ class DetectTask(Task):
         self.channels, self.image_size = int(manifest["channels"]), int(manifest["image_size"])
         self.z_dim = int(params.model.z_dim)
         steps = int(params.train.steps)
-        if self.method == "fanogan" and self.cfg.encoder_steps >= steps:
-            raise ConfigError(f"params.yaml: model.detect.encoder_steps = {self.cfg.encoder_steps} must be less than train.steps = {steps}, "
-                              "so that the GAN trains before the encoder; lower it or raise train.steps.")  # fmt: skip
+        # encoder_steps < steps in every run (train and tune trials): gan.config checks it
         self.gan_steps = steps - self.cfg.encoder_steps if self.method == "fanogan" else steps
         # instance attributes: what is exported depends on the method
         # D travels with both for the discriminator-score baseline (-D(x)); f-AnoGAN's score needs it too
