@@ -127,16 +127,23 @@ def summary(root: Path, repro_output: str) -> str:
     name, metric = d.get("model_name"), d.get("metric", "score")
     # the champion after this decision: the challenger when it was promoted
     champion = d.get("challenger_version") if d.get("promoted") else d.get("champion_version")
+    stays = f"champion {name} v{champion} stays" if champion is not None else f"{name} has no champion yet"
     if not ran:
-        return f"retrain: nothing changed; champion {name} v{champion} stays."
+        return f"retrain: nothing changed; {stays}."
     if "register" not in ran:
-        return f"retrain: ran {', '.join(ran)}; no new model to register; champion {name} v{champion} stays."
+        return f"retrain: ran {', '.join(ran)}; no new model to register; {stays}."
     ch, old = d.get("challenger_score"), d.get("champion_score")
     if d.get("duplicate_of"):
-        return f"retrain: ran {', '.join(ran)}; the weights are those of {name} v{d['duplicate_of']}, so no new version; champion {name} v{champion} stays."
+        return f"retrain: ran {', '.join(ran)}; the weights are those of {name} v{d['duplicate_of']}, so no new version; {stays}."
     if d.get("promoted"):
         was = f", was {old:.4g}" if isinstance(old, int | float) else " (first version)"
         return f"retrain: promoted {name} v{d.get('challenger_version')} to champion ({metric} {ch:.4g}{was})."
+    if champion is None:  # the first version was refused (the privacy gate, a non-finite score): a normal ending
+        return f"retrain: {name} has no champion yet; v{d.get('challenger_version')} was not promoted ({d.get('reason')})."
+    reason = d.get("reason")
+    if not isinstance(old, int | float) or not isinstance(ch, int | float) or (reason and "does not beat" not in reason):
+        # kept for another reason than its score (the privacy gate): say that reason
+        return f"retrain: kept champion {name} v{champion}; challenger v{d.get('challenger_version')} was not promoted ({d.get('reason')})."
     return (
         f"retrain: kept champion {name} v{champion} ({metric} {old:.4g}); "
         f"challenger v{d.get('challenger_version')} scored {ch:.4g}, not better by {d.get('min_improvement', 0):.0%}."

@@ -178,14 +178,30 @@ def search_fingerprint(params: Params, data_hash: str, features_hash: str) -> st
     """``tune-<10 hex>``: stable for one search (tune/model/train params, data, features)."""
     blob = json.dumps(
         {"tune": params.tune.model_dump(exclude={"storage_path"}), "model": params.model.model_dump(),
-         "train": params.train.model_dump(include=set(NON_SEARCHED_TRAIN_KEYS)), "data": data_hash, "features": features_hash},
+         "train": params.train.model_dump(include=set(trial_train_keys())), "data": data_hash, "features": features_hash},
         sort_keys=True,
     )
     return "tune-" + hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
-# train.* keys that shape every trial (the searched ones are excluded)
-NON_SEARCHED_TRAIN_KEYS = ("batch_size", "beta1", "beta2", "n_critic", "ema_decay", "diffaugment", "gp_weight", "r1_gamma", "r1_interval", "stylegan2", "progan", "stackgan", "seed")
+# train.* keys a trial does not take from params.yaml: trial_params sets them from tune's
+# budget, cadence and workers, or from the sampled point (the learning rates are always searched)
+SET_BY_TRIALS = ("steps", "eval_every", "eval_samples", "log_every", "checkpoint_every", "sample_every", "num_workers", "lr_G", "lr_D")
+# ... and the keys only the train stage reads: its Ray Train resources, storage and restart policy
+TRAIN_STAGE_ONLY = ("use_gpu", "cpus_per_worker", "gpus_per_worker", "placement_strategy", "max_failures", "storage_path", "fresh")
+
+
+def trial_train_keys() -> tuple[str, ...]:
+    """Every train.* key that shapes a tune trial: all of TrainConfig but the two lists above.
+
+    Derived, not listed, so that a new train key counts for tune (its fingerprint, and the
+    tune stage's DVC params, which tests/test_dvc_deps.py checks against this) until it is
+    named in one of them.
+    """
+    from gan.config import TrainConfig
+
+    exempt = set(SET_BY_TRIALS) | set(TRAIN_STAGE_ONLY)
+    return tuple(key for key in TrainConfig.model_fields if key not in exempt)
 
 
 def run_trial(config: dict[str, Any], params_dict: dict[str, Any], data_dir: Any, features_dir: Any) -> None:

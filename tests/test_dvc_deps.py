@@ -148,3 +148,27 @@ def test_stage_params_are_keys_of_params_yaml(stage):
 def test_plumbing_modules_exist():
     # a renamed plumbing module would otherwise silently stop being excluded
     assert all((ROOT / path).is_file() for path in PLUMBING), sorted(p for p in PLUMBING if not (ROOT / p).is_file())
+
+
+def test_tune_params_are_the_train_keys_a_trial_reads():
+    """tune re-runs when a key that shapes a trial changes (train.privacy too), and for no other train key."""
+    from gan.config import TrainConfig
+    from gan.tuning import SET_BY_TRIALS, TRAIN_STAGE_ONLY, trial_train_keys
+
+    listed = {key for key in DVC["stages"]["tune"]["params"] if isinstance(key, str) and key.startswith("train.")}
+    assert listed == {f"train.{key}" for key in trial_train_keys()}
+    assert set(SET_BY_TRIALS) | set(TRAIN_STAGE_ONLY) | set(trial_train_keys()) == set(TrainConfig.model_fields)
+    assert "privacy" in trial_train_keys()
+
+
+def test_keys_set_by_trials_do_not_reach_a_trial():
+    """What SET_BY_TRIALS names, trial_params replaces: changing it in params.yaml changes no trial."""
+    from gan.config import parse_params
+    from gan.tuning import SET_BY_TRIALS, trial_params
+
+    base = parse_params({})
+    changed = parse_params({"train": {"steps": 7, "eval_every": 3, "eval_samples": 33, "log_every": 2, "checkpoint_every": 5,
+                                      "sample_every": 9, "num_workers": 3, "lr_G": 0.123, "lr_D": 0.321}})  # fmt: skip
+    assert set(changed.train.model_dump(include=set(SET_BY_TRIALS)).items()) != set(base.train.model_dump(include=set(SET_BY_TRIALS)).items())
+    point = {"lr_G": 1e-3, "lr_D": 2e-3}
+    assert trial_params(base, point).train == trial_params(changed, point).train

@@ -61,6 +61,14 @@ def test_gan_models_lists_what_the_readme_promises():
     for name in (*TASKS, "mlp", "dcgan", "resnet", "infogan", "minimax", "nonsaturating", "hinge", "wgan-gp", "lsgan",
                  "spectral", "r1", "ema", "diffaugment"):
         assert name in text, f"`gan models` does not mention {name}"
+    # every value config accepts for a task's method is listed (detect's were once "see the module docstring")
+    from typing import get_args
+
+    from gan.config import ARCHS, LOSSES, DetectConfig, TranslateConfig, UpscaleConfig
+
+    methods = [*ARCHS, *LOSSES, *get_args(TranslateConfig.model_fields["arch"].annotation),
+               *get_args(DetectConfig.model_fields["method"].annotation), *get_args(UpscaleConfig.model_fields["generator"].annotation)]
+    assert [m for m in methods if m not in text] == []
 
 
 def test_gan_check_accepts_the_shipped_params():

@@ -43,6 +43,15 @@ def test_summary_lines(tmp_path):
     assert summary(worse, repro_all) == "retrain: kept champion digits-gan v3 (fid 12.9); challenger v4 scored 13.4, not better by 0%."
     assert summary(worse, "") == "retrain: nothing changed; champion digits-gan v3 stays."
     assert summary(worse, "Running stage 'prepare':\n") == "retrain: ran prepare; no new model to register; champion digits-gan v3 stays."
+    # a refusal (the privacy gate) is a normal ending, with or without a champion: its reason, no traceback
+    reason = "privacy audit: dcr_share/pixel = 0.710 exceeds register.max_memorisation = 0.6 by 0.110"
+    refused = write_decision(tmp_path, promoted=False, challenger_version="1", challenger_score=40.0, champion_version=None, champion_score=None,
+                             reason=reason)  # fmt: skip
+    assert summary(refused, repro_all) == f"retrain: digits-gan has no champion yet; v1 was not promoted ({reason})."
+    assert summary(refused, "") == "retrain: nothing changed; digits-gan has no champion yet."
+    kept = write_decision(tmp_path, promoted=False, challenger_version="5", challenger_score=10.0, champion_version="3", champion_score=12.9,
+                          reason=reason)  # fmt: skip
+    assert summary(kept, repro_all) == f"retrain: kept champion digits-gan v3; challenger v5 was not promoted ({reason})."
     (tmp_path / "registry" / "decision.json").unlink()
     assert "registry/decision.json is missing" in summary(tmp_path, repro_all)
 

@@ -252,6 +252,12 @@ Image-to-image networks (model.task: translate, model.translate.arch)
   stargan   one G(x, target domain) with tiled labels, D with source and domain heads;
             WGAN-GP + domain classification + reconstruction (Choi et al. 2018)
 
+Anomaly detection methods (model.task detect; model.detect.method), trained on normal images only
+  ganomaly  encoder-decoder-encoder G, score ||z - z_hat||; adversarial feature matching + L1
+            reconstruction + latent loss, D re-initialised when it collapses (Akcay et al. 2018)
+  fanogan   WGAN-GP on normal images, then the izi_f encoder with G and D frozen
+            (model.detect.encoder_steps); score: image + kappa x D-feature residual (Schlegl et al. 2019)
+
 Super-resolution networks (model.task upscale; model.upscale.generator)
   rrdb      ESRGAN's RRDBNet: residual-in-residual dense blocks, pixel-shuffle x2/x4 (Wang et al. 2018)
   srresnet  SRGAN's residual generator without BatchNorm (Ledig et al. 2017; BasicSR's MSRResNet)

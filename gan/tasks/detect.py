@@ -67,7 +67,7 @@ PCA_COMPONENTS = 20  # the PCA-reconstruction baseline's components (the issue's
 
 
 class DetectTask(Task):
-    """Image -> anomaly score; see the module docstring."""
+    """image -> anomaly score: GANomaly or f-AnoGAN (model.detect.method), trained on normal images only; `gan score` downstream; primary metric AUROC."""
 
     name = "detect"
     inference = "detect"
