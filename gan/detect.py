@@ -41,17 +41,9 @@ class ScoreRow(NamedTuple):
 
 def load(model: str) -> Any:
     """The detect Runner of ``model``: a registry URI (``models:/NAME@ALIAS``, ``models:/NAME/VERSION``) or an export folder."""
-    if model.startswith("models:/"):
-        from gan.registry import load_model, resolve_model
+    from gan.registry.uris import load_runner
 
-        runner = load_model(resolve_model(model)).runner
-    else:
-        from gan.inference import runner_for
-
-        runner = runner_for(model)
-    if runner.spec.get("task") != "detect":
-        raise GanError(f"{model} is a '{runner.spec.get('task')}' model, not an anomaly detector; use a model trained with model.task: detect.")
-    return runner
+    return load_runner(model, "detect")[0]
 
 
 def iter_images(source: str | os.PathLike, channels: int, image_size: int, batch_size: int = DEFAULT_BATCH_SIZE) -> Iterator[tuple[list[str], np.ndarray]]:

@@ -38,18 +38,9 @@ DEFAULT_BATCH_SIZE = 64
 
 def load_runner(model: str) -> tuple[Any, str]:
     """The translate Runner of a registry URI or an exported directory, and what was loaded (for messages)."""
-    if model.startswith("models:/"):
-        from gan.registry import load_model, resolve_model
+    from gan.registry.uris import load_runner as load_task_runner
 
-        ref = resolve_model(model)
-        runner, loaded = load_model(ref).runner, f"{ref.name} v{ref.version}"
-    else:
-        from gan.inference import runner_for
-
-        runner, loaded = runner_for(model), model
-    if getattr(runner, "spec", {}).get("task") != "translate":
-        raise GanError(f"{model} is a '{runner.spec.get('task')}' model, not a translate model; pass a model trained with model.task: translate.")
-    return runner, loaded
+    return load_task_runner(model, "translate")
 
 
 def read_inputs(path: str | Path, channels: int, size: int) -> tuple[list[str], Iterator[np.ndarray]]:

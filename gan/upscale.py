@@ -36,22 +36,9 @@ SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
 
 def load_runner(model: str) -> UpscaleRunner:
     """The upscale runner of ``model``: a ``models:/NAME@alias`` (or ``/version``) URI, or an exported model folder."""
-    if model.startswith("models:/") or model.startswith("runs:/"):
-        from gan.registry import load_model, resolve_model
-        from gan.tracking import check_reachable, configure
+    from gan.registry.uris import load_runner as load_task_runner
 
-        configure()
-        check_reachable(must_exist=True)
-        runner = load_model(resolve_model(model)).runner
-    else:
-        if not Path(model).is_dir():
-            raise GanError(f"--model {model} is neither a models:/ URI nor an exported model folder; pass models:/NAME@champion or models/generator.")
-        from gan.inference import runner_for
-
-        runner = runner_for(model)
-    if runner.spec.get("task") != "upscale":
-        raise GanError(f"{model} is a '{runner.spec.get('task')}' model, not an upscale model; use `gan augment` for generators.")
-    return runner
+    return load_task_runner(model, "upscale")[0]
 
 
 def read_image(path: Path) -> tuple[np.ndarray, str]:

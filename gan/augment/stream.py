@@ -105,16 +105,12 @@ def generate(
     when omitted. ``seed`` None picks a random seed (recorded in the stream). Raises
     GanError for n <= 0, an unreachable tracking server, an unknown model, alias or label.
     """
-    from gan.registry import load_model, resolve_model
-    from gan.tracking import check_reachable, configure
+    from gan.registry.uris import load_registered
 
     check_count(n)
     if batch_size <= 0:
         raise GanError(f"batch_size = {batch_size} is invalid; use a positive number such as {DEFAULT_BATCH_SIZE}.")
-    configure()
-    check_reachable(must_exist=True)
-    ref = resolve_model(model_uri)
-    model = load_model(ref)
+    ref, model = load_registered(model_uri)
     if captions:
         if labels:
             raise GanError("--labels and --captions were both given; condition on one of them.")

@@ -8,8 +8,10 @@ tests/test_augment.py) are run here once more as the user runs them: as a proces
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -387,3 +389,35 @@ def test_training_checkpoint_of_another_architecture_is_refused(prepared_digits)
     with pytest.raises(GanError, match="the checkpoint was made for a different model"):
         fit_task(dcgan_params, prepared_digits, start=mlp_ckpt, log=None)
 
+
+
+def _downstream_loaders() -> dict[str, Any]:
+    """Each downstream command's model loader, as its CLI calls it."""
+    from gan.augment.stream import generate
+    from gan.detect import load
+    from gan.translate import load_runner as translate_runner
+    from gan.upscale import load_runner as upscale_runner
+
+    return {"augment": lambda model: generate(model, 1), "translate": translate_runner, "score": load, "upscale": upscale_runner}
+
+
+@pytest.mark.parametrize("command", ["augment", "translate", "score", "upscale"])
+def test_every_downstream_command_loads_models_the_same_way(command, tmp_path, monkeypatch):
+    """One loader for all: the same URIs accepted, the same sentences, the project's MLflow store (gan score and
+    gan translate once read MLflow's default store in the working directory, gan upscale took runs:/ URIs)."""
+    load = _downstream_loaders()[command]
+    for uri, message in (("runs:/abc/model", "is not a registry URI"), ("models:/rel-gan", "is malformed")):
+        with pytest.raises(GanError, match=re.escape(message)):
+            load(uri)
+    project = tmp_path / "project"
+    (project / "sub").mkdir(parents=True)
+    (project / "params.yaml").write_text("{}\n")
+    monkeypatch.chdir(project / "sub")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with pytest.raises(GanError, match=re.escape(f"the MLflow store {project / 'mlflow.db'} does not exist")):
+        load("models:/rel-gan@champion")
+    assert not (project / "mlflow.db").exists() and not (project / "sub" / "mlflow.db").exists()
+    assert not (project / "sub" / "mlruns").exists()
+    if command != "augment":  # augment reads the registry only; the others also take an exported folder
+        with pytest.raises(GanError, match=r"is neither a models:/ URI nor an exported model folder"):
+            load(str(tmp_path / "no-such-model"))
