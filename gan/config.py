@@ -13,6 +13,7 @@ sentence.
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from pathlib import Path
@@ -213,6 +214,13 @@ class InfoGANConfig(_Section):
     categorical: int = Field(0, ge=0, description="number of categories of the categorical code (0 = off)")
     continuous: int = Field(0, ge=0, description="number of continuous codes (0 = off)")
     weight: float = Field(1.0, ge=0.0)
+
+    @field_validator("categorical")
+    @classmethod
+    def _not_one(cls, value: int) -> int:
+        if value == 1:  # one category carries no information: Q would have nothing to recover
+            raise ValueError("use 0 (off) or at least 2 categories")
+        return value
 
 
 class TranslateConfig(_Section):
@@ -627,7 +635,11 @@ def cross_key_problem(p: Params) -> str | None:
             if p.model.detect.encoder_steps >= steps:
                 return (f"model.detect.encoder_steps: {p.model.detect.encoder_steps} must be less than {key} = {steps}, so that the GAN "
                         f"trains before the encoder in every run; lower it or raise {key}")
-    if p.model.task == "translate" and (problem := _translate_metric_problem(p)):
+    if problem := _model_problem(p):
+        return problem
+    if p.model.task == "translate" and (problem := _translate_problem(p) or _translate_metric_problem(p)):
+        return problem
+    if p.model.task == "upscale" and (problem := _upscale_problem(p)):
         return problem
     if p.model.arch == "progan" and (problem := _growth_problem(p)):
         return problem
@@ -637,6 +649,58 @@ def cross_key_problem(p: Params) -> str | None:
         storage = getattr(p, key.split(".")[0]).storage_path
         if "://" not in storage and (rel := relation(p.prepare.out, storage)):
             return f"prepare.out: {p.prepare.out} {rel} {key} = {storage}, and preparing would delete Ray's checkpoints; keep them apart"
+    return None
+
+
+# Architectures built with equalised learning rates, whose G takes no InfoGAN codes: the same
+# list as gan.models.EQUALIZED_ARCHS (tests/test_config.py checks; the models never import config)
+EQUALIZED_ARCHS = ("stylegan2", "progan")
+# Sources whose prepared data the translate task reads (gan.data.prepare's DOMAIN_SOURCES)
+TRANSLATE_SOURCES = ("digits_domains", "domains")
+
+
+def _model_problem(p: Params) -> str | None:
+    """Rules between model.* and train.* that the networks and recipes rely on (checked here, so `gan check` sees them)."""
+    m, t = p.model, p.train
+    if p.model.task != "generate":
+        return None
+    if m.arch in EQUALIZED_ARCHS and (m.infogan.categorical or m.infogan.continuous):
+        return (f"model.infogan: codes are not supported with model.arch = '{m.arch}'; "
+                "set model.infogan.categorical and model.infogan.continuous to 0")  # fmt: skip
+    if m.arch in EQUALIZED_ARCHS and (m.spectral_norm_G or m.spectral_norm_D):
+        return (f"model.spectral_norm_D: spectral norm (spectral_norm_G / spectral_norm_D) is not supported with model.arch = '{m.arch}' "
+                "(it uses equalised learning rates); set both to false")  # fmt: skip
+    if m.arch == "stylegan2" and t.diffaugment and t.stylegan2.ada_target > 0:
+        return "train.diffaugment: train.diffaugment and train.stylegan2.ada_target are both on; set train.diffaugment: '' or train.stylegan2.ada_target: 0"
+    if m.arch == "stackgan" and m.loss == "wgan-gp":
+        return ("model.loss: 'wgan-gp' is not supported with model.arch = 'stackgan' (its matching-aware D is trained with a "
+                "cross-entropy); use nonsaturating as the paper does")  # fmt: skip
+    return None
+
+
+def _translate_problem(p: Params) -> str | None:
+    """The translate task's data and architecture rules that params alone decide."""
+    pre, arch, d_layers = p.prepare, p.model.translate.arch, p.model.translate.d_layers
+    if pre.source not in TRANSLATE_SOURCES:
+        return f"prepare.source: model.task 'translate' needs domain data, not '{pre.source}'; set prepare.source to {' or '.join(TRANSLATE_SOURCES)}"
+    if arch in ("cyclegan", "pix2pix") and pre.source == "digits_domains" and len(pre.domains) != 2:
+        return (f"prepare.domains: model.translate.arch '{arch}' translates between two domains but {len(pre.domains)} are listed "
+                f"({', '.join(pre.domains)}); list two or use stargan")  # fmt: skip
+    if arch == "pix2pix" and pre.source not in SOURCES_WITH_ORACLE:
+        return f"model.translate.arch: 'pix2pix' needs paired data, which only prepare.source {' or '.join(SOURCES_WITH_ORACLE)} keeps; use it or cyclegan"
+    if arch in ("cyclegan", "pix2pix") and pre.image_size < 3 * 2**d_layers:
+        deepest = max(1, int(math.log2(pre.image_size / 3)))
+        return f"model.translate.d_layers = {d_layers} is too deep for {pre.image_size}px images; use at most {deepest}"
+    return None
+
+
+def _upscale_problem(p: Params) -> str | None:
+    """The upscale task trains on super-resolution pairs whose patch D reads at a power-of-two size."""
+    pairs = p.prepare.pairs
+    if pairs is None:
+        return "prepare.pairs: model.task 'upscale' needs super-resolution pairs; set prepare.pairs (scale, patch_size)"
+    if pairs.patch_size & (pairs.patch_size - 1):
+        return f"prepare.pairs.patch_size: {pairs.patch_size} is invalid for model.task 'upscale': D needs a power of two (16, 32, 64, 128)"
     return None
 
 

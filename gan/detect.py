@@ -41,7 +41,7 @@ class ScoreRow(NamedTuple):
 
 def load(model: str) -> Any:
     """The detect Runner of ``model``: a registry URI (``models:/NAME@ALIAS``, ``models:/NAME/VERSION``) or an export folder."""
-    from gan.registry.uris import load_runner
+    from gan.registry.loader import load_runner
 
     return load_runner(model, "detect")[0]
 

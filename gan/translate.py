@@ -38,7 +38,7 @@ DEFAULT_BATCH_SIZE = 64
 
 def load_runner(model: str) -> tuple[Any, str]:
     """The translate Runner of a registry URI or an exported directory, and what was loaded (for messages)."""
-    from gan.registry.uris import load_runner as load_task_runner
+    from gan.registry.loader import load_runner as load_task_runner
 
     return load_task_runner(model, "translate")
 

@@ -36,7 +36,7 @@ SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
 
 def load_runner(model: str) -> UpscaleRunner:
     """The upscale runner of ``model``: a ``models:/NAME@alias`` (or ``/version``) URI, or an exported model folder."""
-    from gan.registry.uris import load_runner as load_task_runner
+    from gan.registry.loader import load_runner as load_task_runner
 
     return load_task_runner(model, "upscale")[0]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -89,3 +90,35 @@ def test_config_choices_are_the_tables_names():
         assert ModelConfig(task=name).task == name
     with pytest.raises(ValueError, match="unknown task"):
         ModelConfig(task="no-such-task")
+
+
+def test_the_config_and_the_models_agree_on_the_equalised_architectures():
+    import gan.config
+    import gan.models
+
+    assert gan.config.EQUALIZED_ARCHS == gan.models.EQUALIZED_ARCHS
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"model": {"arch": "stylegan2", "spectral_norm_D": True}}, "is not supported with model.arch = 'stylegan2'"),
+    ({"model": {"arch": "progan", "spectral_norm_D": False, "infogan": {"continuous": 2}}}, "model.infogan: codes are not supported"),
+    ({"model": {"arch": "stylegan2", "spectral_norm_D": False}, "train": {"diffaugment": "color"}}, "both on"),
+    ({"model": {"arch": "stackgan", "loss": "wgan-gp"}, "prepare": {"image_size": 16, "captions": {"source": "attributes"}}},
+     "'wgan-gp' is not supported with model.arch = 'stackgan'"),
+    ({"model": {"task": "translate"}, "prepare": {"source": "digits"}}, "model.task 'translate' needs domain data"),
+    ({"model": {"task": "translate"}, "prepare": {"source": "digits_domains", "domains": ["plain", "inverted", "dilated"]}},
+     "translates between two domains but 3 are listed"),
+    ({"model": {"task": "translate", "translate": {"arch": "pix2pix"}}, "prepare": {"source": "domains", "path": "/tmp"}},
+     "'pix2pix' needs paired data"),
+    ({"model": {"task": "translate", "translate": {"d_layers": 3}}, "prepare": {"source": "digits_domains", "image_size": 8}},
+     "model.translate.d_layers = 3 is too deep for 8px images; use at most 1"),
+    ({"model": {"task": "upscale"}, "prepare": {"source": "photos"}}, "needs super-resolution pairs"),
+    ({"model": {"task": "upscale"}, "prepare": {"source": "photos", "pairs": {"scale": 2, "patch_size": 24}}}, "D needs a power of two"),
+], ids=["stylegan2-sn", "progan-infogan", "ada-diffaugment", "stackgan-wgan", "translate-source", "cyclegan-3", "pix2pix-unpaired",
+        "d_layers", "upscale-pairs", "upscale-patch"])
+def test_gan_check_refuses_what_training_would(raw, message):
+    """Every rule that params alone decide runs in the config, so `gan check` fails before any stage starts."""
+    from gan.config import parse_params
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_params(raw)

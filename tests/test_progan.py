@@ -162,8 +162,8 @@ def test_trainer_grows_the_networks_and_checkpoints_the_growth(prepared_digits, 
 @pytest.mark.parametrize(
     ("model", "train", "message"),
     [
-        ({"infogan": {"categorical": 2}}, {}, "model.infogan codes are not supported with model.arch = 'progan'"),
-        ({"spectral_norm_D": True}, {}, "model.spectral_norm_G / model.spectral_norm_D"),
+        ({"infogan": {"categorical": 2}}, {}, "model.infogan: codes are not supported with model.arch = 'progan'"),
+        ({"spectral_norm_D": True}, {}, "spectral norm .spectral_norm_G / spectral_norm_D. is not supported with model.arch = 'progan'"),
         ({}, {"steps": 3}, "train.steps: 3 steps show 16 real images"),
     ],
 )

@@ -56,6 +56,7 @@ TASK_PARAMS: dict[str, dict[str, Any]] = {
     # CycleGAN with a pool smaller than a batch (both of its branches run) and the lr decay under way
     "translate": {
         "data": "prepared_digit_domains",
+        "prepare": {"source": "digits_domains"},
         "model": {"task": "translate", "g_width": 8, "d_width": 8,
                   "translate": {"arch": "cyclegan", "n_blocks": 1, "d_layers": 1, "pool_size": 4, "decay_start": 0.5}},
     },
@@ -72,6 +73,7 @@ TASK_PARAMS: dict[str, dict[str, Any]] = {
 ARCH_PARAMS: dict[str, dict[str, Any]] = {
     "translate/pix2pix": {
         "data": "prepared_digit_domains",
+        "prepare": {"source": "digits_domains"},
         "model": {"task": "translate", "g_width": 8, "d_width": 8, "translate": {"arch": "pix2pix", "d_layers": 1}},
     },
     # f-AnoGAN: step 0 is WGAN-GP (2 critic steps, Gmain), step 1 the encoder phase (G, D frozen),
@@ -102,11 +104,13 @@ ARCH_PARAMS: dict[str, dict[str, Any]] = {
     # and CycleGAN's identity term
     "translate/stargan-lsgan": {
         "data": "prepared_digit_domains3",
+        "prepare": {"source": "digits_domains", "domains": ["plain", "inverted", "dilated"]},
         "model": {"task": "translate", "g_width": 8, "d_width": 8, "translate": {"arch": "stargan", "n_blocks": 1, "adversarial": "lsgan",
                                                                                     "lambda_idt": 5.0}},
     },
     "translate/stargan": {
         "data": "prepared_digit_domains3",
+        "prepare": {"source": "digits_domains", "domains": ["plain", "inverted", "dilated"]},
         "model": {"task": "translate", "g_width": 8, "d_width": 8, "translate": {"arch": "stargan", "n_blocks": 1}},
         "train": {"n_critic": 2, "lr_G": 1e-4, "lr_D": 1e-4},
     },

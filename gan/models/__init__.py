@@ -95,7 +95,8 @@ NETWORKS: dict[str, type[nn.Module]] = {
 # Architectures whose D is always spectral-normalised (SNGAN's design).
 ALWAYS_SPECTRAL_D = ("resnet",)
 # Architectures built from equalised-learning-rate layers (gan.models.equalized): no
-# spectral norm, no InfoGAN head.
+# spectral norm, no InfoGAN head (gan.config's rules refuse both; its copy of this list is
+# checked against this one, since the exported model code may not import the config).
 EQUALIZED_ARCHS = ("stylegan2", "progan")
 
 __all__ = [
@@ -149,9 +150,7 @@ def model_kwargs(model_cfg: ModelConfig, channels: int, image_size: int, num_cla
         raise ConfigError(f"params.yaml: model.arch = {arch!r} is invalid: allowed values are {', '.join(GENERATORS)}.")
     if model_cfg.conditional and num_classes < 1:
         raise ConfigError("params.yaml: model.conditional is true but the prepared data has no labels; set model.conditional: false or use labelled data.")
-    info = model_cfg.infogan
-    if info.categorical == 1:
-        raise ConfigError("params.yaml: model.infogan.categorical = 1 is invalid: use 0 (off) or at least 2 categories.")
+    info = model_cfg.infogan  # categorical != 1, and no codes for the equalised architectures: gan.config checks
     classes = int(num_classes) if model_cfg.conditional else 0
     if arch in EQUALIZED_ARCHS:
         return _equalized_kwargs(model_cfg, channels, image_size, classes)
@@ -183,16 +182,12 @@ def model_kwargs(model_cfg: ModelConfig, channels: int, image_size: int, num_cla
 
 def _equalized_kwargs(model_cfg: ModelConfig, channels: int, image_size: int, classes: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """StyleGAN2's and ProGAN's kwargs: no InfoGAN codes or spectral norm (equalised lr takes its place)."""
-    info, arch = model_cfg.infogan, model_cfg.arch
-    if info.categorical or info.continuous:
-        raise ConfigError(f"params.yaml: model.infogan codes are not supported with model.arch = {arch!r}; set model.infogan.categorical and model.infogan.continuous to 0.")
-    if model_cfg.spectral_norm_G or model_cfg.spectral_norm_D:
-        raise ConfigError(f"params.yaml: model.spectral_norm_G / model.spectral_norm_D are not supported with model.arch = {arch!r} (it uses equalised learning rates); set both to false.")
+    # gan.config refuses InfoGAN codes and spectral norm for these architectures
     sg = model_cfg.stylegan2
     size = {"channels": int(channels), "image_size": int(image_size), "num_classes": classes}
     G_kwargs: dict[str, Any] = {"z_dim": int(model_cfg.z_dim), "width": int(model_cfg.g_width), **size}
     D_kwargs: dict[str, Any] = {"width": int(model_cfg.d_width), "mbstd_group": int(sg.mbstd_group), **size}
-    if arch == "stylegan2":
+    if model_cfg.arch == "stylegan2":
         G_kwargs.update(w_dim=int(sg.w_dim), mapping_layers=int(sg.mapping_layers))
     return G_kwargs, D_kwargs
 

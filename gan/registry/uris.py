@@ -3,13 +3,13 @@
     ref = resolve_model("models:/digits-gan@champion")    # ModelRef(name, version, requested, run_id)
     model = load_model(ref)                               # the pyfunc's TaskModel
     ref, model = load_registered("models:/digits-gan@champion")           # the project's store, checked first
-    runner, loaded = load_runner("models:/digits-detect@champion", "detect")  # every downstream command's loader
+
+gan.registry.loader.load_runner builds on load_registered for every downstream command.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from gan.errors import GanError
@@ -93,25 +93,3 @@ def load_registered(uri: str) -> tuple[ModelRef, Any]:
     check_reachable(must_exist=True)
     ref = resolve_model(uri)
     return ref, load_model(ref)
-
-
-def load_runner(model: str, task: str) -> tuple[Any, str]:
-    """``(runner, what was loaded)``: the ``task`` model of a registry URI or of an exported model folder.
-
-    The loader of every downstream command (``gan translate``, ``gan upscale``, ``gan score``;
-    ``gan augment`` through :func:`load_registered`): the same URIs accepted, the same store,
-    the same sentences for a bad one, and a model of another task refused by name.
-    """
-    if ":/" in model:  # a URI: only registry ones load (runs:/ and others get parse_model_uri's sentence)
-        ref, loaded_model = load_registered(model)
-        runner, loaded = loaded_model.runner, f"{ref.name} v{ref.version}"
-    elif Path(model).is_dir():
-        from gan.inference import runner_for
-
-        runner, loaded = runner_for(model), model
-    else:
-        raise GanError(f"--model {model} is neither a models:/ URI nor an exported model folder; pass models:/NAME@champion or models/generator.")
-    got = getattr(runner, "spec", {}).get("task")
-    if got != task:
-        raise GanError(f"{model} is a '{got}' model, not a {task} model; pass a model trained with model.task: {task}.")
-    return runner, loaded

@@ -71,9 +71,7 @@ class StackGANRecipe:
     """Networks, phases, schedule and batches of StackGAN for :class:`gan.tasks.generate.GenerateTask`."""
 
     def __init__(self, params: Any, manifest: dict[str, Any], conditional: bool, loss_pair: LossPair) -> None:
-        if loss_pair.gradient_penalty:
-            raise ConfigError("params.yaml: model.loss = 'wgan-gp' is not supported with model.arch = 'stackgan' "
-                              "(its matching-aware D is trained with a cross-entropy); use nonsaturating as the paper does.")  # fmt: skip
+        # model.loss is never wgan-gp here (its matching-aware D is trained with a cross-entropy): gan.config checks
         from gan.data.captions import has_captions
 
         if not has_captions(manifest):

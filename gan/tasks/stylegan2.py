@@ -82,13 +82,7 @@ class StyleGAN2Recipe:
         self.r1_gamma = float(cfg.r1_gamma) or r1_gamma_heuristic(
             image_size, cfg.batch_size * cfg.num_workers
         )
-        self.ada = sg.ada_target > 0
-        if self.ada and cfg.diffaugment:
-            from gan.errors import ConfigError
-
-            raise ConfigError(
-                "params.yaml: train.diffaugment and train.stylegan2.ada_target are both on; set train.diffaugment: '' or train.stylegan2.ada_target: 0."
-            )
+        self.ada = sg.ada_target > 0  # never beside train.diffaugment: gan.config checks
         # task state (checkpointed): see state_dict
         self.pl_mean = torch.zeros([])
         self.ada_p = torch.zeros([])
