@@ -152,11 +152,6 @@ class EvalSettings:
     kid_subset_size: int = 500
 
 
-def _shape(spec: dict[str, Any]) -> str:
-    """``CxSxS`` of an export's images (``channels``, ``image_size``)."""
-    return f"{spec.get('channels', '?')}x{spec.get('image_size', '?')}x{spec.get('image_size', '?')}"
-
-
 class Task:
     """Base of every task; subclasses fill in the class attributes and the methods.
 
@@ -278,6 +273,11 @@ class Task:
         """Restore :meth:`state_dict`."""
 
     # ---- export ------------------------------------------------------------------------
+    @staticmethod
+    def shape_text(spec: dict[str, Any]) -> str:
+        """``CxSxS`` of an export's images (``channels``, ``image_size``), for :meth:`describe`."""
+        return f"{spec.get('channels', '?')}x{spec.get('image_size', '?')}x{spec.get('image_size', '?')}"
+
     @classmethod
     def variant(cls, spec: dict[str, Any]) -> str:
         """The architecture or method of an exported model (config.json ``spec``): the registry's ``arch`` tag."""
@@ -291,7 +291,7 @@ class Task:
         from its config.json without rebuilding the task; every task's export has
         ``channels`` and ``image_size`` (tests/test_tasks.py checks).
         """
-        return f"{cls.variant(spec)} {cls.name} model, {_shape(spec)}."
+        return f"{cls.variant(spec)} {cls.name} model, {cls.shape_text(spec)}."
 
     @classmethod
     def augments(cls, spec: dict[str, Any]) -> bool:

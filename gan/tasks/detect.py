@@ -221,10 +221,8 @@ class DetectTask(Task):
 
     @classmethod
     def describe(cls, spec: dict[str, Any]) -> str:
-        from gan.tasks.base import _shape
-
         normal = ", ".join(map(str, spec.get("normal_classes", []))) or "?"
-        return f"{cls.variant(spec)} anomaly detector, {_shape(spec)}, normal classes {normal}."
+        return f"{cls.variant(spec)} anomaly detector, {cls.shape_text(spec)}, normal classes {normal}."
 
     def export_spec(self) -> dict[str, Any]:
         a = self.manifest["anomaly"]

@@ -226,9 +226,7 @@ class GenerateTask(Task):
 
     @classmethod
     def describe(cls, spec: dict[str, Any]) -> str:
-        from gan.tasks.base import _shape
-
-        return f"{cls.variant(spec)} generator, {_shape(spec)}, {int(spec.get('num_classes') or 0)} classes."
+        return f"{cls.variant(spec)} generator, {cls.shape_text(spec)}, {int(spec.get('num_classes') or 0)} classes."
 
     def export_spec(self) -> dict[str, Any]:
         m = self.manifest

@@ -346,9 +346,7 @@ class TranslateTask(Task):
     # ---- inference, evaluation, grid --------------------------------------------------------
     @classmethod
     def describe(cls, spec: dict[str, Any]) -> str:
-        from gan.tasks.base import _shape
-
-        return f"{cls.variant(spec)} translator between {', '.join(map(str, spec.get('domains', [])))}, {_shape(spec)}."
+        return f"{cls.variant(spec)} translator between {', '.join(map(str, spec.get('domains', [])))}, {cls.shape_text(spec)}."
 
     def export_spec(self) -> dict[str, Any]:
         return {"arch": self.arch, "domains": self.domains, "channels": self.channels, "image_size": self.image_size,
