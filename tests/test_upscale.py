@@ -129,7 +129,8 @@ def test_a_short_psnr_run_beats_bicubic_on_held_out_images(trained):
 def test_the_schedule_switches_phase_halves_lrs_and_freezes_the_psnr_model():
     from gan.tasks.upscale import UpscaleTask
 
-    params = parse_params({"model": {"task": "upscale", "upscale": {"pretrain_steps": 10, "lr_milestones": [4, 8], "perceptual": "none"}}})
+    params = parse_params({"prepare": {"source": "photos", "channels": 3, "pairs": {"scale": 4, "patch_size": 32}},
+                           "model": {"task": "upscale", "upscale": {"pretrain_steps": 10, "lr_milestones": [4, 8], "perceptual": "none"}}})
     task = UpscaleTask(params, {"kind": "pairs", "scale": 4, "patch_size": 32, "channels": 3})
     assert [p.name for p in task.phases(9)] == ["Gpsnr"] and [p.name for p in task.phases(10)] == ["Dmain", "Gmain"]
     assert task.lr_scale(3) == {"G_psnr": 1.0} and task.lr_scale(4) == {"G_psnr": 0.5} and task.lr_scale(7) == {"G_psnr": 0.5} and task.lr_scale(9) == {"G_psnr": 0.25}
