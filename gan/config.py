@@ -655,7 +655,7 @@ def cross_key_problem(p: Params) -> str | None:
 # Architectures built with equalised learning rates, whose G takes no InfoGAN codes: the same
 # list as gan.models.EQUALIZED_ARCHS (tests/test_config.py checks; the models never import config)
 EQUALIZED_ARCHS = ("stylegan2", "progan")
-# Sources whose prepared data the translate task reads (gan.data.prepare's DOMAIN_SOURCES)
+# Sources whose prepared data the translate task reads: labels are domains (gan.data.prepare writes them so)
 TRANSLATE_SOURCES = ("digits_domains", "domains")
 
 

@@ -105,13 +105,18 @@ def make_pipeline_repo(repo: Path, **sections: dict[str, Any]) -> Path:
     """A fresh git + DVC repo at ``repo`` with this project's pipeline and tiny params, committed."""
     copy_project(repo)
     (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params(**sections), sort_keys=False))
+    return init_repo(repo, "pipeline")
+
+
+def init_repo(repo: Path, message: str) -> Path:
+    """``repo`` made a git + DVC repository with everything in it committed as ``message``."""
     git(repo, "init", "-q")
     git(repo, "config", "user.email", "ci@example.com")
     git(repo, "config", "user.name", "ci")
     dvc(repo, "init", "-q")
     dvc(repo, "config", "core.analytics", "false")
     git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "pipeline")
+    git(repo, "commit", "-qm", message)
     return repo
 
 

@@ -34,7 +34,7 @@ from PIL import Image
 
 from gan.tasks import TASKS
 
-from .pipeline_repo import BIN, COPIED, ROOT, copy_project, declared_outputs, dvc, git, ran, run
+from .pipeline_repo import BIN, COPIED, ROOT, copy_project, declared_outputs, init_repo, ran, run
 
 pytestmark = pytest.mark.slow
 
@@ -118,13 +118,7 @@ def user_repo(repo: Path, example: Path, sizes: dict[str, Any]) -> Path:
     shutil.copy(repo / "docs/examples" / example.name, repo / "params.yaml")  # cp docs/examples/<name>.yaml params.yaml
     raw = merge(merge(yaml.safe_load((repo / "params.yaml").read_text()), COMMON), sizes)
     (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    git(repo, "init", "-q")
-    git(repo, "config", "user.email", "ci@example.com")
-    git(repo, "config", "user.name", "ci")
-    dvc(repo, "init", "-q")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "params from the example")
-    return repo
+    return init_repo(repo, "params from the example")
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from gan.atomic import atomic_dir, atomic_write_json
-from gan.config import PrepareConfig
+from gan.config import TRANSLATE_SOURCES, PrepareConfig
 from gan.data.captions import ATTRIBUTE_NAMES, attribute_captions, attribute_thresholds, measure
 from gan.data.decode import decode_items, engine_for
 from gan.data.shards import MANIFEST, ShardWriter, common_manifest, write_caption_shards
@@ -38,7 +38,6 @@ from gan.data.split import split_mask
 from gan.errors import DataError
 
 FORMAT = "gan-prepared/1"
-DOMAIN_SOURCES = ("digits_domains", "domains")
 HOW = {"engine", "ray_min_images"}  # prepare keys that change how, never what, is written
 
 
@@ -104,7 +103,7 @@ def prepare_dataset(cfg: PrepareConfig, out_dir: str | os.PathLike, progress: bo
             "captions": caption_entry,
             **({"anomaly": _anomaly_entry(anomaly, counts)} if anomaly is not None else {}),
         }
-        if cfg.source in DOMAIN_SOURCES:  # the translate task's data: labels are domains
+        if cfg.source in TRANSLATE_SOURCES:  # the translate task's data: labels are domains
             manifest["domains"] = class_names
             manifest["extras"] = list(extras)
             manifest["paired"] = "oracle" in extras
